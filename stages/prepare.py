@@ -1,0 +1,61 @@
+"""DVC stage `prepare`: training window (N weeks) and holdout (newest week) from the raw batches."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from ml.config import Params
+from ml.sources import check_columns
+from ml.split import EmptyWeekError, training_weeks, week_label
+from stages.common import cli, fmt_int, load_params, write_parquet
+from stages.ingest import batch_path
+
+
+def read_batches(params: Params, raw_dir: str | Path, weeks) -> pd.DataFrame:
+    """Concatenate the raw batches of `weeks`, keeping the configured columns; errors name the file."""
+    cols = list(params.source.columns)
+    frames = []
+    for w in weeks:
+        path = batch_path(raw_dir, w)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no batch for the week {week_label(w)}; land it with "
+                                    f"`python -m stages.ingest --as-of {params.window.as_of}`")
+        df = pd.read_parquet(path)
+        check_columns(df, params.source, str(path))
+        if df.empty:
+            raise EmptyWeekError(f"{path}: the batch of week {week_label(w)} has no rows")
+        frames.append(df[cols])
+    return pd.concat(frames, ignore_index=True)
+
+
+def drop_unlabelled(df: pd.DataFrame, target: str, what: str) -> pd.DataFrame:
+    n = int(df[target].isna().sum())
+    if n:
+        print(f"prepare: dropped {fmt_int(n)} {what} row(s) without '{target}'")
+    return df[df[target].notna()].reset_index(drop=True)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--raw", default="data/raw")
+    ap.add_argument("--out", default="data/prepared")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    w = params.window
+    weeks = training_weeks(w.as_of, w.train_weeks)
+    target = params.source.target
+    train = drop_unlabelled(read_batches(params, args.raw, weeks), target, "training")
+    holdout = drop_unlabelled(read_batches(params, args.raw, [w.as_of]), target, "holdout")
+    out = Path(args.out)
+    write_parquet(out / "train.parquet", train)
+    write_parquet(out / "holdout.parquet", holdout)
+    print(f"prepare: training window {week_label(weeks[0]).split('..')[0]}..{week_label(weeks[-1]).split('..')[1]} "
+          f"({w.train_weeks} weeks, {fmt_int(len(train))} rows); holdout {week_label(w.as_of)} ({fmt_int(len(holdout))} rows)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""DVC stage `train`: fit the configured model family and the naive baseline on the training window."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ml.config import Params
+from ml.models import build_baseline, build_model, model_family
+from stages.common import cli, fmt_int, load_params, write_json, write_pickle
+
+
+def fit_candidate(params: Params, train: pd.DataFrame):
+    """(model, baseline, info) fitted on the training frame."""
+    s = params.source
+    y = train[s.target].to_numpy()
+    t0 = time.perf_counter()
+    model = build_model(s, params.train).fit(train, y)
+    fit_s = time.perf_counter() - t0
+    baseline = build_baseline(s).fit(train, y)
+    info = {"family": params.train.family, "estimator": model_family(model), "seed": params.train.seed,
+            "task": s.task, "target": s.target, "numeric_features": list(s.numeric_features),
+            "categorical_features": list(s.categorical_features), "train_rows": len(train),
+            "fit_seconds": round(fit_s, 3)}
+    return model, baseline, info
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--train", default="data/prepared/train.parquet")
+    ap.add_argument("--out", default="data/model")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    train = pd.read_parquet(args.train)
+    model, baseline, info = fit_candidate(params, train)
+    out = Path(args.out)
+    write_pickle(out / "model.pkl", model)
+    write_pickle(out / "baseline.pkl", baseline)
+    write_json(out / "info.json", info)
+    print(f"train: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows in {info['fit_seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

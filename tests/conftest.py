@@ -1,0 +1,91 @@
+"""Shared fixtures: a throwaway copy of the project in a real git + DVC repo, and the bike-sharing data."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BIKE_CSV = SHARED / "datasets" / "bike_sharing" / "hour.csv"
+PROJECT_FILES = ["ml", "stages", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
+                 "data/.gitignore"]
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's tools first on PATH, no telemetry."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DO_NOT_TRACK="true", DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true",
+               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def make_project(dest: Path) -> Path:
+    """Copy the project's pipeline files into `dest`, then `git init` + `dvc init` there."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if not src.exists():
+            continue
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    return dest
+
+
+def edit_params(repo: Path, **sections) -> dict:
+    """Deep-merge `sections` into repo/params.yaml and return the result."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
+            params[name].update(values)
+        else:
+            params[name] = values
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+BIKE_SOURCE = {
+    "kind": "files", "path": "data/incoming/*.csv", "time_column": "dteday", "target": "cnt",
+    "task": "regression", "unit_id": "instant",
+    "numeric_features": ["hr", "weekday", "workingday", "holiday", "temp", "atemp", "hum", "windspeed"],
+    "categorical_features": ["season", "weathersit"], "drop": ["casual", "registered"],
+}
+
+
+@pytest.fixture
+def flights_repo(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "repo")
+
+
+@pytest.fixture
+def bike_repo(tmp_path: Path) -> Path:
+    if not BIKE_CSV.exists():
+        pytest.fail(f"{BIKE_CSV} is missing: the shared datasets folder must sit beside the project")
+    repo = make_project(tmp_path / "repo")
+    (repo / "data" / "incoming").mkdir(parents=True)
+    shutil.copy2(BIKE_CSV, repo / "data" / "incoming" / "hour.csv")
+    edit_params(repo, source=BIKE_SOURCE, window={"as_of": "2012-06-03", "train_weeks": 8},
+                evaluate={"slice_column": "weathersit"})
+    return repo

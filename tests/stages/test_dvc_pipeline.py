@@ -1,0 +1,88 @@
+"""`dvc repro` on real data in a real temp git repo: metrics, no-op reruns, minimal reruns, bad input."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import edit_params, run
+
+PY = sys.executable
+
+
+def ingest_and_repro(repo: Path):
+    run([PY, "-m", "stages.ingest"], repo)
+    return run(["dvc", "repro"], repo)
+
+
+def ran_stages(out: str) -> list[str]:
+    return [s for s in ("prepare", "train", "evaluate") if f"Running stage '{s}'" in out]
+
+
+def leftovers(repo: Path) -> list[Path]:
+    """Temp files an interrupted atomic write would leave behind."""
+    return [p for p in (repo / "data").rglob("*.tmp")]
+
+
+def test_repro_on_flights_beats_the_baseline_then_is_a_noop(flights_repo):
+    first = ingest_and_repro(flights_repo)
+    assert ran_stages(first.stdout) == ["prepare", "train", "evaluate"]
+    metrics = json.loads((flights_repo / "data/eval/metrics.json").read_text())
+    assert metrics["model"]["rows"] > 5000
+    assert metrics["model"]["mae"] < 0.75 * metrics["baseline"]["mae"], metrics
+    for plot in ("predicted_vs_actual.csv", "error_by_slice.csv"):
+        assert (flights_repo / "data/eval/plots" / plot).stat().st_size > 0
+    assert (flights_repo / "data/eval/predictions.parquet").exists()
+    assert "mae" in run(["dvc", "metrics", "show"], flights_repo).stdout
+
+    again = run(["dvc", "repro"], flights_repo)
+    assert ran_stages(again.stdout) == []
+    assert "up to date" in again.stdout
+
+    edit_params(flights_repo, train={"hgb": {"loss": "absolute_error", "max_iter": 120, "learning_rate": 0.1,
+                                             "max_leaf_nodes": 31, "min_samples_leaf": 20,
+                                             "l2_regularization": 0.0}})
+    changed = run(["dvc", "repro"], flights_repo)
+    assert ran_stages(changed.stdout) == ["train", "evaluate"]
+    assert leftovers(flights_repo) == []
+
+
+@pytest.mark.parametrize("section,values,named", [
+    ("train", {"famly": "hgb"}, "train.famly"),
+    ("source", {"target": "arrival_delay"}, "arrival_delay"),
+    ("window", {"as_of": "2013-13-40"}, "window.as_of"),
+])
+def test_bad_params_fail_with_the_key_named_and_nothing_half_written(flights_repo, section, values, named):
+    run([PY, "-m", "stages.ingest"], flights_repo)
+    edit_params(flights_repo, **{section: values})
+    p = run(["dvc", "repro"], flights_repo, check=False)
+    assert p.returncode != 0
+    assert named in p.stderr + p.stdout
+    assert not (flights_repo / "data/prepared/train.parquet").exists()
+    assert leftovers(flights_repo) == []
+
+
+def test_week_outside_the_data_is_a_clear_error(flights_repo):
+    edit_params(flights_repo, window={"as_of": "2014-03-02"})
+    p = run([PY, "-m", "stages.ingest"], flights_repo, check=False)
+    assert p.returncode == 2
+    assert "no rows for the week 2014-02-23..2014-03-01" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not list((flights_repo / "data").glob("raw/*.parquet"))  # no week landed
+
+
+def test_missing_batch_names_the_file_and_the_fix(flights_repo):
+    p = run(["dvc", "repro"], flights_repo, check=False)
+    assert p.returncode != 0
+    assert "data/raw" in p.stderr
+
+
+def test_corrupt_batch_missing_a_column_names_file_and_column(flights_repo):
+    import pandas as pd
+
+    run([PY, "-m", "stages.ingest"], flights_repo)
+    victim = sorted((flights_repo / "data/raw").glob("*.parquet"))[0]
+    pd.read_parquet(victim).drop(columns=["visib"]).to_parquet(victim)
+    p = run(["dvc", "repro"], flights_repo, check=False)
+    assert p.returncode != 0
+    assert victim.name in p.stderr and "'visib'" in p.stderr
