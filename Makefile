@@ -14,8 +14,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The demo's flow runs stay in the project, so `make ui-prefect` shows them afterwards.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup demo test bench clean-data
+.PHONY: setup demo dvc-demo test bench ui-prefect ui-mlflow clean-data
 
 setup: $(STAMP)
 
@@ -26,8 +28,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip check
 	touch $@
 
-## demo: land the default weeks of real data and run the DVC pipeline on them
+## demo: replay 6 real weeks through the weekly flow (local Prefect API, MLflow SQLite store in the repo)
 demo: setup
+	python -m flows.replay
+
+## dvc-demo: the DVC pipeline alone on the default window (no Prefect, no MLflow)
+dvc-demo: setup
 	python -m stages.ingest
 	dvc add -q data/raw
 	dvc repro
@@ -41,6 +47,18 @@ test: setup
 ## bench: benchmarks, printed as ratios against a bare baseline in the same run
 bench: setup
 	python benchmarks/bench_dvc.py
+	python benchmarks/bench_drift.py
+	python benchmarks/bench_decisions.py
+	python benchmarks/bench_flow.py
 
+## ui-prefect / ui-mlflow: look at the demo's runs (Ctrl-C to stop)
+ui-prefect: setup
+	prefect server start --host 127.0.0.1 --port 4200
+
+ui-mlflow: setup
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+## clean-data: forget every landed batch, model, run and registry entry of this checkout
 clean-data:
-	rm -rf data/raw data/prepared data/model data/eval
+	rm -rf data/raw data/raw.dvc data/staging data/prepared data/model data/eval data/runs data/demo dvc.lock \
+	       mlflow.db mlartifacts .prefect

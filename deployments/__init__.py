@@ -1,0 +1,1 @@
+"""Deployments (prefect.yaml) and the local stack: Prefect server, worker, MLflow server."""

@@ -1,0 +1,223 @@
+"""The local stack: one command up, one command down.
+
+    python -m deployments.stack up       # Prefect server, MLflow server, process work pool + worker, deployments
+    python -m deployments.stack status
+    python -m deployments.stack down     # stops exactly what `up` started (pid files in .stack/)
+
+Everything binds to 127.0.0.1. Settings (environment):
+  CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_WORK_POOL (local-process)
+  PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
+  CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
+  CT_MLFLOW_ARTIFACTS_DESTINATION          e.g. s3://bucket/mlflow (default: .stack/mlartifacts)
+`up` writes .stack/env with PREFECT_API_URL and MLFLOW_TRACKING_URI: `source .stack/env` to use the stack.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def state_dir(project: Path) -> Path:
+    return project / ".stack"
+
+
+def settings(project: Path) -> dict[str, str]:
+    d = state_dir(project)
+    prefect_port = os.environ.get("CT_PREFECT_PORT", "4200")
+    mlflow_port = os.environ.get("CT_MLFLOW_PORT", "5000")
+    return {
+        "prefect_port": prefect_port, "mlflow_port": mlflow_port,
+        "pool": os.environ.get("CT_WORK_POOL", "local-process"),
+        "api": f"http://127.0.0.1:{prefect_port}/api", "mlflow": f"http://127.0.0.1:{mlflow_port}",
+        "backend": os.environ.get("CT_MLFLOW_BACKEND_STORE_URI", f"sqlite:///{(d / 'mlflow.db').resolve()}"),
+        "artifacts": os.environ.get("CT_MLFLOW_ARTIFACTS_DESTINATION", str((d / "mlartifacts").resolve())),
+    }
+
+
+def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **QUIET, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PREFECT_HOME": str(state_dir(project) / "prefect-home"), "PREFECT_API_URL": s["api"],
+           "PREFECT_UI_URL": s["api"].removesuffix("/api"), "MLFLOW_TRACKING_URI": s["mlflow"],
+           "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project)}
+    return env
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie child of this process counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def pid_of(project: Path, name: str) -> int | None:
+    f = state_dir(project) / f"{name}.pid"
+    if not f.exists():
+        return None
+    pid = int(f.read_text().split()[0])
+    return pid if alive(pid) else None
+
+
+def start(project: Path, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    """Start `cmd` in its own process group, output to .stack/<name>.log, pid to .stack/<name>.pid."""
+    if (pid := pid_of(project, name)) is not None:
+        print(f"{name}: already running (pid {pid})")
+        return pid
+    d = state_dir(project)
+    d.mkdir(parents=True, exist_ok=True)
+    log = open(d / f"{name}.log", "ab")
+    p = subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    (d / f"{name}.pid").write_text(f"{p.pid}\n")
+    print(f"{name}: started (pid {p.pid}, log {d / f'{name}.log'})")
+    return p.pid
+
+
+def wait_http(url: str, name: str, project: Path, timeout: float = 180) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if pid_of(project, name) is None:
+            tail = (state_dir(project) / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise StackError(f"{name} exited during start-up; end of its log:\n{tail}")
+        time.sleep(0.5)
+    raise StackError(f"{name} did not answer {url} within {timeout:.0f} s (log: .stack/{name}.log)")
+
+
+def stop(project: Path, name: str, first: int = signal.SIGTERM, grace: float = 20) -> bool:
+    """Stop the process group `up` started; SIGKILL after `grace` seconds. True if something was stopped."""
+    f = state_dir(project) / f"{name}.pid"
+    if not f.exists():
+        return False
+    pid = int(f.read_text().split()[0])
+    stopped = False
+    if alive(pid):
+        for sig, wait in ((first, grace), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            end = time.time() + wait
+            while time.time() < end and alive(pid):
+                time.sleep(0.2)
+            if not alive(pid):
+                break
+        stopped = True
+    try:  # the group may hold children (e.g. a flow run the worker started)
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    f.unlink(missing_ok=True)
+    print(f"{name}: stopped (pid {pid})" if stopped else f"{name}: was not running")
+    return stopped
+
+
+def run(cmd: list[str], env: dict[str, str], project: Path) -> str:
+    p = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise StackError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def up(project: Path, deploy: bool = True, worker: bool = True) -> dict[str, str]:
+    s = settings(project)
+    env = base_env(project, s)
+    d = state_dir(project)
+    d.mkdir(parents=True, exist_ok=True)
+    Path(s["artifacts"]).mkdir(parents=True, exist_ok=True) if "://" not in s["artifacts"] else None
+    start(project, "prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                      "--port", s["prefect_port"]], env)
+    start(project, "mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri", s["backend"],
+                                     "--artifacts-destination", s["artifacts"], "--host", "127.0.0.1",
+                                     "--port", s["mlflow_port"], "--workers", "1"], env)
+    wait_http(f"{s['api']}/health", "prefect-server", project)
+    print(f"prefect-server: healthy at {s['api']}")
+    wait_http(f"{s['mlflow']}/health", "mlflow-server", project)
+    print(f"mlflow-server: healthy at {s['mlflow']}")
+    pools = run([str(BIN / "prefect"), "work-pool", "ls"], env, project)
+    if s["pool"] not in pools:
+        run([str(BIN / "prefect"), "work-pool", "create", s["pool"], "--type", "process"], env, project)
+        print(f"work pool '{s['pool']}' created (type process)")
+    if deploy:
+        run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
+             str(project / "deployments" / "prefect.yaml")], env, project)
+        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily")
+    if worker:
+        start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
+                                  "--name", f"{s['pool']}-worker"], env)
+    envfile = d / "env"
+    envfile.write_text("".join(f"export {k}={env[k]}\n" for k in
+                               ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL",
+                                "PREFECT_HOME", "CT_PROJECT_DIR")))
+    (d / "settings.json").write_text(json.dumps(s, indent=2))
+    print(f"\nstack is up.  Prefect UI {s['api'].removesuffix('/api')}   MLflow UI {s['mlflow']}\n"
+          f"use it from a shell:  source .stack/env && prefect deployment run 'weekly-retrain/weekly'")
+    return s
+
+
+NAMES = ("worker", "mlflow-server", "prefect-server")  # stop order: the worker first, the API last
+
+
+def down(project: Path) -> None:
+    for name in NAMES:
+        # the worker ignores SIGTERM for a while; SIGINT makes it exit cleanly
+        stop(project, name, first=signal.SIGINT if name == "worker" else signal.SIGTERM)
+
+
+def status(project: Path) -> dict[str, int | None]:
+    out = {n: pid_of(project, n) for n in NAMES}
+    for n, pid in out.items():
+        print(f"{n:<15} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("--project-dir", default=str(PROJECT))
+    ap.add_argument("--no-deploy", action="store_true")
+    ap.add_argument("--no-worker", action="store_true")
+    args = ap.parse_args(argv)
+    project = Path(args.project_dir).resolve()
+    try:
+        if args.command == "up":
+            up(project, deploy=not args.no_deploy, worker=not args.no_worker)
+        elif args.command == "down":
+            down(project)
+        else:
+            status(project)
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.command == "up":
+            print("stopping what was started ...", file=sys.stderr)
+            down(project)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

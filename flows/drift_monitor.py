@@ -1,0 +1,92 @@
+"""Drift monitor: the newest data vs the champion's training window; past a threshold, start a retrain.
+
+    python -m flows.drift_monitor [--no-trigger]
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.weekly_retrain import PROJECT
+
+RETRAIN_DEPLOYMENT = "weekly-retrain/weekly"
+
+
+@task(name="measure drift vs the champion's training data", cache_policy=NO_CACHE)
+def measure(project: str) -> dict:
+    """Feature drift of the newest available week against the weeks the champion was trained on."""
+    from ml.drift import drift_summary
+    from ml.split import slice_week, training_weeks, week_label
+    from stages.common import load_params
+    from stages.prepare import read_batches
+    from tasks import lineage, registry
+    from tasks.data import source_frame
+    from tasks.context import WeekRun
+    from tasks.weeks import resolve_as_of
+
+    root = Path(project)
+    params = load_params(root / "params.yaml")
+    lineage.ensure_experiment(root, params.registry.experiment)
+    version = registry.alias_version(params.registry.model_name, registry.CHAMPION)
+    if version is None:
+        return {"status": "no champion", "should_retrain": False, "reason": "no champion yet: nothing to compare"}
+    from mlflow import MlflowClient
+
+    champ_week = date.fromisoformat(MlflowClient().get_model_version(params.registry.model_name, version).tags["as_of"])
+    newest = resolve_as_of(params, root, None)  # the week after the newest landed batch
+    ctx = WeekRun(project=root, params=params, as_of=newest)
+    current = slice_week(source_frame(ctx), params.source.time_column, newest, allow_empty=True)
+    if current.empty:
+        return {"status": "no new data", "should_retrain": False, "week": newest.isoformat(),
+                "reason": f"no data yet for the week {week_label(newest)}"}
+    s = params.source
+    reference = read_batches(params, root / "data" / "raw", training_weeks(champ_week, params.window.train_weeks))
+    summary = drift_summary(reference, current, list(s.numeric_features), list(s.categorical_features),
+                            drift_share=params.drift.drift_share)
+    share = summary["share_drifted"]
+    drifted = [c for c, v in summary["columns"].items() if v["drifted"]]
+    should = share >= params.drift.retrain_share
+    reason = (f"{summary['n_drifted']} of {summary['n_columns']} features drifted ({share:.0%}"
+              f"{': ' + ', '.join(drifted) if drifted else ''}) in the week {week_label(newest)} vs the training "
+              f"window of champion v{version} (as_of {champ_week}); threshold {params.drift.retrain_share:.0%}")
+    return {"status": "measured", "should_retrain": should, "reason": reason, "week": newest.isoformat(),
+            "champion_version": version, "share_drifted": share, "drifted": drifted}
+
+
+@flow(name="drift-monitor", log_prints=True, persist_result=False)
+def drift_monitor(trigger: bool = True, project_dir: str | None = None) -> dict:
+    """Measure drift; if it is past drift.retrain_share, start weekly-retrain/weekly for the new week."""
+    log = get_run_logger()
+    out = measure(project_dir or str(PROJECT))
+    log.info(f"drift-monitor: {out['reason']}")
+    if out["should_retrain"] and trigger:
+        from prefect.deployments import run_deployment
+
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"as_of": out["week"]}, timeout=0,
+                             tags=["drift-triggered"], job_variables=None)
+        out["triggered_flow_run"] = str(run.id)
+        log.info(f"drift-monitor: started {RETRAIN_DEPLOYMENT} run {run.name} for as_of={out['week']}")
+    verdict = ("retrain started" if out.get("triggered_flow_run") else
+               "retrain needed (trigger off)" if out["should_retrain"] else "no retrain needed")
+    create_markdown_artifact(key="drift-monitor", markdown=f"# Drift monitor: {verdict}\n\n{out['reason']}\n",
+                             description="Why the drift monitor did (or did not) start a retrain")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-trigger", action="store_true", help="measure and report only")
+    ap.add_argument("--project-dir", default=str(PROJECT))
+    args = ap.parse_args(argv)
+    out = drift_monitor(trigger=not args.no_trigger, project_dir=args.project_dir)
+    print(out["reason"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

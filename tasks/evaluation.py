@@ -1,0 +1,123 @@
+"""Compare the candidate with the champion on the same newest week, report drift, and decide."""
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ml.metrics import PRIMARY, predict, row_loss, summarize
+from ml.policy import decide as apply_policy
+from ml.stats import Comparison, compare_losses
+from stages.common import write_json
+from stages.ingest import batch_path
+from tasks import lineage, registry
+from tasks.context import WeekRun
+
+
+@task(name="compare candidate with champion", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def compare_with_champion(ctx: WeekRun) -> dict:
+    """Score champion and candidate on the same holdout rows: paired CI of the change and slice guardrails."""
+    log = get_run_logger()
+    p, s = ctx.params, ctx.params.source
+    preds = pd.read_parquet(ctx.path("data", "eval", "predictions.parquet"))
+    holdout = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
+    with lineage.step_run(ctx, "compare") as _:
+        import mlflow
+
+        champ = registry.load_champion(p.registry.model_name)
+        if champ is None:
+            log.info("compare: no champion yet: the absolute thresholds alone will decide")
+            mlflow.set_tag("champion", "none")
+            return {"comparison": None, "slices": [], "champion_version": None}
+        version, model = champ
+        # The champion may use other columns than today's params: score it on the raw batch, same rows.
+        raw = pd.read_parquet(batch_path(ctx.path("data", "raw"), ctx.as_of))
+        raw = raw[raw[s.target].notna()].reset_index(drop=True)
+        if len(raw) != len(holdout):
+            raise RuntimeError(f"holdout has {len(holdout)} rows but the raw batch {len(raw)}: rerun dvc repro")
+        y = holdout[s.target].to_numpy()
+        champ_pred = predict(model, raw, s.task)
+        champ_loss = row_loss(s.task, y, champ_pred, getattr(model, "classes_", None))
+        cand_loss = preds["loss"].to_numpy()
+        comp, slices = compare_losses(champ_loss, cand_loss, holdout, p.policy, seed=p.train.seed)
+        key = PRIMARY[s.task]
+        champ_metrics = summarize(s.task, y, champ_pred, getattr(model, "classes_", None))
+        mlflow.log_params({"champion_version": version, "clusters": comp.clusters, "rows": comp.rows})
+        mlflow.log_metrics({f"champion_{key}": comp.champion, f"candidate_{key}": comp.candidate,
+                            "rel_change": comp.rel_change, "ci_low": comp.ci_low, "ci_high": comp.ci_high})
+        lineage.log_json({"comparison": comp.to_dict(), "champion_metrics": champ_metrics, "slices": slices},
+                         "compare/comparison.json")
+        log.info(f"compare: {key} {comp.candidate:.2f} (candidate) vs {comp.champion:.2f} (champion v{version}): "
+                 f"{comp.rel_change:+.1%}, {comp.confidence:.0%} CI {comp.ci_low:+.1%}..{comp.ci_high:+.1%}")
+    return {"comparison": comp.to_dict(), "slices": slices, "champion_version": version,
+            "champion_metrics": champ_metrics}
+
+
+@task(name="drift report (Evidently)", cache_policy=NO_CACHE)
+def drift_report(ctx: WeekRun) -> dict:
+    """Training window vs new batch: features, target and predictions; HTML for people, summary for the decision."""
+    from ml.drift import drift_summary, write_drift_report
+
+    log = get_run_logger()
+    p, s = ctx.params, ctx.params.source
+    reference = pd.read_parquet(ctx.path("data", "prepared", "train.parquet"))
+    current = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
+    model = joblib.load(ctx.path("data", "model", "model.pkl"))
+    pred_col = "prediction"
+    reference[pred_col] = _point(model, reference, s.task)
+    current[pred_col] = _point(model, current, s.task)
+    with lineage.step_run(ctx, "drift") as _:
+        import mlflow
+
+        features = drift_summary(reference, current, list(s.numeric_features), list(s.categorical_features),
+                                 drift_share=p.drift.drift_share)
+        target_kind = ([s.target], []) if s.task == "regression" else ([], [s.target])
+        outputs = drift_summary(reference, current, [*target_kind[0], pred_col], target_kind[1],
+                                drift_share=p.drift.drift_share)
+        summary = {**features, "target": outputs["columns"][s.target], "prediction": outputs["columns"][pred_col]}
+        html = ctx.run_dir / "drift_report.html"
+        report = write_drift_report(reference, current, list(s.numeric_features), list(s.categorical_features),
+                                    html, target=s.target if s.task == "regression" else None,
+                                    prediction=pred_col if s.task == "regression" else None,
+                                    sample_rows=p.drift.report_rows, seed=p.drift.seed)
+        summary["report"] = report
+        write_json(ctx.run_dir / "drift_summary.json", summary)
+        mlflow.log_artifact(str(html), "drift")
+        lineage.log_json(summary, "drift/drift_summary.json")
+        mlflow.log_metrics({"share_drifted": summary["share_drifted"], "n_drifted": summary["n_drifted"],
+                            "target_drifted": float(summary["target"]["drifted"]),
+                            "prediction_drifted": float(summary["prediction"]["drifted"])})
+        drifted = [c for c, v in summary["columns"].items() if v["drifted"]]
+        log.info(f"drift: {summary['n_drifted']} of {summary['n_columns']} feature columns drifted "
+                 f"({summary['share_drifted']:.0%}{': ' + ', '.join(drifted) if drifted else ''}); target "
+                 f"{'drifted' if summary['target']['drifted'] else 'stable'}, predictions "
+                 f"{'drifted' if summary['prediction']['drifted'] else 'stable'}")
+    return summary
+
+
+def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
+    pred = predict(model, frame, task)
+    return pred if task == "regression" else pred.max(axis=1)
+
+
+@task(name="decide: promote, A/B test or reject", cache_policy=NO_CACHE)
+def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
+    """Apply the policy in params to the evidence; decision.json carries the reasons in words."""
+    log = get_run_logger()
+    m = trained["metrics"]
+    comp = Comparison(**compared["comparison"]) if compared["comparison"] else None
+    drift_for_policy = {k: drift[k] for k in ("n_drifted", "n_columns", "share_drifted")}
+    d = apply_policy(ctx.params.policy, m["metric"], m["model"], m["baseline"], comp, compared["slices"],
+                     drift_for_policy)
+    out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
+           "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run}
+    write_json(ctx.run_dir / "decision.json", out)
+    with lineage.step_run(ctx, "decide") as _:
+        import mlflow
+
+        lineage.log_json(out, "decision.json")
+        mlflow.set_tags({"decision": d.action, "decision.summary": d.summary})
+    log.info(f"decide: {d.summary}")
+    return out

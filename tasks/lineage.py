@@ -1,0 +1,119 @@
+"""MLflow record keeping: one parent run per flow run, one nested run per step (MLflow imported lazily)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tasks.context import WeekRun
+
+
+def tracking_uri(project: Path) -> str:
+    """MLFLOW_TRACKING_URI when set (e.g. a server), else a SQLite store in the project."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project / 'mlflow.db').resolve()}"
+
+
+def ui_url() -> str | None:
+    """Where people open the MLflow UI: MLFLOW_UI_URL, else the tracking server itself when it is one."""
+    uri = os.environ.get("MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    return uri.rstrip("/") if uri.startswith("http") else None
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; nothing was trained or registered."""
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with the URL, when a tracking server is down (MLflow's own retries take minutes)."""
+    if not uri.startswith("http"):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+            if r.status == 200:
+                return
+            problem = f"HTTP {r.status}"
+    except OSError as e:
+        problem = str(getattr(e, "reason", e))
+    raise TrackingUnavailable(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {problem}; "
+                              "start it (python -m deployments.stack up) or unset MLFLOW_TRACKING_URI")
+
+
+def ensure_experiment(project: Path, name: str) -> str:
+    """Point MLflow at the store and return the experiment id (artifacts under the project for SQLite)."""
+    import mlflow
+
+    uri = tracking_uri(project)
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (project / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def start_parent(ctx: WeekRun, tags: dict[str, str], params: dict[str, Any]) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.create_run(ctx.experiment_id, run_name=f"week-{ctx.week}", tags=tags)
+    log_params(run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        MlflowClient().log_batch(run_id, params=items[i:i + 100])
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v)[:5000])
+
+
+def end_parent(run_id: str, ok: bool) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+@contextmanager
+def step_run(ctx: WeekRun, step: str) -> Iterator[Any]:
+    """A nested MLflow run for one task, active in this thread while the task runs."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    run = MlflowClient().create_run(ctx.experiment_id, run_name=step,
+                                    tags={"mlflow.parentRunId": ctx.parent_run_id, "step": step,
+                                          "as_of": ctx.week})
+    with mlflow.start_run(run_id=run.info.run_id) as active:
+        yield active
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,108 @@
+"""Registry actions through aliases: `champion`, `previous-champion` (rollback) and `challenger` (A/B)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from stages.common import write_json
+from tasks import lineage
+from tasks.context import WeekRun
+
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous-champion", "challenger"
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """Version number behind `name@alias`, or None when the model or alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_champion(name: str) -> tuple[str, Any] | None:
+    """(version, model) of the current champion, or None before the first promotion."""
+    import mlflow
+
+    version = alias_version(name, CHAMPION)
+    if version is None:
+        return None
+    return version, mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+
+
+def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_tags: dict[str, str]) -> str:
+    """Register the candidate with its decision attached (never a version without one); returns the version."""
+    import mlflow
+
+    tags = {"decision": decision["action"], "decision.summary": decision["summary"][:4900],
+            "decision.reasons": json.dumps(decision["reasons"])[:4900], "as_of": ctx.week,
+            "flow.parent_run_id": ctx.parent_run_id, **lineage_tags}
+    mv = mlflow.register_model(model_uri, ctx.params.registry.model_name, tags=tags)
+    from mlflow import MlflowClient
+
+    MlflowClient().update_model_version(mv.name, mv.version, description=decision["summary"][:4900])
+    return str(mv.version)
+
+
+@task(name="act on the decision (registry aliases)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, str]) -> dict:
+    """promote: champion -> new version, old one kept as previous-champion; ab_test: challenger alias + A/B
+    request; reject: the version keeps its reason. A dry run registers nothing."""
+    from mlflow import MlflowClient
+
+    log = get_run_logger()
+    name, action = ctx.params.registry.model_name, decision["action"]
+    if ctx.dry_run:
+        log.info(f"act: dry run: would {action}; nothing registered, no alias moved")
+        return {"action": action, "version": None, "dry_run": True}
+    client = MlflowClient()
+    # A retry (e.g. after a lost connection) reuses the version this run already registered.
+    done = client.search_model_versions(f"name='{name}' and run_id='{candidate['run_id']}'")
+    version = str(done[0].version) if done else register(ctx, candidate["model_uri"], candidate["run_id"], decision,
+                                                     lineage_tags)
+    out: dict[str, Any] = {"action": action, "version": version, "model": name}
+    if action == "promote":
+        previous = alias_version(name, CHAMPION)
+        if previous and previous != version:
+            client.set_registered_model_alias(name, PREVIOUS, previous)  # first, so a crash never loses it
+            out["previous"] = previous
+        client.set_registered_model_alias(name, CHAMPION, version)
+        log.info(f"act: {name} v{version} is now @champion" + (f" (v{previous} kept as @previous-champion; "
+                 f"roll back with `python -m flows.rollback`)" if previous else ""))
+    elif action == "ab_test":
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        start = datetime.now(timezone.utc)
+        request = {"model": name, "champion_version": alias_version(name, CHAMPION), "challenger_version": version,
+                   "share": ctx.params.ab.share, "start": start.isoformat(),
+                   "planned_end": (start + timedelta(days=ctx.params.ab.duration_days)).isoformat(),
+                   "metric": decision["evidence"]["metric"], "week": ctx.week, "reason": decision["summary"]}
+        client.set_model_version_tag(name, version, "ab_request", json.dumps(request))
+        write_json(ctx.run_dir / "ab_request.json", request)
+        out["ab_request"] = request
+        log.info(f"act: {name} v{version} is @challenger; A/B test requested "
+                 f"({request['share']:.0%} of traffic until {request['planned_end'][:10]})")
+    else:
+        log.info(f"act: {name} v{version} registered as rejected; @champion unchanged")
+    lineage.set_tags(ctx.parent_run_id, {"registered_version": version, "decision": action})
+    return out
+
+
+def rollback(name: str) -> dict:
+    """Put @previous-champion back as @champion; the demoted version is tagged and stays registered."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    current, previous = alias_version(name, CHAMPION), alias_version(name, PREVIOUS)
+    if previous is None:
+        raise RuntimeError(f"model '{name}' has no @{PREVIOUS} version to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    if current:
+        client.set_model_version_tag(name, current, "rolled_back_at", datetime.now(timezone.utc).isoformat())
+    return {"model": name, "champion": str(previous), "demoted": str(current) if current else None}

@@ -1,0 +1,122 @@
+"""Train through `dvc repro` (the exact pipeline a user reproduces locally) and log the candidate to MLflow."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import yaml
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ml.features import feature_frame
+from stages.common import atomic_write
+from tasks import lineage
+from tasks.context import WeekRun
+
+
+def set_as_of(params_file: Path, as_of: str) -> bool:
+    """Write window.as_of into params.yaml, keeping comments and layout (what `dvc exp run -S` would do)."""
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    data = y.load(params_file.read_text())
+    if str(data["window"]["as_of"]) == as_of:
+        return False
+    data["window"]["as_of"] = as_of
+    atomic_write(params_file, lambda t: y.dump(data, t))
+    return True
+
+
+def lock_hashes(project: Path) -> dict[str, str]:
+    """Content hashes DVC recorded for the data and model of this run (from dvc.lock)."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    out = {}
+    for stage in ("prepare", "train", "evaluate"):
+        for entry in lock.get(stage, {}).get("deps", []) + lock.get(stage, {}).get("outs", []):
+            if entry["path"].startswith("data/"):
+                out[entry["path"]] = entry.get("md5", "")
+    return out
+
+
+@task(name="dvc repro (prepare → train → evaluate)", cache_policy=NO_CACHE)
+def reproduce(ctx: WeekRun) -> dict:
+    """Set the week in params.yaml, track data/raw, run the DVC pipeline; returns metrics and data hashes."""
+    from dvc.repo import Repo
+
+    log = get_run_logger()
+    with lineage.step_run(ctx, "train") as _:
+        import mlflow
+
+        set_as_of(ctx.path("params.yaml"), ctx.week)
+        logging.getLogger("dvc").setLevel(logging.WARNING)  # DVC prints its own progress; keep one copy
+        # DVC's API resolves paths and the stage graph against the cwd: work from inside the project.
+        with contextlib.chdir(ctx.project), Repo(str(ctx.project)) as repo:
+            repo.add("data/raw")
+            stages = repo.reproduce()
+        ran = [s.addressing for s in stages]
+        metrics = json.loads(ctx.path("data", "eval", "metrics.json").read_text())
+        info = json.loads(ctx.path("data", "model", "info.json").read_text())
+        hashes = lock_hashes(ctx.project)
+        key = metrics["metric"]
+        mlflow.log_params({"family": info["family"], "estimator": info["estimator"], "seed": info["seed"],
+                           "train_rows": info["train_rows"], "stages_run": ",".join(ran) or "none (cached)"})
+        mlflow.log_metrics({f"holdout_{key}": metrics["model"][key], f"baseline_{key}": metrics["baseline"][key],
+                            "fit_seconds": info["fit_seconds"]})
+        mlflow.set_tags({f"dvc.md5.{k}": v for k, v in hashes.items()})
+        mlflow.log_artifact(str(ctx.path("data", "eval", "metrics.json")))
+        mlflow.log_artifacts(str(ctx.path("data", "eval", "plots")), "plots")
+        mlflow.log_artifact(str(ctx.path("dvc.lock")))
+        mlflow.log_artifact(str(ctx.path("data", "raw.dvc")))
+        mlflow.log_artifact(str(ctx.path("params.yaml")))
+        log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {info['family']} on "
+                 f"{info['train_rows']:,} rows; holdout {key} {metrics['model'][key]:.2f} vs naive "
+                 f"{metrics['baseline'][key]:.2f}")
+    return {"metrics": metrics, "info": info, "hashes": hashes, "stages_run": ran}
+
+
+def pip_requirements(family: str) -> list[str]:
+    pkgs = ["scikit-learn", "pandas", "numpy", "scipy", "joblib", "pyarrow"] + (["torch"] if family == "mlp" else [])
+    return [f"{p}=={version(p).split('+')[0]}" for p in pkgs]
+
+
+@task(name="log candidate model + datasets to MLflow", cache_policy=NO_CACHE)
+def log_candidate(ctx: WeekRun, trained: dict) -> dict:
+    """Log the candidate (signature, input example, pinned requirements, ml/ code) and the datasets it saw."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    log = get_run_logger()
+    s = ctx.params.source
+    model = joblib.load(ctx.path("data", "model", "model.pkl"))
+    train = pd.read_parquet(ctx.path("data", "prepared", "train.parquet"))
+    holdout = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
+    hashes = trained["hashes"]
+    with lineage.step_run(ctx, "log-candidate") as run:
+        for frame, name, context in ((train, "training-window", "training"), (holdout, "holdout", "evaluation")):
+            path = f"data/prepared/{'train' if context == 'training' else 'holdout'}.parquet"
+            with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both mean the local file
+                warnings.simplefilter("ignore", UserWarning)
+                ds = mlflow.data.from_pandas(frame, source=str(ctx.path(path)), name=f"{name}-{ctx.week}",
+                                             targets=s.target, digest=hashes.get(path, "")[:32] or None)
+                mlflow.log_input(ds, context=context)  # (and the int-column schema hint, meant for signatures)
+        # Numeric inputs as doubles in the signature: a missing value at serving time must not break the schema.
+        example = feature_frame(holdout.head(5), s.numeric_features, s.categorical_features)
+        out = model.predict(example) if s.task == "regression" else model.predict_proba(example)
+        family = trained["info"]["family"]
+        # cloudpickle, not skops: importing skops costs 3.6 s in every process that saves or loads a model
+        # (it walks all of sklearn and imports torch). Models come only from this pipeline's own registry.
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)  # the pickle caution is the line above
+        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(example, out),
+                                        input_example=example, pip_requirements=pip_requirements(family),
+                                        code_paths=[str(ctx.path("ml"))], serialization_format="cloudpickle")
+        mlflow.set_tags({"as_of": ctx.week, **{f"dvc.md5.{k}": v for k, v in hashes.items()}})
+        log.info(f"log: candidate {trained['info']['family']} logged as {info.model_uri} "
+                 f"(run {run.info.run_id[:8]})")
+    return {"model_uri": info.model_uri, "run_id": run.info.run_id}

