@@ -108,7 +108,8 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
             log.error(f"validate: week {week_label(ctx.as_of)} FAILED {report.n_failed} of {report.n_expectations} "
                       f"expectations; batch quarantined in {where}")
             raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: "
-                                f"{report.n_failed} of {report.n_expectations} expectations failed:\n{reasons}")
+                                f"{report.n_failed} of {report.n_expectations} expectations failed "
+                                f"({len(report.failures)} problem(s)):\n{reasons}")
         land(ctx, Path(staged))
         log.info(f"validate: {report.n_expectations} expectations passed on {len(batch):,} rows; "
                  f"batch landed in {batch_path(ctx.path('data', 'raw'), ctx.as_of)}")

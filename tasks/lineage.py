@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +44,17 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
                               "start it (python -m deployments.stack up) or unset MLFLOW_TRACKING_URI")
 
 
+def quiet_libraries() -> None:
+    """One line per step is ours to write: library INFO chatter (registry, GX docs sites) stays out of flow logs."""
+    for name in ("mlflow", "great_expectations", "dvc", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def ensure_experiment(project: Path, name: str) -> str:
     """Point MLflow at the store and return the experiment id (artifacts under the project for SQLite)."""
     import mlflow
 
+    quiet_libraries()
     uri = tracking_uri(project)
     check_server(uri)
     mlflow.set_tracking_uri(uri)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import logging
 import warnings
 from importlib.metadata import version
@@ -20,17 +21,29 @@ from tasks import lineage
 from tasks.context import WeekRun
 
 
-def set_as_of(params_file: Path, as_of: str) -> bool:
-    """Write window.as_of into params.yaml, keeping comments and layout (what `dvc exp run -S` would do)."""
-    from ruamel.yaml import YAML
+AS_OF_LINE = re.compile(r"^(?P<head>[ \t]+as_of:[ \t]*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s#]+)(?P<tail>.*)$")
 
-    y = YAML()
-    y.preserve_quotes = True
-    data = y.load(params_file.read_text())
-    if str(data["window"]["as_of"]) == as_of:
+
+def set_as_of(params_file: Path, as_of: str) -> bool:
+    """Write window.as_of into params.yaml, changing that one value and nothing else (comments, layout)
+    - what `dvc exp run -S window.as_of=...` does to the workspace."""
+    text = params_file.read_text()
+    if str(yaml.safe_load(text)["window"]["as_of"]) == as_of:
         return False
-    data["window"]["as_of"] = as_of
-    atomic_write(params_file, lambda t: y.dump(data, t))
+    lines = text.splitlines(keepends=True)
+    in_window = False
+    for i, line in enumerate(lines):
+        if line and not line[0].isspace() and not line.startswith("#"):
+            in_window = line.startswith("window:")
+        elif in_window and (m := AS_OF_LINE.match(line.rstrip("\n"))):
+            lines[i] = f'{m["head"]}"{as_of}"{m["tail"]}' + ("\n" if line.endswith("\n") else "")
+            break
+    else:
+        raise ValueError(f"{params_file}: no 'as_of:' line under 'window:' to set")
+    new = "".join(lines)
+    if str(yaml.safe_load(new)["window"]["as_of"]) != as_of:
+        raise ValueError(f"{params_file}: could not set window.as_of to {as_of}")
+    atomic_write(params_file, lambda t: t.write_text(new))
     return True
 
 
@@ -55,7 +68,6 @@ def reproduce(ctx: WeekRun) -> dict:
         import mlflow
 
         set_as_of(ctx.path("params.yaml"), ctx.week)
-        logging.getLogger("dvc").setLevel(logging.WARNING)  # DVC prints its own progress; keep one copy
         # DVC's API resolves paths and the stage graph against the cwd: work from inside the project.
         with contextlib.chdir(ctx.project), Repo(str(ctx.project)) as repo:
             repo.add("data/raw")
