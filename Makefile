@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The demo's flow runs stay in the project, so `make ui-prefect` shows them afterwards.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup demo dvc-demo test bench ui-prefect ui-mlflow clean-data
+.PHONY: setup browser demo dvc-demo test test-fast bench up down status ui-prefect ui-mlflow clean-data
 
 setup: $(STAMP)
 
@@ -40,9 +40,30 @@ dvc-demo: setup
 	dvc push -q || echo "dvc push failed: data stays in the local cache (.dvc/cache)"
 	dvc metrics show
 
-## test: the whole suite (pure ml/, DVC pipeline on real data, bike-sharing source)
-test: setup
+## browser: Debian's chromium for the browser checks of the e2e tier (root, or sudo without a password)
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+## test: the whole suite: ml/, DVC on real data, flows (Prefect harness), e2e (servers + browser)
+test: setup browser
 	python -m pytest $(PYTEST_ARGS)
+
+## test-fast: everything but the e2e tier (no servers, no browser)
+test-fast: setup
+	python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+## up / down / status: the local stack (Prefect server + worker, MLflow server, deployments)
+up: setup
+	python -m deployments.stack up
+
+down:
+	python -m deployments.stack down
+
+status:
+	python -m deployments.stack status
 
 ## bench: benchmarks, printed as ratios against a bare baseline in the same run
 bench: setup

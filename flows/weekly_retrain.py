@@ -24,21 +24,31 @@ def _run_name() -> str:
     return f"week-{flow_run.parameters.get('as_of') or 'next'}"
 
 
-@task(name="open lineage run (params, git, week)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
-def open_lineage(project: str, as_of: str | None, source: str | None, dry_run: bool) -> WeekRun:
-    """Check the parameters, resolve the week, and open the parent MLflow run tagged with the flow run."""
+@task(name="check parameters (week, source)", cache_policy=NO_CACHE)
+def check_parameters(project: str, as_of: str | None, source: str | None, dry_run: bool) -> WeekRun:
+    """Fail in seconds, naming the parameter, on a malformed date, a week without data or a missing file."""
+    from tasks.data import check_week
     from stages.common import load_params
     from tasks.weeks import resolve_as_of
 
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
-    week = resolve_as_of(params, root, as_of)
-    exp = lineage.ensure_experiment(root, params.registry.experiment)
-    ctx = WeekRun(project=root, params=params, as_of=week, dry_run=dry_run, source=source, experiment_id=exp)
+    ctx = WeekRun(project=root, params=params, as_of=resolve_as_of(params, root, as_of), dry_run=dry_run,
+                  source=source)
+    check_week(ctx)
+    return ctx
+
+
+@task(name="open lineage run (MLflow, git, params)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def open_lineage(ctx: WeekRun) -> WeekRun:
+    """Open the parent MLflow run, tagged with the Prefect flow run, the git commit and the params."""
+    root = ctx.project
+    exp = lineage.ensure_experiment(root, ctx.params.registry.experiment)
+    ctx = dataclasses.replace(ctx, experiment_id=exp)
     fr_id = str(flow_run.get_id() or "")
     tags = {"prefect.flow_run_id": fr_id, "prefect.flow_run_name": str(flow_run.get_name() or ""),
             "prefect.flow_run_url": str(flow_run.get_flow_run_ui_url() or ""), "as_of": ctx.week,
-            "dry_run": str(dry_run).lower(), "source": source or params.source.kind, **git_info(root)}
+            "dry_run": str(ctx.dry_run).lower(), "source": ctx.source or ctx.params.source.kind, **git_info(root)}
     run_id = lineage.start_parent(ctx, tags, lineage.flatten(_raw_params(root)))
     get_run_logger().info(f"week {ctx.week}: MLflow run {run_id[:8]} in {lineage.tracking_uri(root)}; "
                           f"git {tags['git_sha'][:10]}{' (dirty)' if tags['git_dirty'] == 'true' else ''}")
@@ -69,7 +79,7 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
     from tasks.training import log_candidate, reproduce
     from tasks.ui import publish
 
-    ctx = open_lineage(project_dir or str(PROJECT), as_of, source, dry_run)
+    ctx = open_lineage(check_parameters(project_dir or str(PROJECT), as_of, source, dry_run))
     ok = False
     try:
         staged = ingest_batch(ctx)

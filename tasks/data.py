@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ml.config import SourceConfig
 from ml.sources import load_source, parse_time
-from ml.split import slice_week, training_weeks, week_bounds, week_label
+from ml.split import EmptyWeekError, slice_week, training_weeks, week_bounds, week_label
 from stages.common import atomic_write, write_json, write_parquet
 from stages.ingest import backfill, batch_path
 from stages.prepare import read_batches
@@ -39,8 +39,6 @@ def source_frame(ctx: WeekRun) -> pd.DataFrame:
 def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
     """The new batch from a user-given file: read as delivered; the contract, not the reader, judges it."""
     p = Path(path) if Path(path).is_absolute() else ctx.project / path
-    if not p.exists():
-        raise FileNotFoundError(f"source override '{path}': no such file")
     df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
     tcol = ctx.params.source.time_column
     if tcol in df.columns and not pd.api.types.is_datetime64_any_dtype(df[tcol]):
@@ -49,6 +47,19 @@ def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
         except ValueError:
             pass  # unparseable times stay as they are: the timestamp expectation reports them in words
     return df
+
+
+def check_week(ctx: WeekRun) -> None:
+    """The week has data in the source (or the override file exists); raises naming the parameter."""
+    if ctx.source:
+        p = Path(ctx.source) if Path(ctx.source).is_absolute() else ctx.project / ctx.source
+        if not p.exists():
+            raise FileNotFoundError(f"parameter 'source': no such file {p}")
+        return
+    try:
+        slice_week(source_frame(ctx), ctx.params.source.time_column, ctx.as_of)
+    except EmptyWeekError as e:
+        raise EmptyWeekError(f"parameter 'as_of': {e}") from None
 
 
 @task(name="ingest batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)

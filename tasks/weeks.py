@@ -8,10 +8,10 @@ from ml.config import ConfigError, Params
 
 
 def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> date:
-    """The given week, else the week after the newest landed batch, else window.as_of from params."""
+    """The given week, else ("next" or nothing) the week after the newest landed batch, else window.as_of."""
     if isinstance(as_of, date):
         return as_of
-    if as_of:
+    if as_of and str(as_of).lower() != "next":
         try:
             return date.fromisoformat(str(as_of))
         except ValueError:

@@ -1,0 +1,243 @@
+"""The real local stack: `deployments.stack up`, `prefect deployment run`, a worker, an MLflow server, the
+Prefect UI in headless Chromium, and `down` leaving no process behind (also when a test fails)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, tool_env
+from tests.flows.conftest import committed_project
+
+pytestmark = pytest.mark.e2e
+OUT = ROOT / "tests" / "out"
+CHROMIUM = Path("/usr/bin/chromium")
+NAMES = ("prefect-server", "mlflow-server", "worker")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_call(api: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def pids(repo: Path) -> dict[str, int]:
+    return {n: int((repo / ".stack" / f"{n}.pid").read_text()) for n in NAMES if (repo / ".stack" / f"{n}.pid").exists()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    repo = committed_project(tmp_path_factory.mktemp("stack") / "repo", policy={"bootstrap_samples": 500})
+    env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()),
+                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
+    stack_cmd = [sys.executable, "-m", "deployments.stack"]
+    started = {}
+    try:
+        up = subprocess.run([*stack_cmd, "up", "--project-dir", str(repo)], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=400)
+        started = pids(repo)
+        assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+        settings = json.loads((repo / ".stack" / "settings.json").read_text())
+        run_env = dict(env)
+        for line in (repo / ".stack" / "env").read_text().splitlines():
+            k, v = line.removeprefix("export ").split("=", 1)
+            run_env[k] = v
+        yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
+               "ui": settings["api"].removesuffix("/api")}
+    finally:
+        started = started or pids(repo)
+        down = subprocess.run([*stack_cmd, "down", "--project-dir", str(repo)], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=120)
+        left = {n: p for n, p in started.items() if alive(p)}
+        assert down.returncode == 0 and not left, f"processes left after down: {left}\n{down.stdout}{down.stderr}"
+
+
+def deployment_run(stack, *params: str) -> str:
+    """`prefect deployment run 'weekly-retrain/weekly' --param ...` -> the flow run id."""
+    cmd = [str(Path(sys.executable).parent / "prefect"), "deployment", "run", "weekly-retrain/weekly"]
+    for p in params:
+        cmd += ["--param", p]
+    out = subprocess.run(cmd, cwd=stack["repo"], env=stack["env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout)
+    assert m, out.stdout
+    return m.group(1)
+
+
+def wait_final(stack, run_id: str, timeout: float = 420) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        fr = api_call(stack["api"], f"/flow_runs/{run_id}")
+        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return fr
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {fr['state_type']}")
+
+
+def mlflow_client(stack):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(stack["mlflow"])
+    return MlflowClient()
+
+
+@pytest.fixture(scope="module")
+def weekly_run(stack):
+    t0 = time.time()
+    run_id = deployment_run(stack, "as_of=2013-05-05")
+    fr = wait_final(stack, run_id)
+    return {"id": run_id, "flow_run": fr, "seconds": time.time() - t0}
+
+
+def test_deployment_run_completes_and_mlflow_holds_the_lineage(stack, weekly_run):
+    fr = weekly_run["flow_run"]
+    assert fr["state_type"] == "COMPLETED", fr["state"]
+    assert fr["name"] == "week-2013-05-05"
+    c = mlflow_client(stack)
+    exp = c.get_experiment_by_name("weekly-retrain")
+    (parent,) = c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{weekly_run['id']}'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["decision"] == "promote"
+    children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {r.data.tags["step"] for r in children} >= {"ingest", "validate", "train", "compare", "drift", "decide"}
+    version = c.get_model_version_by_alias("flight-delay", "champion")
+    assert version.tags["decision"] == "promote" and version.tags["as_of"] == "2013-05-05"
+    assert version.tags["flow.parent_run_id"] == parent.info.run_id
+
+
+def test_bad_parameters_fail_fast_naming_the_parameter(stack):
+    for param, named in (("as_of=2013-13-45", "as_of"), ("as_of=2016-06-05", "as_of"),
+                         ("source=/no/such/batch.parquet", "source")):
+        t0 = time.time()
+        fr = wait_final(stack, deployment_run(stack, param), timeout=180)
+        assert fr["state_type"] == "FAILED", (param, fr["state"])
+        assert f"parameter '{named}'" in fr["state"]["message"], fr["state"]["message"]
+        assert time.time() - t0 < 90
+
+
+def test_schedule_fires_next_sunday_0200_utc(stack):
+    dep = api_call(stack["api"], "/deployments/name/weekly-retrain/weekly")
+    (sched,) = dep["schedules"]
+    assert sched["schedule"]["cron"] == "0 2 * * 0" and sched["schedule"]["timezone"] == "UTC"
+    assert dep["global_concurrency_limit"]["limit"] == 1
+    end, upcoming = time.time() + 60, []
+    while time.time() < end and not upcoming:
+        upcoming = api_call(stack["api"], "/flow_runs/filter", {
+            "deployments": {"id": {"any_": [dep["id"]]}}, "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC", "limit": 1})
+        time.sleep(2)
+    assert upcoming, "the scheduler created no scheduled run"
+    nxt = datetime.fromisoformat(upcoming[0]["expected_start_time"]).astimezone(timezone.utc)
+    now = datetime.now(timezone.utc)
+    assert nxt > now and (nxt - now).days < 7
+    assert (nxt.weekday(), nxt.hour, nxt.minute) == (6, 2, 0)  # Sunday 02:00 UTC
+
+
+def flow_run_process(run_id: str):
+    import psutil
+
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
+                return p
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def test_killed_run_is_crashed_and_a_rerun_leaves_a_consistent_registry(stack, weekly_run):
+    c = mlflow_client(stack)
+    before = c.search_model_versions("name='flight-delay'")
+    run_id = deployment_run(stack, "as_of=2013-05-12")
+    end, proc = time.time() + 240, None
+    while time.time() < end:  # wait until training is under way, then kill the run's process
+        tasks = api_call(stack["api"], "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        if any(t["name"].startswith("dvc repro") and t["state_type"] == "RUNNING" for t in tasks):
+            proc = flow_run_process(run_id)
+            if proc:
+                break
+        time.sleep(0.5)
+    assert proc is not None, "never saw the flow run's process while training"
+    os.kill(proc.pid, signal.SIGKILL)
+    fr = wait_final(stack, run_id, timeout=180)
+    assert fr["state_type"] == "CRASHED", fr["state"]
+    assert len(c.search_model_versions("name='flight-delay'")) == len(before)  # nothing half-registered
+
+    again = wait_final(stack, deployment_run(stack, "as_of=2013-05-12"))
+    assert again["state_type"] == "COMPLETED", again["state"]
+    after = c.search_model_versions("name='flight-delay'")
+    assert len(after) == len(before) + 1
+    assert all(v.tags.get("decision") in ("promote", "ab_test", "reject") for v in after)
+    champ = c.get_model_version_by_alias("flight-delay", "champion")
+    assert champ.tags["decision"] == "promote"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is not installed: run `make browser` (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def test_prefect_ui_shows_the_run_its_tasks_and_the_decision(stack, weekly_run, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{stack['ui']}/runs/flow-run/{weekly_run['id']}", wait_until="networkidle")
+    page.get_by_text("week-2013-05-05").first.wait_for(timeout=60_000)
+    page.get_by_text("validate batch (Great Expectations)").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(OUT / "prefect-flow-run.png"), full_page=True)
+    body = page.inner_text("body")
+    for task in ("ingest batch", "dvc repro", "compare candidate with champion", "decide: promote"):
+        assert task in body, task
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text("decision-week-2013-05-05").first.wait_for(timeout=30_000)
+    page.goto(f"{stack['ui']}/artifacts/key/decision-week-2013-05-05", wait_until="networkidle")
+    page.get_by_text("first champion").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(OUT / "prefect-decision-artifact.png"), full_page=True)
+    assert "promote" in page.inner_text("body")
+    page.close()
+
+
+def test_evidently_report_renders_its_drift_table(stack, weekly_run, browser):
+    html = stack["repo"] / "data" / "runs" / "2013-05-05" / "drift_report.html"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(html.as_uri(), wait_until="load")
+    page.get_by_text("dep_delay").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(OUT / "evidently-drift-report.png"), full_page=False)
+    body = page.inner_text("body")
+    assert "Drift" in body or "drift" in body
+    for column in ("distance", "carrier", "visib"):
+        assert column in body, column
+    page.close()

@@ -1,0 +1,35 @@
+"""Faults at the edges of the weekly flow: they fail fast, say what is wrong, and change nothing."""
+import socket
+import time
+
+from tests.flows.conftest import committed_project
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_mlflow_server_down_fails_before_training(prefect_api, tmp_path, monkeypatch):
+    from flows.weekly_retrain import weekly_retrain
+
+    repo = committed_project(tmp_path / "repo")
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    t0 = time.time()
+    state = weekly_retrain(as_of="2013-05-05", project_dir=str(repo), return_state=True)
+    assert state.is_failed()
+    assert url in state.message and "not reachable" in state.message
+    assert time.time() - t0 < 90
+    assert not (repo / "data" / "model").exists() and not (repo / "data" / "raw").exists()
+
+
+def test_malformed_and_unknown_weeks_name_the_parameter(prefect_api, tmp_path):
+    from flows.weekly_retrain import weekly_retrain
+
+    repo = committed_project(tmp_path / "repo")
+    for as_of, words in (("2013-02-30", "must be a date"), ("2016-06-05", "no rows for the week 2016-05-29")):
+        state = weekly_retrain(as_of=as_of, project_dir=str(repo), return_state=True)
+        assert state.is_failed() and "parameter 'as_of'" in state.message and words in state.message, state.message
+    assert not (repo / "mlflow.db").exists()  # nothing was logged for a run that never started
