@@ -120,6 +120,7 @@ class PolicyConfig:
     min_slice_rows: int = 300  # smaller slices are reported, not enforced
     min_gain_vs_baseline: float = 0.2  # absolute: beat the naive baseline by at least this share
     max_metric: float | None = None  # absolute: primary metric must not exceed this (None = no cap)
+    confirm_weeks: int = 2  # promote after this many consecutive weeks of conclusive wins over the same champion
     ab_when_inconclusive: bool = True  # looks better but not proven -> A/B test instead of reject
     always_ab: bool = False  # every would-be promotion goes through an A/B test first
     ab_if_drift_share_above: float | None = 0.5  # heavy drift -> offline evidence is weaker -> A/B test

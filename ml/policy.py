@@ -25,9 +25,13 @@ def pct(x: float, digits: int = 1) -> str:
 
 
 def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, comparison: Comparison | None,
-           slices: list[dict], drift: dict | None) -> Decision:
+           slices: list[dict], drift: dict | None, prior_wins: int = 0) -> Decision:
     """Apply the policy to the evidence. `candidate` / `baseline` are holdout metrics; `comparison` is None when
-    there is no champion yet (then the absolute thresholds alone decide)."""
+    there is no champion yet (then the absolute thresholds alone decide). `prior_wins` counts the weeks right
+    before this one whose candidates won conclusively against the same champion.
+
+    One week's win does not promote by itself: a week where the champion did unusually badly makes any
+    candidate look better, and that does not last (benchmarks/bench_decisions.py measures it)."""
     name = metric.upper() if metric == "mae" else metric
     reasons: list[str] = []
     cand, base = candidate[metric], baseline[metric]
@@ -73,9 +77,15 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     if worst:
         return Decision(REJECT, f"reject: {line}", reasons, evidence)
     conclusive = c.ci_high <= -policy.min_improvement
+    evidence["conclusive"] = conclusive
     if conclusive:
+        wins = prior_wins + 1
         reasons.append(f"the CI's conservative bound {pct(c.ci_high)} clears the minimum improvement "
-                       f"{pct(-policy.min_improvement)}")
+                       f"{pct(-policy.min_improvement)}: win {wins} of {policy.confirm_weeks} needed in a row")
+        if wins < policy.confirm_weeks:
+            reasons.append("not yet confirmed on another week, so it goes to an A/B test; it is promoted if the next "
+                           "week's candidate wins again")
+            return Decision(AB_TEST, f"ab_test (win {wins} of {policy.confirm_weeks}): {line}", reasons, evidence)
         if policy.always_ab:
             reasons.append("policy says every promotion goes through an A/B test first")
             return Decision(AB_TEST, f"ab_test (policy: always A/B first): {line}", reasons, evidence)

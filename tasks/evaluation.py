@@ -109,8 +109,11 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
     m = trained["metrics"]
     comp = Comparison(**compared["comparison"]) if compared["comparison"] else None
     drift_for_policy = {k: drift[k] for k in ("n_drifted", "n_columns", "share_drifted")}
-    d = apply_policy(ctx.params.policy, m["metric"], m["model"], m["baseline"], comp, compared["slices"],
-                     drift_for_policy)
+    pol = ctx.params.policy
+    wins = registry.prior_wins(ctx.params.registry.model_name, compared["champion_version"], ctx.as_of,
+                               pol.confirm_weeks - 1)
+    d = apply_policy(pol, m["metric"], m["model"], m["baseline"], comp, compared["slices"], drift_for_policy,
+                     prior_wins=wins)
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
            "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run}
     write_json(ctx.run_dir / "decision.json", out)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -36,12 +36,33 @@ def load_champion(name: str) -> tuple[str, Any] | None:
     return version, mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
 
 
+def prior_wins(name: str, champion_version: str | None, as_of: date, max_weeks: int) -> int:
+    """Consecutive weeks right before `as_of` whose candidate won conclusively against this same champion."""
+    from mlflow import MlflowClient
+
+    if champion_version is None or max_weeks <= 0:
+        return 0
+    by_week: dict[str, list] = {}
+    for v in MlflowClient().search_model_versions(f"name='{name}'"):
+        by_week.setdefault(v.tags.get("as_of", ""), []).append(v.tags)
+    streak = 0
+    for k in range(1, max_weeks + 1):
+        week = (as_of - timedelta(days=7 * k)).isoformat()
+        if not any(t.get("decision.conclusive") == "true" and t.get("compared_with") == str(champion_version)
+                   for t in by_week.get(week, [])):
+            break
+        streak += 1
+    return streak
+
+
 def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_tags: dict[str, str]) -> str:
     """Register the candidate with its decision attached (never a version without one); returns the version."""
     import mlflow
 
     tags = {"decision": decision["action"], "decision.summary": decision["summary"][:4900],
             "decision.reasons": json.dumps(decision["reasons"])[:4900], "as_of": ctx.week,
+            "decision.conclusive": str(bool(decision["evidence"].get("conclusive"))).lower(),
+            "compared_with": str(decision.get("champion_version") or ""),
             "flow.parent_run_id": ctx.parent_run_id, **lineage_tags}
     mv = mlflow.register_model(model_uri, ctx.params.registry.model_name, tags=tags)
     from mlflow import MlflowClient

@@ -46,14 +46,16 @@ def scenario(prefect_api, tmp_path_factory):
     s["champion_after_bootstrap"] = champion(repo)
 
     edit_params(repo, train={"hgb": STRONG})
-    s["better"] = week(repo, "2013-05-12")
+    s["first_win"] = week(repo, "2013-05-12")  # a conclusive win, not yet confirmed: A/B test
+    s["champion_after_first_win"] = champion(repo)
+    s["better"] = week(repo, "2013-05-19")  # wins again against the same champion: promoted
     s["champion_after_better"] = champion(repo)
 
     edit_params(repo, train={"hgb": WEAK})
-    s["worse"] = week(repo, "2013-05-19")
+    s["worse"] = week(repo, "2013-05-26")
     s["champion_after_worse"] = champion(repo)
 
-    bad = pd.read_parquet(repo / "data/raw/2013-05-19.parquet")  # a real week, then broken two ways
+    bad = pd.read_parquet(repo / "data/raw/2013-05-26.parquet")  # a real week, then broken two ways
     bad["time_hour"] = bad["time_hour"] + pd.Timedelta(days=7)
     bad["visib"] = float("nan")
     bad = bad.rename(columns={"dep_delay": "dep_delay_min"})
@@ -61,13 +63,13 @@ def scenario(prefect_api, tmp_path_factory):
     bad.to_parquet(bad_file)
     s["versions_before_bad"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
     s["eval_mtime_before_bad"] = (repo / "data/eval/metrics.json").stat().st_mtime
-    s["bad"] = week(repo, "2013-05-26", source=str(bad_file))
+    s["bad"] = week(repo, "2013-06-02", source=str(bad_file))
     s["versions_after_bad"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
-    s["landed_after_bad"] = (repo / "data/raw/2013-05-26.parquet").exists()
+    s["landed_after_bad"] = (repo / "data/raw/2013-06-02.parquet").exists()
     s["eval_mtime_after_bad"] = (repo / "data/eval/metrics.json").stat().st_mtime
 
     edit_params(repo, train={"hgb": STRONG})
-    s["dry"] = week(repo, "2013-05-26", dry_run=True)
+    s["dry"] = week(repo, "2013-06-02", dry_run=True)
     s["versions_after_dry"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
     return s
 
@@ -79,14 +81,25 @@ def test_first_run_bootstraps_the_champion(scenario):
     assert scenario["champion_after_bootstrap"] == r["version"] == "1"
 
 
+def test_a_first_win_goes_to_an_ab_test_and_the_champion_stays(scenario):
+    state, r = scenario["first_win"]
+    assert state.is_completed(), state.message
+    assert r["action"] == "ab_test" and "win 1 of 2" in r["summary"], r["summary"]
+    assert scenario["champion_after_first_win"] == "1"
+    c = client(scenario["repo"])
+    assert str(c.get_model_version_by_alias(MODEL, "challenger").version) == r["version"] == "2"
+    request = json.loads(c.get_model_version(MODEL, "2").tags["ab_request"])
+    assert request["champion_version"] == "1" and request["share"] == 0.5
+
+
 def test_a_clearly_better_candidate_is_promoted_and_the_old_champion_kept(scenario):
     state, r = scenario["better"]
     assert state.is_completed(), state.message
     assert r["action"] == "promote", r["summary"]
-    assert scenario["champion_after_better"] == r["version"] == "2"
+    assert scenario["champion_after_better"] == r["version"] == "3"
     c = client(scenario["repo"])
     assert str(c.get_model_version_by_alias(MODEL, "previous-champion").version) == "1"
-    decision = json.loads((scenario["repo"] / "data/runs/2013-05-12/decision.json").read_text())
+    decision = json.loads((scenario["repo"] / "data/runs/2013-05-19/decision.json").read_text())
     comp = decision["evidence"]["comparison"]
     assert comp["ci_high"] <= -0.02 and comp["clusters"] > 50
     assert "CI" in decision["summary"] and "slice" in decision["summary"]
@@ -106,7 +119,7 @@ def test_a_bad_batch_is_quarantined_and_nothing_trains(scenario):
     state, _ = scenario["bad"]
     assert state.is_failed()
     assert "quarantined" in state.message or "quarantined" in str(state.result(raise_on_failure=False))
-    (where,) = sorted((repo / "data/quarantine").glob("2013-05-26-*"))
+    (where,) = sorted((repo / "data/quarantine").glob("2013-06-02-*"))
     reasons = (where / "reasons.txt").read_text()
     assert "visib" in reasons and "dep_delay" in reasons
     assert (where / "batch.parquet").exists() and (where / "gx_result.json").exists()
@@ -140,7 +153,7 @@ def test_lineage_from_a_registered_version(scenario):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
     assert {"ingest", "validate", "train", "log-candidate", "compare", "drift", "decide"} <= steps
     inputs = {d.dataset.name for d in candidate_run.inputs.dataset_inputs}
-    assert inputs == {"training-window-2013-05-12", "holdout-2013-05-12"}
+    assert inputs == {"training-window-2013-05-19", "holdout-2013-05-19"}
     drift_run = next(r for r in c.search_runs([parent.info.experiment_id],
                                               f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = 'drift'"))
     assert "drift/drift_report.html" in {a.path for a in c.list_artifacts(drift_run.info.run_id, "drift")}
@@ -151,6 +164,6 @@ def test_rollback_restores_the_previous_champion(scenario):
 
     repo = scenario["repo"]
     out = rollback_champion(project_dir=str(repo))
-    assert out == {"model": MODEL, "champion": "1", "demoted": "2"}
+    assert out == {"model": MODEL, "champion": "1", "demoted": "3"}
     assert champion(repo) == "1"
-    assert "rolled_back_at" in client(repo).get_model_version(MODEL, "2").tags
+    assert "rolled_back_at" in client(repo).get_model_version(MODEL, "3").tags

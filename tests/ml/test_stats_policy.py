@@ -74,9 +74,19 @@ def comp(rel, lo, hi):
      AB_TEST, "heavy drift"),
 ])
 def test_policy_decides_with_reasons_in_words(comparison, slices, policy, drift, action, words):
-    d = decide(policy, "mae", GOOD, BASE, comparison, slices, drift)
+    d = decide(policy, "mae", GOOD, BASE, comparison, slices, drift, prior_wins=1)  # a confirmed win
     assert d.action == action
     assert words in d.summary + " ".join(d.reasons)
+
+
+@pytest.mark.parametrize("prior_wins,confirm,action", [(0, 2, AB_TEST), (1, 2, PROMOTE), (0, 1, PROMOTE),
+                                                       (1, 3, AB_TEST), (2, 3, PROMOTE)])
+def test_a_win_promotes_only_once_confirmed_on_consecutive_weeks(prior_wins, confirm, action):
+    policy = PolicyConfig(confirm_weeks=confirm)
+    d = decide(policy, "mae", GOOD, BASE, comp(-0.056, -0.071, -0.040), [], DRIFT, prior_wins=prior_wins)
+    assert d.action == action
+    assert d.evidence["conclusive"] is True
+    assert f"win {prior_wins + 1} of {confirm}" in " ".join(d.reasons)
 
 
 def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion():
