@@ -71,6 +71,7 @@ bench: setup
 	python benchmarks/bench_drift.py
 	python benchmarks/bench_decisions.py
 	python benchmarks/bench_flow.py
+	python benchmarks/bench_deploy.py
 
 ## ui-prefect / ui-mlflow: look at the demo's runs (Ctrl-C to stop)
 ui-prefect: setup

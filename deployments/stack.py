@@ -158,8 +158,9 @@ def up(project: Path, deploy: bool = True, worker: bool = True) -> dict[str, str
     print(f"prefect-server: healthy at {s['api']}")
     wait_http(f"{s['mlflow']}/health", "mlflow-server", project)
     print(f"mlflow-server: healthy at {s['mlflow']}")
-    pools = run([str(BIN / "prefect"), "work-pool", "ls"], env, project)
-    if s["pool"] not in pools:
+    exists = subprocess.run([str(BIN / "prefect"), "work-pool", "inspect", s["pool"]], cwd=project, env=env,
+                            capture_output=True).returncode == 0
+    if not exists:
         run([str(BIN / "prefect"), "work-pool", "create", s["pool"], "--type", "process"], env, project)
         print(f"work pool '{s['pool']}' created (type process)")
     if deploy:

@@ -12,9 +12,17 @@ from typing import Any
 from tasks.context import WeekRun
 
 
+# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ (MLflow 3), so a value found there may
+# be one this process set for an earlier project; only the user's own setting is honoured.
+_DERIVED: set[str] = set()
+
+
 def tracking_uri(project: Path) -> str:
-    """MLFLOW_TRACKING_URI when set (e.g. a server), else a SQLite store in the project."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project / 'mlflow.db').resolve()}"
+    """MLFLOW_TRACKING_URI when the user set it (e.g. a server), else a SQLite store in the project."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _DERIVED:
+        return env
+    return f"sqlite:///{(project / 'mlflow.db').resolve()}"
 
 
 def ui_url() -> str | None:
@@ -57,6 +65,8 @@ def ensure_experiment(project: Path, name: str) -> str:
     quiet_libraries()
     uri = tracking_uri(project)
     check_server(uri)
+    if uri != os.environ.get("MLFLOW_TRACKING_URI"):
+        _DERIVED.add(uri)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:

@@ -100,11 +100,9 @@ def wait_final(stack, run_id: str, timeout: float = 420) -> dict:
 
 
 def mlflow_client(stack):
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(stack["mlflow"])
-    return MlflowClient()
+    return MlflowClient(tracking_uri=stack["mlflow"])  # never the process-wide URI (it leaks into os.environ)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +221,9 @@ def test_prefect_ui_shows_the_run_its_tasks_and_the_decision(stack, weekly_run, 
         assert task in body, task
     page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text("decision-week-2013-05-05").first.wait_for(timeout=30_000)
-    page.goto(f"{stack['ui']}/artifacts/key/decision-week-2013-05-05", wait_until="networkidle")
+    (art,) = api_call(stack["api"], "/artifacts/filter", {"artifacts": {"key": {"any_": ["decision-week-2013-05-05"]}},
+                                                         "flow_runs": {"id": {"any_": [weekly_run["id"]]}}})
+    page.goto(f"{stack['ui']}/artifacts/artifact/{art['id']}", wait_until="networkidle")
     page.get_by_text("first champion").first.wait_for(timeout=30_000)
     page.screenshot(path=str(OUT / "prefect-decision-artifact.png"), full_page=True)
     assert "promote" in page.inner_text("body")

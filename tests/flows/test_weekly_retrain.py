@@ -26,11 +26,9 @@ def week(repo: Path, as_of: str, **kw):
 
 
 def client(repo: Path):
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    return MlflowClient()
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")  # never the process-wide URI
 
 
 def champion(repo: Path) -> str:

@@ -1,0 +1,107 @@
+"""The local stack: `prefect deployment run` -> first task running, and the whole weekly run through the worker vs
+the same week run in-process (`python -m flows.weekly_retrain`) against the same Prefect API and MLflow server.
+
+Each side runs in its own fresh project copy, so both start from an empty registry and DVC cache.
+Run: `python benchmarks/bench_deploy.py` (starts and stops its own stack on free ports).
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import make_project, run, tool_env  # noqa: E402
+
+WEEK = "2013-06-02"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def project(dest: Path) -> Path:
+    repo = make_project(dest)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "bench"], repo)
+    return repo
+
+
+def first_task_start(base: str, run_id: str) -> datetime:
+    tasks = api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    return min(datetime.fromisoformat(t["start_time"]) for t in tasks if t.get("start_time"))
+
+
+def wait_final(base: str, run_id: str) -> dict:
+    while True:
+        fr = api(base, f"/flow_runs/{run_id}")
+        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return fr
+        time.sleep(1)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+        deployed = project(Path(tmp) / "deployed")
+        env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()))
+        stack = [sys.executable, "-m", "deployments.stack"]
+        t0 = time.perf_counter()
+        up = subprocess.run([*stack, "up", "--project-dir", str(deployed)], cwd=deployed, env=env, capture_output=True,
+                            text=True)
+        up_s = time.perf_counter() - t0
+        try:
+            if up.returncode:
+                raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr}")
+            settings = json.loads((deployed / ".stack" / "settings.json").read_text())
+            for line in (deployed / ".stack" / "env").read_text().splitlines():
+                k, v = line.removeprefix("export ").split("=", 1)
+                env[k] = v
+            base = settings["api"]
+            t_cli = datetime.now().astimezone()
+            out = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
+                                  "weekly-retrain/weekly", "--param", f"as_of={WEEK}"], cwd=deployed, env=env,
+                                 capture_output=True, text=True)
+            run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
+            fr = wait_final(base, run_id)
+            t_end = datetime.now().astimezone()
+            latency = (first_task_start(base, run_id) - t_cli).total_seconds()
+            deployed_s = (t_end - t_cli).total_seconds()
+
+            local = project(Path(tmp) / "in-process")
+            t1 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-m", "flows.weekly_retrain", "--as-of", WEEK, "--project-dir",
+                                str(local)], cwd=local, env=env, capture_output=True, text=True)
+            local_s = time.perf_counter() - t1
+            if p.returncode:
+                raise SystemExit(f"in-process run failed:\n{p.stderr[-2000:]}")
+        finally:
+            subprocess.run([*stack, "down", "--project-dir", str(deployed)], cwd=deployed, env=env,
+                           capture_output=True, text=True)
+    print(f"stack up (Prefect + MLflow servers, pool, deployments, worker): {up_s:.1f} s")
+    print(f"deployed run state: {fr['state_type']}")
+    print(f"prefect deployment run -> first task running: {latency:.1f} s")
+    print(f"whole weekly run, deployment through the worker: {deployed_s:.1f} s")
+    print(f"whole weekly run, in-process (same API + MLflow server): {local_s:.1f} s")
+    print(f"ratio deployed/in-process: {deployed_s / local_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
