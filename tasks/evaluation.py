@@ -23,7 +23,7 @@ def compare_with_champion(ctx: WeekRun) -> dict:
     p, s = ctx.params, ctx.params.source
     preds = pd.read_parquet(ctx.path("data", "eval", "predictions.parquet"))
     holdout = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
-    with lineage.step_run(ctx, "compare") as _:
+    with lineage.step_run(ctx, "compare"):
         import mlflow
 
         champ = registry.load_champion(p.registry.model_name)
@@ -68,7 +68,7 @@ def drift_report(ctx: WeekRun) -> dict:
     pred_col = "prediction"
     reference[pred_col] = _point(model, reference, s.task)
     current[pred_col] = _point(model, current, s.task)
-    with lineage.step_run(ctx, "drift") as _:
+    with lineage.step_run(ctx, "drift"):
         import mlflow
 
         features = drift_summary(reference, current, list(s.numeric_features), list(s.categorical_features),
@@ -117,7 +117,7 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
            "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run}
     write_json(ctx.run_dir / "decision.json", out)
-    with lineage.step_run(ctx, "decide") as _:
+    with lineage.step_run(ctx, "decide"):
         import mlflow
 
         lineage.log_json(out, "decision.json")

@@ -64,7 +64,7 @@ def reproduce(ctx: WeekRun) -> dict:
     from dvc.repo import Repo
 
     log = get_run_logger()
-    with lineage.step_run(ctx, "train") as _:
+    with lineage.step_run(ctx, "train"):
         import mlflow
 
         set_as_of(ctx.path("params.yaml"), ctx.week)
