@@ -8,34 +8,20 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_project, run, tool_env  # noqa: E402
+from deployments.stack import load_env  # noqa: E402
+from tests.conftest import free_port, make_project, prefect_api, run, tool_env, wait_final  # noqa: E402
 
 WEEK = "2013-06-02"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(base: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
 
 
 def project(dest: Path) -> Path:
@@ -46,16 +32,8 @@ def project(dest: Path) -> Path:
 
 
 def first_task_start(base: str, run_id: str) -> datetime:
-    tasks = api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    tasks = prefect_api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     return min(datetime.fromisoformat(t["start_time"]) for t in tasks if t.get("start_time"))
-
-
-def wait_final(base: str, run_id: str) -> dict:
-    while True:
-        fr = api(base, f"/flow_runs/{run_id}")
-        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return fr
-        time.sleep(1)
 
 
 def main() -> None:
@@ -71,9 +49,7 @@ def main() -> None:
             if up.returncode:
                 raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr}")
             settings = json.loads((deployed / ".stack" / "settings.json").read_text())
-            for line in (deployed / ".stack" / "env").read_text().splitlines():
-                k, v = line.removeprefix("export ").split("=", 1)
-                env[k] = v
+            env.update(load_env(deployed))
             base = settings["api"]
             t_cli = datetime.now().astimezone()
             out = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",

@@ -10,9 +10,7 @@ Targets: flow/bare <= 1.3x; cold start <= 5 s.   Run: `python benchmarks/bench_f
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_project, run, tool_env  # noqa: E402
+from tests.conftest import free_port, make_project, prefect_api, run, tool_env  # noqa: E402
 
 WEEKS = ("2013-05-26", "2013-06-02")  # the first one registers the champion (not timed)
 
@@ -59,12 +57,6 @@ print("bare: candidate", np.abs(m.predict(Xh) - y).mean(), "baseline", np.abs(np
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(url: str, timeout: float = 120) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -76,18 +68,11 @@ def wait_healthy(url: str, timeout: float = 120) -> None:
     raise SystemExit(f"prefect server at {url} did not become healthy in {timeout:.0f} s")
 
 
-def post(api: str, path: str, body: dict) -> list:
-    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
-
-
 def first_task_start(api: str, flow_run_name: str) -> datetime:
     """Start of the first task of the newest flow run with this name (earlier reps reuse the name)."""
-    (newest,) = post(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [flow_run_name]}},
+    (newest,) = prefect_api(api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [flow_run_name]}},
                                                "sort": "START_TIME_DESC", "limit": 1})
-    tasks = post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [newest["id"]]}}})
+    tasks = prefect_api(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [newest["id"]]}}})
     return min(datetime.fromisoformat(t["start_time"]) for t in tasks if t.get("start_time"))
 
 

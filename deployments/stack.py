@@ -180,6 +180,12 @@ def up(project: Path, deploy: bool = True, worker: bool = True) -> dict[str, str
     return s
 
 
+def load_env(project: Path) -> dict[str, str]:
+    """The variables `up` wrote to .stack/env (PREFECT_API_URL, MLFLOW_TRACKING_URI, ...)."""
+    lines = (state_dir(project) / "env").read_text().splitlines()
+    return dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
+
+
 NAMES = ("worker", "mlflow-server", "prefect-server")  # stop order: the worker first, the API last
 
 

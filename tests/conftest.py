@@ -1,10 +1,14 @@
 """Shared fixtures: a throwaway copy of the project in a real git + DVC repo, and the bike-sharing data."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,33 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (once this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect_api(base: str, path: str, body: dict | None = None):
+    """GET (no body) or POST (JSON body) against a Prefect server's REST API."""
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def wait_final(base: str, run_id: str, timeout: float = 420) -> dict:
+    """The flow run once it reaches a terminal state."""
+    end = time.time() + timeout
+    while True:
+        fr = prefect_api(base, f"/flow_runs/{run_id}")
+        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return fr
+        if time.time() > end:
+            raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {fr['state_type']}")
+        time.sleep(1)
 
 
 def make_project(dest: Path) -> Path:

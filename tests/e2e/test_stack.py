@@ -6,17 +6,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, tool_env
+from deployments.stack import load_env
+from tests.conftest import ROOT, free_port, prefect_api, tool_env, wait_final
 from tests.flows.conftest import committed_project
 
 pytestmark = pytest.mark.e2e
@@ -25,21 +24,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 NAMES = ("prefect-server", "mlflow-server", "worker")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api_call(api: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
-
-
 def pids(repo: Path) -> dict[str, int]:
-    return {n: int((repo / ".stack" / f"{n}.pid").read_text()) for n in NAMES if (repo / ".stack" / f"{n}.pid").exists()}
+    files = {n: repo / ".stack" / f"{n}.pid" for n in NAMES}
+    return {n: int(f.read_text()) for n, f in files.items() if f.exists()}
 
 
 def alive(pid: int) -> bool:
@@ -63,10 +50,7 @@ def stack(tmp_path_factory):
         started = pids(repo)
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
         settings = json.loads((repo / ".stack" / "settings.json").read_text())
-        run_env = dict(env)
-        for line in (repo / ".stack" / "env").read_text().splitlines():
-            k, v = line.removeprefix("export ").split("=", 1)
-            run_env[k] = v
+        run_env = {**env, **load_env(repo)}
         yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
                "ui": settings["api"].removesuffix("/api")}
     finally:
@@ -89,16 +73,6 @@ def deployment_run(stack, *params: str) -> str:
     return m.group(1)
 
 
-def wait_final(stack, run_id: str, timeout: float = 420) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        fr = api_call(stack["api"], f"/flow_runs/{run_id}")
-        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return fr
-        time.sleep(2)
-    raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {fr['state_type']}")
-
-
 def mlflow_client(stack):
     from mlflow import MlflowClient
 
@@ -109,7 +83,7 @@ def mlflow_client(stack):
 def weekly_run(stack):
     t0 = time.time()
     run_id = deployment_run(stack, "as_of=2013-05-05")
-    fr = wait_final(stack, run_id)
+    fr = wait_final(stack["api"], run_id)
     return {"id": run_id, "flow_run": fr, "seconds": time.time() - t0}
 
 
@@ -132,20 +106,20 @@ def test_bad_parameters_fail_fast_naming_the_parameter(stack):
     for param, named in (("as_of=2013-13-45", "as_of"), ("as_of=2016-06-05", "as_of"),
                          ("source=/no/such/batch.parquet", "source")):
         t0 = time.time()
-        fr = wait_final(stack, deployment_run(stack, param), timeout=180)
+        fr = wait_final(stack["api"], deployment_run(stack, param), timeout=180)
         assert fr["state_type"] == "FAILED", (param, fr["state"])
         assert f"parameter '{named}'" in fr["state"]["message"], fr["state"]["message"]
         assert time.time() - t0 < 90
 
 
 def test_schedule_fires_next_sunday_0200_utc(stack):
-    dep = api_call(stack["api"], "/deployments/name/weekly-retrain/weekly")
+    dep = prefect_api(stack["api"], "/deployments/name/weekly-retrain/weekly")
     (sched,) = dep["schedules"]
     assert sched["schedule"]["cron"] == "0 2 * * 0" and sched["schedule"]["timezone"] == "UTC"
     assert dep["global_concurrency_limit"]["limit"] == 1
     end, upcoming = time.time() + 60, []
     while time.time() < end and not upcoming:
-        upcoming = api_call(stack["api"], "/flow_runs/filter", {
+        upcoming = prefect_api(stack["api"], "/flow_runs/filter", {
             "deployments": {"id": {"any_": [dep["id"]]}}, "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1})
         time.sleep(2)
@@ -174,7 +148,7 @@ def test_killed_run_is_crashed_and_a_rerun_leaves_a_consistent_registry(stack, w
     run_id = deployment_run(stack, "as_of=2013-05-12")
     end, proc = time.time() + 240, None
     while time.time() < end:  # wait until training is under way, then kill the run's process
-        tasks = api_call(stack["api"], "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+        tasks = prefect_api(stack["api"], "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
         if any(t["name"].startswith("dvc repro") and t["state_type"] == "RUNNING" for t in tasks):
             proc = flow_run_process(run_id)
             if proc:
@@ -182,11 +156,11 @@ def test_killed_run_is_crashed_and_a_rerun_leaves_a_consistent_registry(stack, w
         time.sleep(0.5)
     assert proc is not None, "never saw the flow run's process while training"
     os.kill(proc.pid, signal.SIGKILL)
-    fr = wait_final(stack, run_id, timeout=180)
+    fr = wait_final(stack["api"], run_id, timeout=180)
     assert fr["state_type"] == "CRASHED", fr["state"]
     assert len(c.search_model_versions("name='flight-delay'")) == len(before)  # nothing half-registered
 
-    again = wait_final(stack, deployment_run(stack, "as_of=2013-05-12"))
+    again = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-12"))
     assert again["state_type"] == "COMPLETED", again["state"]
     after = c.search_model_versions("name='flight-delay'")
     assert len(after) == len(before) + 1
@@ -221,8 +195,9 @@ def test_prefect_ui_shows_the_run_its_tasks_and_the_decision(stack, weekly_run, 
         assert task in body, task
     page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text("decision-week-2013-05-05").first.wait_for(timeout=30_000)
-    (art,) = api_call(stack["api"], "/artifacts/filter", {"artifacts": {"key": {"any_": ["decision-week-2013-05-05"]}},
-                                                         "flow_runs": {"id": {"any_": [weekly_run["id"]]}}})
+    query = {"artifacts": {"key": {"any_": ["decision-week-2013-05-05"]}},
+             "flow_runs": {"id": {"any_": [weekly_run["id"]]}}}
+    (art,) = prefect_api(stack["api"], "/artifacts/filter", query)
     page.goto(f"{stack['ui']}/artifacts/artifact/{art['id']}", wait_until="networkidle")
     page.get_by_text("first champion").first.wait_for(timeout=30_000)
     page.screenshot(path=str(OUT / "prefect-decision-artifact.png"), full_page=True)

@@ -1,21 +1,15 @@
 """Faults at the edges of the weekly flow: they fail fast, say what is wrong, and change nothing."""
-import socket
 import time
 
+from tests.conftest import free_port
 from tests.flows.conftest import committed_project
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
 def test_mlflow_server_down_fails_before_training(prefect_api, tmp_path, monkeypatch):
     from flows.weekly_retrain import weekly_retrain
 
     repo = committed_project(tmp_path / "repo")
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     t0 = time.time()
     state = weekly_retrain(as_of="2013-05-05", project_dir=str(repo), return_state=True)
