@@ -133,9 +133,35 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The prediction service (deployments/serving.py)."""
+
+    host: str = "127.0.0.1"  # loopback unless a user opts in to more
+    port: int = 8000
+    max_body_bytes: int = 262_144  # larger requests get 413
+    max_batch: int = 500  # instances per /predict or outcomes per /feedback call
+    reload_seconds: float = 2.0  # how often the registry aliases and the running experiment are checked
+    breaker_errors: int = 5  # consecutive challenger failures that open the circuit breaker ...
+    breaker_cooldown_seconds: float = 30.0  # ... for this long (the champion answers meanwhile)
+
+
+@dataclass(frozen=True)
 class ABConfig:
+    """Online A/B tests of a challenger (ab-analysis flow) and where their traffic is logged."""
+
     share: float = 0.5  # share of units routed to the challenger
-    duration_days: int = 7
+    duration_days: int = 7  # planned end; the ab-analysis deployment is scheduled then
+    max_duration_days: int = 21  # an underpowered experiment is extended up to this, then the champion stays
+    alpha: float = 0.05  # always-valid (mSPRT) test: a look at any time is safe
+    srm_alpha: float = 0.001  # sample-ratio mismatch below this p-value: refuse to decide
+    min_detectable_effect: float = 0.05  # relative change in mean loss the test is planned (and tuned) to detect
+    power: float = 0.8
+    min_units: int = 200  # outcomes per variant before any test (normal approximation)
+    max_error_rate: float = 0.01  # challenger failures (answered by the champion) above this: roll back
+    recheck_days: float = 1.0  # a "continue" schedules the next look this much later
+    store: str | None = None  # SQLAlchemy URL of the prediction log; None: SQLite data/ab/ab.db in the project
+    experiment: str = "ab-analysis"  # MLflow experiment of the analyses
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 FAMILIES = ("hgb", "linear", "mlp")
@@ -242,6 +268,14 @@ def parse_params(raw: Any) -> Params:
     for col in (s.target, s.time_column, *s.drop):
         if col in s.features:
             raise ConfigError(f"params: '{col}' is the target, time column or dropped, so it cannot be a feature")
+    ab = params.ab
+    if not 0 < ab.share < 1:
+        raise ConfigError(f"params: 'ab.share' must be between 0 and 1, got {ab.share}")
+    for key in ("alpha", "srm_alpha", "min_detectable_effect", "power"):
+        if not 0 < getattr(ab, key) < 1:
+            raise ConfigError(f"params: 'ab.{key}' must be between 0 and 1, got {getattr(ab, key)}")
+    if ab.max_duration_days < ab.duration_days:
+        raise ConfigError("params: 'ab.max_duration_days' must be at least 'ab.duration_days'")
     if params.window.train_weeks < 1:
         raise ConfigError("params: 'window.train_weeks' must be at least 1")
     return params

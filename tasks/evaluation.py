@@ -7,6 +7,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ml.ab import loss_cv
 from ml.metrics import PRIMARY, predict, row_loss, summarize
 from ml.policy import decide as apply_policy
 from ml.stats import Comparison, compare_losses
@@ -52,7 +53,7 @@ def compare_with_champion(ctx: WeekRun) -> dict:
         log.info(f"compare: {key} {comp.candidate:.2f} (candidate) vs {comp.champion:.2f} (champion v{version}): "
                  f"{comp.rel_change:+.1%}, {comp.confidence:.0%} CI {comp.ci_low:+.1%}..{comp.ci_high:+.1%}")
     return {"comparison": comp.to_dict(), "slices": slices, "champion_version": version,
-            "champion_metrics": champ_metrics}
+            "champion_metrics": champ_metrics, "champion_loss_cv": loss_cv(champ_loss)}
 
 
 @task(name="drift report (Evidently)", cache_policy=NO_CACHE)
@@ -115,7 +116,8 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
     d = apply_policy(pol, m["metric"], m["model"], m["baseline"], comp, compared["slices"], drift_for_policy,
                      prior_wins=wins)
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
-           "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run}
+           "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run,
+           "champion_loss_cv": compared.get("champion_loss_cv")}
     write_json(ctx.run_dir / "decision.json", out)
     with lineage.step_run(ctx, "decide"):
         import mlflow

@@ -89,6 +89,8 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
                                                      lineage_tags)
     out: dict[str, Any] = {"action": action, "version": version, "model": name}
     if action == "promote":
+        from tasks.ab import end_experiments_on_promotion
+
         previous = alias_version(name, CHAMPION)
         if previous and previous != version:
             client.set_registered_model_alias(name, PREVIOUS, previous)  # first, so a crash never loses it
@@ -96,18 +98,30 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info(f"act: {name} v{version} is now @champion" + (f" (v{previous} kept as @previous-champion; "
                  f"roll back with `python -m flows.rollback`)" if previous else ""))
+        ended = end_experiments_on_promotion(ctx.project, ctx.params, version)
+        if ended:
+            log.info(f"act: A/B experiment {', '.join(ended)} ended (superseded by this promotion)")
     elif action == "ab_test":
+        from tasks.ab import schedule_analysis, start_experiment
+
         client.set_registered_model_alias(name, CHALLENGER, version)
-        start = datetime.now(timezone.utc)
-        request = {"model": name, "champion_version": alias_version(name, CHAMPION), "challenger_version": version,
-                   "share": ctx.params.ab.share, "start": start.isoformat(),
-                   "planned_end": (start + timedelta(days=ctx.params.ab.duration_days)).isoformat(),
-                   "metric": decision["evidence"]["metric"], "week": ctx.week, "reason": decision["summary"]}
+        exp = start_experiment(ctx.project, ctx.params, challenger=version, champion=alias_version(name, CHAMPION),
+                               metric=decision["evidence"]["metric"], week=ctx.week, reason=decision["summary"],
+                               champion_loss_cv=decision.get("champion_loss_cv"))
+        if exp.get("superseded"):
+            log.info(f"act: A/B experiment {', '.join(exp['superseded'])} superseded by this one")
+        scheduled = exp.get("scheduled_run") or schedule_analysis(ctx.project, ctx.params, exp, exp["planned_end"])
+        request = {"experiment_id": exp["id"], "model": name, "champion_version": exp["champion_version"],
+                   "challenger_version": version, "share": exp["share"], "start": exp["started_at"].isoformat(),
+                   "planned_end": exp["planned_end"].isoformat(), "max_end": exp["max_end"].isoformat(),
+                   "planned_units": exp["planned_units"], "metric": exp["metric"], "week": ctx.week,
+                   "reason": decision["summary"], "analysis_run": scheduled}
         client.set_model_version_tag(name, version, "ab_request", json.dumps(request))
         write_json(ctx.run_dir / "ab_request.json", request)
         out["ab_request"] = request
-        log.info(f"act: {name} v{version} is @challenger; A/B test requested "
-                 f"({request['share']:.0%} of traffic until {request['planned_end'][:10]})")
+        log.info(f"act: {name} v{version} is @challenger; A/B experiment {exp['id']} started "
+                 f"({request['share']:.0%} of units, {exp['planned_units']:,} units with outcomes planned, "
+                 f"analysis {'scheduled for' if scheduled else 'due'} {request['planned_end'][:10]})")
     else:
         log.info(f"act: {name} v{version} registered as rejected; @champion unchanged")
     lineage.set_tags(ctx.parent_run_id, {"registered_version": version, "decision": action})

@@ -93,6 +93,16 @@ def reproduce(ctx: WeekRun) -> dict:
     return {"metrics": metrics, "info": info, "hashes": hashes, "stages_run": ran}
 
 
+def contract_signature(signature, required: tuple[str, ...]):
+    """The signature with the data contract's nullability: only `validation.required` features may never be null
+    (the prediction service accepts null for the others, as the models do)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    cols = [ColSpec(c.type, c.name, required=c.name in required) for c in signature.inputs.inputs]
+    return ModelSignature(inputs=Schema(cols), outputs=signature.outputs)
+
+
 def pip_requirements(family: str) -> list[str]:
     pkgs = ["scikit-learn", "pandas", "numpy", "scipy", "joblib", "pyarrow"] + (["torch"] if family == "mlp" else [])
     return [f"{p}=={version(p).split('+')[0]}" for p in pkgs]
@@ -125,7 +135,8 @@ def log_candidate(ctx: WeekRun, trained: dict) -> dict:
         # cloudpickle, not skops: importing skops costs 3.6 s in every process that saves or loads a model
         # (it walks all of sklearn and imports torch). Models come only from this pipeline's own registry.
         logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)  # the pickle caution is the line above
-        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(example, out),
+        info = mlflow.sklearn.log_model(model, name="model", signature=contract_signature(
+                                            infer_signature(example, out), ctx.params.validation.required),
                                         input_example=example, pip_requirements=pip_requirements(family),
                                         code_paths=[str(ctx.path("ml"))], serialization_format="cloudpickle")
         mlflow.set_tags({"as_of": ctx.week, **{f"dvc.md5.{k}": v for k, v in hashes.items()}})

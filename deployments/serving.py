@@ -1,0 +1,566 @@
+"""The prediction service: answers with @champion and, during an A/B experiment, routes a share of units to
+@challenger; logs every prediction and accepts the observed outcomes.
+
+    python -m deployments.serving [--port 8000] [--host 127.0.0.1] [--project-dir .]
+
+    POST /predict   {"unit_id": "UA1545-EWR-20130101-0515", "features": {"dep_delay": 2, "carrier": "UA", ...}}
+                    or {"instances": [{"unit_id": ..., "features": {...}}, ...]}
+    POST /feedback  {"unit_id": "...", "outcome": 11.0}   or {"outcomes": [{"unit_id": ..., "outcome": ...}, ...]}
+    GET  /health    models, versions, experiment, circuit breaker
+    GET  /metrics   Prometheus
+    POST /reload    re-read the registry aliases and the running experiment now (also done every few seconds)
+
+A unit goes to the challenger when a stable hash of (experiment id, unit id) falls below the experiment's share,
+so a unit always meets the same variant. Models are loaded in the background when an alias moves and swapped
+in one step: requests in flight finish on the models they started with. A challenger that fails is answered
+for by the champion and counted; after `breaker_errors` failures in a row the challenger rests for
+`breaker_cooldown_seconds`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from deployments.ablog import ABLog, DuplicateFeedback, UnknownUnits, store_url, utcnow
+from ml.ab import CHALLENGER, CHAMPION, assign
+
+log = logging.getLogger("serving")
+PROJECT = Path(__file__).resolve().parents[1]
+CHAMPION_ALIAS, CHALLENGER_ALIAS = "champion", "challenger"
+
+
+class BadRequest(Exception):
+    """A client error: the status code and a message naming the field."""
+
+    def __init__(self, status: int, message: str, field_name: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field_name
+
+
+# ------------------------------------------------------------------------------------------------ input schema
+NUMBER, INTEGER, STRING, BOOLEAN = "number", "integer", "string", "boolean"
+_KINDS = {"double": NUMBER, "float": NUMBER, "long": INTEGER, "integer": INTEGER, "string": STRING,
+          "boolean": BOOLEAN}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # number | integer | string | boolean
+    required: bool  # False: null is accepted (a missing value the model handles)
+
+
+def schema_from_signature(signature) -> list[Column]:
+    """The input columns of an MLflow model signature (column-based signatures only)."""
+    if signature is None or signature.inputs is None:
+        raise ValueError("the model has no input signature: log it with one (mlflow.models.infer_signature)")
+    cols = []
+    for spec in signature.inputs.inputs:
+        if spec.name is None:
+            raise ValueError("the model's signature has unnamed inputs; the service needs named columns")
+        kind = _KINDS.get(str(spec.type).split(".")[-1].lower())
+        if kind is None:
+            raise ValueError(f"column '{spec.name}' has type {spec.type}, which the service does not accept")
+        cols.append(Column(spec.name, kind, bool(getattr(spec, "required", True))))
+    return cols
+
+
+def check_features(features: Any, schema: list[Column], where: str) -> dict[str, Any]:
+    """The features of one instance, checked against the schema; raises BadRequest naming the field."""
+    if not isinstance(features, dict):
+        raise BadRequest(422, f"'{where}' must be an object of feature values", where)
+    names = {c.name for c in schema}
+    extra = [k for k in features if k not in names]
+    if extra:
+        raise BadRequest(422, f"unknown feature '{where}.{extra[0]}'" + (f" (+{len(extra) - 1} more)" if len(extra) > 1
+                         else "") + f"; the model takes: {', '.join(c.name for c in schema)}", f"{where}.{extra[0]}")
+    out = {}
+    for c in schema:
+        key = f"{where}.{c.name}"
+        if c.name not in features:
+            raise BadRequest(422, f"missing feature '{key}' ({c.kind})", key)
+        v = features[c.name]
+        if v is None:
+            if c.required:
+                raise BadRequest(422, f"feature '{key}' is required; null given", key)
+            out[c.name] = None
+            continue
+        if c.kind in (NUMBER, INTEGER):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise BadRequest(422, f"feature '{key}' must be a {c.kind}, got {json.dumps(v)[:40]}", key)
+            if c.kind == INTEGER and float(v) != int(v):
+                raise BadRequest(422, f"feature '{key}' must be a whole number, got {v}", key)
+            if not math.isfinite(v):
+                raise BadRequest(422, f"feature '{key}' must be finite", key)
+        elif c.kind == STRING and not isinstance(v, str):
+            raise BadRequest(422, f"feature '{key}' must be a string, got {json.dumps(v)[:40]}", key)
+        elif c.kind == BOOLEAN and not isinstance(v, bool):
+            raise BadRequest(422, f"feature '{key}' must be true or false, got {json.dumps(v)[:40]}", key)
+        out[c.name] = v
+    return out
+
+
+def _unit_id(v: Any, where: str) -> str:
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or str(v) == "" or len(str(v)) > 200:
+        raise BadRequest(422, f"'{where}' must be a non-empty string or integer (at most 200 characters)", where)
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------------ models
+@dataclass(frozen=True)
+class Served:
+    """One loaded model version."""
+
+    version: str
+    model: Any
+    schema: list[Column]
+    classification: bool
+
+    def frame(self, rows: list[dict[str, Any]]):
+        import pandas as pd
+
+        cols = [c.name for c in self.schema]
+        df = pd.DataFrame.from_records(rows, columns=cols)
+        for c in self.schema:
+            if c.kind in (NUMBER, INTEGER):
+                df[c.name] = df[c.name].astype("float64")
+        return df
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[tuple[Any, float | None, str | None]]:
+        """(prediction for the client, value logged, JSON of class probabilities) per row."""
+        X = self.frame(rows)
+        if not self.classification:
+            return [(float(v), float(v), None) for v in self.model.predict(X)]
+        proba = self.model.predict_proba(X)
+        classes = [c.item() if hasattr(c, "item") else c for c in self.model.classes_]
+        out = []
+        for p in proba:
+            k = int(p.argmax())
+            probs = {str(c): float(x) for c, x in zip(classes, p)}
+            out.append(({"label": classes[k], "probabilities": probs}, float(p[k]), json.dumps(probs)))
+        return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the service answers with right now; replaced as a whole when an alias or the experiment changes."""
+
+    champion: Served | None = None
+    challenger: Served | None = None
+    experiment: dict | None = None  # the running experiment (only while its challenger is loaded)
+
+
+@dataclass
+class Breaker:
+    threshold: int
+    cooldown: float
+    failures: int = 0
+    open_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self.open_until
+
+    def failed(self) -> bool:
+        """Count a failure; True when this one opens the breaker."""
+        with self.lock:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.failures = 0
+                self.open_until = time.monotonic() + self.cooldown
+                return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+class Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.predictions = Counter("ct_predictions", "Predictions served", ["variant", "version"], registry=r)
+        self.fallbacks = Counter("ct_challenger_fallbacks", "Challenger failures answered by the champion",
+                                 registry=r)
+        self.breaker_opened = Counter("ct_breaker_opened", "Times the challenger's circuit breaker opened",
+                                      registry=r)
+        self.rejected = Counter("ct_requests_rejected", "Requests refused with a 4xx", ["endpoint", "status"],
+                                registry=r)
+        self.feedback = Counter("ct_feedback", "Outcomes recorded", registry=r)
+        self.reloads = Counter("ct_model_reloads", "Model swaps after an alias or experiment change", registry=r)
+        self.reload_errors = Counter("ct_model_reload_errors", "Failed registry reads or model loads", registry=r)
+        self.latency = Histogram("ct_predict_seconds", "Time in /predict (validation, models, log)", registry=r,
+                                 buckets=(.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1))
+        self.version = Gauge("ct_model_version", "Version served under each alias", ["alias"], registry=r)
+        self.breaker_state = Gauge("ct_breaker_open", "1 while the challenger's circuit breaker is open",
+                                   registry=r)
+
+
+# ------------------------------------------------------------------------------------------------ the service
+class Service:
+    def __init__(self, *, model_name: str, tracking_uri: str, store: ABLog, max_body_bytes: int = 262_144,
+                 max_batch: int = 500, reload_seconds: float = 2.0, breaker_errors: int = 5,
+                 breaker_cooldown_seconds: float = 30.0):
+        self.model_name, self.tracking_uri, self.store = model_name, tracking_uri, store
+        self.max_body_bytes, self.max_batch, self.reload_seconds = max_body_bytes, max_batch, reload_seconds
+        self.breaker = Breaker(breaker_errors, breaker_cooldown_seconds)
+        self.metrics = Metrics()
+        self.snapshot = Snapshot()
+        self._cache: dict[str, Served] = {}  # version -> loaded model
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.last_reload_error: str | None = None
+
+    # --- registry --------------------------------------------------------------------------------------------
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _alias(self, client, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def _load(self, version: str) -> Served:
+        if version in self._cache:
+            return self._cache[version]
+        import mlflow
+
+        uri = f"models:/{self.model_name}/{version}"
+        mlflow.set_registry_uri(self.tracking_uri)
+        info = mlflow.models.get_model_info(uri)
+        schema = schema_from_signature(info.signature)
+        if "sklearn" in info.flavors:
+            model = mlflow.sklearn.load_model(uri)
+        else:  # any other flavour through the generic interface
+            model = mlflow.pyfunc.load_model(uri)
+        served = Served(version, model, schema, hasattr(model, "predict_proba") and hasattr(model, "classes_"))
+        try:  # the first call pays for lazy imports and caches; not a client's
+            served.predict([_example(schema)])
+        except Exception:
+            pass
+        self._cache[version] = served
+        return served
+
+    def reload(self) -> bool:
+        """Read the aliases and the running experiment; load and swap in what changed. True if it swapped."""
+        with self._reload_lock:
+            try:
+                client = self._client()
+                champ_v = self._alias(client, CHAMPION_ALIAS)
+                chall_v = self._alias(client, CHALLENGER_ALIAS)
+                exp = self.store.running_experiment(self.model_name)
+                if exp is not None and exp["challenger_version"] != chall_v:
+                    exp = None  # the registry and the log disagree: serve the champion alone
+                champion = self._load(champ_v) if champ_v else None
+                challenger = self._load(chall_v) if chall_v and exp is not None else None
+            except Exception as e:  # keep serving what is loaded; try again at the next tick
+                self.metrics.reload_errors.inc()
+                self.last_reload_error = f"{type(e).__name__}: {e}"
+                log.warning(f"reload failed, still serving the loaded models: {self.last_reload_error}")
+                return False
+            self.last_reload_error = None
+            old = self.snapshot
+            new = Snapshot(champion, challenger, exp if challenger is not None else None)
+            same = (_v(old.champion), _v(old.challenger), (old.experiment or {}).get("id")) == \
+                   (_v(new.champion), _v(new.challenger), (new.experiment or {}).get("id"))
+            if same:
+                return False
+            self.snapshot = new  # one reference assignment: requests in flight keep the snapshot they took
+            self.metrics.reloads.inc()
+            self.metrics.version.labels(CHAMPION_ALIAS).set(float(_v(champion) or 0))
+            self.metrics.version.labels(CHALLENGER_ALIAS).set(float(_v(challenger) or 0))
+            keep = {_v(champion), _v(challenger)}
+            self._cache = {k: m for k, m in self._cache.items() if k in keep}
+            log.info(f"serving {self.model_name} champion v{_v(champion) or '-'}"
+                     + (f", challenger v{_v(challenger)} on {exp['share']:.0%} of units (experiment {exp['id']})"
+                        if exp and challenger else ", no experiment"))
+            return True
+
+    def start_watching(self) -> None:
+        def loop():
+            while not self._stop.wait(self.reload_seconds):
+                self.reload()
+
+        self._watcher = threading.Thread(target=loop, name="registry-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+
+    # --- requests ----------------------------------------------------------------------------------------
+    def predict(self, payload: Any) -> Any:
+        t0 = time.perf_counter()
+        snap = self.snapshot
+        if snap.champion is None:
+            raise BadRequest(503, f"no model to serve yet: '{self.model_name}' has no @champion in the registry")
+        single = not (isinstance(payload, dict) and "instances" in payload)
+        items = _instances(payload, self.max_batch)
+        exp = snap.experiment
+        rows, by_variant = [], {CHAMPION: [], CHALLENGER: []}
+        for i, item in enumerate(items):
+            where = "" if single else f"instances[{i}]."
+            unit = _unit_id(item.get("unit_id"), f"{where}unit_id")
+            feats = check_features(item.get("features"), snap.champion.schema, f"{where}features")
+            req_id = item.get("request_id")
+            if req_id is not None and (not isinstance(req_id, str) or not 0 < len(req_id) <= 80):
+                raise BadRequest(422, f"'{where}request_id' must be a string of 1 to 80 characters", f"{where}request_id")
+            variant = assign(unit, exp["id"], exp["share"]) if exp else CHAMPION
+            rows.append({"request_id": req_id or uuid.uuid4().hex, "unit_id": unit, "variant": variant,
+                         "experiment_id": exp["id"] if exp else None, "fallback": False})
+            by_variant[variant].append((i, feats))
+        answers: dict[int, tuple] = {}
+        challenger_rows = by_variant[CHALLENGER]
+        if challenger_rows:
+            if self.breaker.is_open():
+                fallback = challenger_rows
+            else:
+                try:
+                    out = snap.challenger.predict([f for _, f in challenger_rows])
+                    for (i, _), a in zip(challenger_rows, out):
+                        answers[i] = (a, snap.challenger.version)
+                    self.breaker.succeeded()
+                    fallback = []
+                except Exception as e:
+                    fallback = challenger_rows
+                    if self.breaker.failed():
+                        self.metrics.breaker_opened.inc()
+                        log.warning(f"challenger v{snap.challenger.version} failed {self.breaker.threshold} times in "
+                                    f"a row ({type(e).__name__}: {e}); circuit breaker open for "
+                                    f"{self.breaker.cooldown:g} s, the champion answers")
+            for i, _ in fallback:
+                rows[i]["fallback"] = True
+            self.metrics.fallbacks.inc(len(fallback))
+            by_variant[CHAMPION] = by_variant[CHAMPION] + fallback
+        champion_rows = by_variant[CHAMPION]
+        if champion_rows:
+            out = snap.champion.predict([f for _, f in champion_rows])
+            for (i, _), a in zip(champion_rows, out):
+                answers[i] = (a, snap.champion.version)
+        now = utcnow()
+        results = []
+        for i, row in enumerate(rows):
+            (shown, value, output), version = answers[i]
+            row.update(model_version=version, prediction=value, output=output, created_at=now)
+            results.append({"request_id": row["request_id"], "unit_id": row["unit_id"], "prediction": shown,
+                            "variant": row["variant"], "model_version": version, "fallback": row["fallback"]})
+        self.store.log_predictions(rows)  # committed before anyone is answered
+        for row in rows:
+            self.metrics.predictions.labels(row["variant"], row["model_version"]).inc()
+        self.metrics.breaker_state.set(1.0 if self.breaker.is_open() else 0.0)
+        self.metrics.latency.observe(time.perf_counter() - t0)
+        return results[0] if single else {"predictions": results}
+
+    def feedback(self, payload: Any) -> dict:
+        if isinstance(payload, dict) and "outcomes" in payload:
+            items, prefix = payload["outcomes"], "outcomes"
+            if not isinstance(items, list) or not items:
+                raise BadRequest(422, "'outcomes' must be a non-empty list", "outcomes")
+            extra = [k for k in payload if k != "outcomes"]
+            if extra:
+                raise BadRequest(422, f"unknown field '{extra[0]}'", extra[0])
+        elif isinstance(payload, dict):
+            items, prefix = [payload], None
+        else:
+            raise BadRequest(422, "body must be an object {'unit_id', 'outcome'} or {'outcomes': [...]}")
+        if len(items) > self.max_batch:
+            raise BadRequest(413, f"'outcomes' has {len(items)} entries; at most {self.max_batch} per call", "outcomes")
+        parsed = []
+        for i, item in enumerate(items):
+            where = f"{prefix}[{i}]." if prefix else ""
+            if not isinstance(item, dict):
+                raise BadRequest(422, f"'{prefix}[{i}]' must be an object", f"{prefix}[{i}]")
+            extra = [k for k in item if k not in ("unit_id", "outcome")]
+            if extra:
+                raise BadRequest(422, f"unknown field '{where}{extra[0]}'", f"{where}{extra[0]}")
+            unit = _unit_id(item.get("unit_id"), f"{where}unit_id")
+            if "outcome" not in item or item["outcome"] is None:
+                raise BadRequest(422, f"missing '{where}outcome'", f"{where}outcome")
+            v = item["outcome"]
+            snap = self.snapshot
+            classification = snap.champion is not None and snap.champion.classification
+            if not classification and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise BadRequest(422, f"'{where}outcome' must be a finite number, got {json.dumps(v)[:40]}",
+                                 f"{where}outcome")
+            if classification and not isinstance(v, (str, int, bool)):
+                raise BadRequest(422, f"'{where}outcome' must be a class label, got {json.dumps(v)[:40]}",
+                                 f"{where}outcome")
+            parsed.append((unit, v))
+        try:
+            n = self.store.record_feedback(parsed)
+        except UnknownUnits as e:
+            raise BadRequest(404, f"{e}: send the prediction request first", "unit_id") from None
+        except DuplicateFeedback as e:
+            raise BadRequest(409, f"{e}; nothing was recorded from this call", "unit_id") from None
+        self.metrics.feedback.inc(n)
+        return {"recorded": n}
+
+    def health(self) -> dict:
+        s = self.snapshot
+        return {"status": "ok" if s.champion else "waiting for a champion", "model": self.model_name,
+                "champion_version": _v(s.champion), "challenger_version": _v(s.challenger),
+                "experiment": {k: (str(v) if k in ("started_at", "planned_end") else v) for k, v in s.experiment.items()
+                               if k in ("id", "share", "champion_version", "challenger_version", "started_at",
+                                        "planned_end")} if s.experiment else None,
+                "breaker_open": self.breaker.is_open(), "last_reload_error": self.last_reload_error}
+
+
+def _v(served: Served | None) -> str | None:
+    return served.version if served else None
+
+
+def _example(schema: list[Column]) -> dict[str, Any]:
+    return {c.name: (0.0 if c.kind in (NUMBER, INTEGER) else "x" if c.kind == STRING else False) for c in schema}
+
+
+def _instances(payload: Any, max_batch: int) -> list[dict]:
+    if not isinstance(payload, dict):
+        raise BadRequest(422, "body must be a JSON object: {'unit_id', 'features'} or {'instances': [...]}")
+    if "instances" in payload:
+        extra = [k for k in payload if k != "instances"]
+        if extra:
+            raise BadRequest(422, f"unknown field '{extra[0]}' beside 'instances'", extra[0])
+        items = payload["instances"]
+        if not isinstance(items, list) or not items:
+            raise BadRequest(422, "'instances' must be a non-empty list", "instances")
+        if len(items) > max_batch:
+            raise BadRequest(413, f"'instances' has {len(items)} entries; at most {max_batch} per call", "instances")
+        for i, it in enumerate(items):
+            if not isinstance(it, dict):
+                raise BadRequest(422, f"'instances[{i}]' must be an object", f"instances[{i}]")
+    else:
+        items = [payload]
+    for i, it in enumerate(items):
+        extra = [k for k in it if k not in ("unit_id", "features", "request_id")]
+        if extra:
+            where = f"instances[{i}]." if "instances" in payload else ""
+            raise BadRequest(422, f"unknown field '{where}{extra[0]}' (expected unit_id, features, request_id)",
+                             f"{where}{extra[0]}")
+    return items
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+def create_app(service: Service, *, watch: bool = True):
+    """The FastAPI app around a Service; the registry is read once at start-up, then every reload_seconds."""
+    from contextlib import asynccontextmanager
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        service.reload()
+        if watch:
+            service.start_watching()
+        yield
+        service.stop_watching()
+
+    app = FastAPI(title="continuous-training prediction service", lifespan=lifespan, docs_url="/docs",
+                  redoc_url=None)
+
+    async def body_json(request: Request, endpoint: str) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > service.max_body_bytes:
+            raise BadRequest(413, f"request body of {int(length):,} bytes is over the limit of "
+                                  f"{service.max_body_bytes:,} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > service.max_body_bytes:
+                raise BadRequest(413, f"request body is over the limit of {service.max_body_bytes:,} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadRequest(400, f"malformed JSON: {e}") from None
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, e: BadRequest):
+        service.metrics.rejected.labels(request.url.path, str(e.status)).inc()
+        return JSONResponse({"error": e.message, "field": e.field}, status_code=e.status)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        # Inline on the event loop: a single-row prediction is a few ms of CPU under the GIL anyway, and a thread
+        # hop per request would cost more than it saves.
+        return JSONResponse(service.predict(await body_json(request, "predict")))
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        return JSONResponse(service.feedback(await body_json(request, "feedback")))
+
+    @app.get("/health")
+    async def health():
+        h = service.health()
+        return JSONResponse(h, status_code=200 if h["champion_version"] else 503)
+
+    @app.post("/reload")
+    async def reload():
+        import anyio
+
+        swapped = await anyio.to_thread.run_sync(service.reload)
+        return JSONResponse({"swapped": swapped, **service.health()})
+
+    @app.get("/metrics")
+    async def metrics():
+        service.metrics.breaker_state.set(1.0 if service.breaker.is_open() else 0.0)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def build_service(project: Path) -> tuple[Service, dict]:
+    """A Service configured from the project's params.yaml and environment (MLFLOW_TRACKING_URI, CT_AB_STORE_URL)."""
+    from stages.common import load_params
+    from tasks.lineage import tracking_uri
+
+    params = load_params(project / "params.yaml")
+    sv = params.ab.serving
+    service = Service(model_name=params.registry.model_name, tracking_uri=tracking_uri(project),
+                      store=ABLog(store_url(project, params.ab.store)), max_body_bytes=sv.max_body_bytes,
+                      max_batch=sv.max_batch, reload_seconds=sv.reload_seconds, breaker_errors=sv.breaker_errors,
+                      breaker_cooldown_seconds=sv.breaker_cooldown_seconds)
+    return service, {"host": sv.host, "port": sv.port}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project-dir", default=str(PROJECT))
+    ap.add_argument("--host", help="default: ab.serving.host (127.0.0.1)")
+    ap.add_argument("--port", type=int, help="default: ab.serving.port (8000)")
+    args = ap.parse_args(argv)
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    from tasks.lineage import quiet_libraries
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_libraries()
+    threadpool_limits(1)  # single rows: OpenMP/BLAS threads only add start-up cost per call
+    project = Path(args.project_dir).resolve()
+    service, where = build_service(project)
+    host, port = args.host or where["host"], args.port or where["port"]
+    log.info(f"prediction service for '{service.model_name}' on http://{host}:{port} "
+             f"(registry {service.tracking_uri}; log {service.store.url})")
+    uvicorn.run(create_app(service), host=host, port=port, access_log=False, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""A/B experiments around the registry: start one (weekly flow), schedule its analysis, read its traffic, decide,
+and act through the aliases (ab-analysis flow)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from deployments.ablog import ABLog, store_url
+from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, decide_ab, loss_cv, plan_units
+from ml.config import Params
+from ml.metrics import EPS
+from tasks import lineage
+from tasks.registry import CHALLENGER as CHALLENGER_ALIAS, CHAMPION as CHAMPION_ALIAS, PREVIOUS, alias_version
+
+ANALYSIS_DEPLOYMENT = "ab-analysis/ab-analysis"
+STATUS = {PROMOTE: "promoted", ROLLBACK: "rolled_back", INVALID: "invalid"}
+
+
+def open_log(project: Path, params: Params) -> ABLog:
+    return ABLog(store_url(project, params.ab.store))
+
+
+def start_experiment(project: Path, params: Params, *, challenger: str, champion: str, metric: str, week: str,
+                     reason: str, champion_loss_cv: float | None) -> dict:
+    """Register an experiment (a running one of the same model is superseded). A retry of the same weekly run
+    finds its experiment instead of starting another."""
+    ab = params.ab
+    log = open_log(project, params)
+    try:
+        running = log.running_experiment(params.registry.model_name)
+        if running and running["challenger_version"] == challenger and running["champion_version"] == champion:
+            return running
+        start = datetime.now(timezone.utc)
+        cv = champion_loss_cv if champion_loss_cv and np.isfinite(champion_loss_cv) else 1.0
+        plan = plan_units(cv, share=ab.share, mde=ab.min_detectable_effect, power=ab.power, alpha=ab.alpha)
+        row = {"id": f"{params.registry.model_name}-v{challenger}-vs-v{champion}-{start:%Y%m%dT%H%M%S}",
+               "model": params.registry.model_name, "champion_version": champion, "challenger_version": challenger,
+               "share": ab.share, "metric": metric, "started_at": start,
+               "planned_end": start + timedelta(days=ab.duration_days),
+               "max_end": start + timedelta(days=ab.max_duration_days), "planned_units": plan.units,
+               "plan": plan.to_dict(), "week": week, "reason": reason}
+        superseded = log.register_experiment(row)
+        exp = log.experiment(row["id"])
+        exp["superseded"] = superseded
+        return exp
+    finally:
+        log.close()
+
+
+def schedule_analysis(project: Path, params: Params, experiment: dict, when: datetime) -> str | None:
+    """Schedule the ab-analysis deployment for `when`; None (with the reason logged) if it is not deployed."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    try:
+        run = run_deployment(ANALYSIS_DEPLOYMENT, parameters={"experiment_id": experiment["id"]},
+                             scheduled_time=when, timeout=0, as_subflow=False, tags=["ab-analysis"],
+                             flow_run_name=f"ab-{experiment['id']}-{when:%Y%m%dT%H%M}")
+    except Exception as e:  # ObjectNotFound when nothing is deployed (in-process runs, tests, the demo)
+        logger.info(f"A/B analysis not scheduled ({ANALYSIS_DEPLOYMENT} is not deployed here: "
+                    f"{type(e).__name__}); run `python -m flows.ab_analysis` at {when:%Y-%m-%d %H:%M} UTC "
+                    "or any time before")
+        return None
+    log = open_log(project, params)
+    try:
+        log.set_experiment(experiment["id"], scheduled_run=str(run.id))
+    finally:
+        log.close()
+    logger.info(f"A/B analysis scheduled: flow run {run.name} at {when:%Y-%m-%d %H:%M} UTC")
+    return str(run.id)
+
+
+def end_experiments_on_promotion(project: Path, params: Params, promoted: str) -> list[str]:
+    """The weekly flow promoted a version directly: any running experiment is over, its challenger retired."""
+    from mlflow import MlflowClient
+
+    log = open_log(project, params)
+    try:
+        ended = log.close_running(params.registry.model_name, "superseded",
+                                  f"the weekly flow promoted v{promoted} to @champion")
+    finally:
+        log.close()
+    name = params.registry.model_name
+    if alias_version(name, CHALLENGER_ALIAS) is not None:
+        MlflowClient().delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    return ended
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def unit_losses(traffic, task: str) -> dict[str, Any]:
+    """Per-unit loss by assigned variant: the first prediction each unit was served, against its outcome."""
+    first = traffic.drop_duplicates("unit_id", keep="first")
+    assigned = first["variant"].value_counts()
+    done = first[first["outcome"].notna()]
+    outcome = done["outcome"].map(json.loads)
+    if task == "regression":
+        loss = (outcome.astype("float64") - done["prediction"].astype("float64")).abs().to_numpy()
+    else:  # log loss of the observed class under the served probabilities
+        loss = np.array([-np.log(max(json.loads(o).get(str(y), 0.0), EPS)) for o, y in zip(done["output"], outcome)])
+    variant = done["variant"].to_numpy()
+    return {CHAMPION: loss[variant == CHAMPION], CHALLENGER: loss[variant == CHALLENGER],
+            "assigned": (int(assigned.get(CHAMPION, 0)), int(assigned.get(CHALLENGER, 0))),
+            "units": int(len(first)), "with_outcome": int(len(done))}
+
+
+@task(name="read the experiment's traffic (predictions + outcomes)", retries=2, retry_delay_seconds=[2, 10],
+      cache_policy=NO_CACHE)
+def collect(project: str, params: Params, experiment: dict) -> dict:
+    logger = get_run_logger()
+    log = open_log(Path(project), params)
+    try:
+        traffic = log.traffic(experiment["id"])
+        requests = log.request_counts(experiment["id"])
+    finally:
+        log.close()
+    losses = unit_losses(traffic, params.source.task)
+    logger.info(f"traffic: {len(traffic):,} predictions for {losses['units']:,} units "
+                f"({losses['assigned'][0]:,} champion / {losses['assigned'][1]:,} challenger), "
+                f"{losses['with_outcome']:,} with outcomes; {requests['fallbacks']:,} challenger fallbacks")
+    return {**losses, "requests": requests}
+
+
+@task(name="analyse: SRM, always-valid test, sample size", cache_policy=NO_CACHE)
+def analyse(params: Params, experiment: dict, traffic: dict, now: datetime | None = None) -> dict:
+    ab = params.ab
+    now = now or datetime.now(timezone.utc)
+    cv = loss_cv(traffic[CHAMPION]) if len(traffic[CHAMPION]) >= ab.min_units else None
+    planned = experiment["planned_units"]
+    if cv is not None:  # re-plan on the champion's observed spread; never below the registered plan's floor
+        planned = plan_units(cv, share=experiment["share"], mde=ab.min_detectable_effect, power=ab.power,
+                             alpha=ab.alpha).units
+    d = decide_ab(traffic[CHAMPION], traffic[CHALLENGER], assigned=traffic["assigned"], share=experiment["share"],
+                  alpha=ab.alpha, srm_alpha=ab.srm_alpha, mde=ab.min_detectable_effect, power=ab.power,
+                  min_units=ab.min_units, planned_units=planned, now=now, planned_end=experiment["planned_end"],
+                  max_end=experiment["max_end"], fallbacks=traffic["requests"]["fallbacks"],
+                  challenger_requests=traffic["requests"]["challenger"], max_error_rate=ab.max_error_rate,
+                  metric=experiment["metric"])
+    get_run_logger().info(f"analysis: {d.summary}")
+    out = d.to_dict()
+    out["evidence"]["observed_cv"] = cv
+    out["analysed_at"] = now.isoformat()
+    return out
+
+
+@task(name="act on the analysis (registry aliases)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
+    """promote: @champion -> challenger (old champion kept as @previous-champion); rollback: @challenger removed;
+    invalid: the experiment stops routing, aliases stay; continue: nothing moves."""
+    from mlflow import MlflowClient
+
+    logger = get_run_logger()
+    name, action = experiment["model"], decision["action"]
+    champ_now, chall_now = alias_version(name, CHAMPION_ALIAS), alias_version(name, CHALLENGER_ALIAS)
+    out = {"action": action, "champion": champ_now, "challenger": chall_now, "moved": False}
+    if action == CONTINUE:
+        return out
+    if action in (PROMOTE, ROLLBACK) and (champ_now != experiment["champion_version"]
+                                          or chall_now != experiment["challenger_version"]):
+        # The aliases moved since the experiment started (a rollback, another promotion): its evidence is stale.
+        action = INVALID
+        decision["summary"] = (f"invalid: the aliases moved during the experiment (champion v{champ_now}, challenger "
+                               f"v{chall_now}; it compared v{experiment['challenger_version']} with "
+                               f"v{experiment['champion_version']}): nothing moved")
+        decision["action"] = INVALID
+        out["action"] = INVALID
+    client = MlflowClient()
+    version = experiment["challenger_version"]
+    if action == PROMOTE:
+        client.set_registered_model_alias(name, PREVIOUS, champ_now)  # first, so a crash never loses it
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        out.update(champion=version, challenger=None, previous=champ_now, moved=True)
+        logger.info(f"act: {name} v{version} is now @champion (v{champ_now} kept as @previous-champion)")
+    elif action == ROLLBACK:
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        out.update(challenger=None, moved=True)
+        logger.info(f"act: @challenger v{version} removed; @champion stays v{champ_now}")
+    else:
+        logger.info(f"act: nothing moved; the experiment stops routing traffic ({decision['summary']})")
+    client.set_model_version_tag(name, version, "ab.decision", decision["action"])
+    client.set_model_version_tag(name, version, "ab.summary", decision["summary"][:4900])
+    log = open_log(Path(project), params)
+    try:
+        log.set_experiment(experiment["id"], status=STATUS[action], decided_at=datetime.now(timezone.utc)
+                           .replace(tzinfo=None), decision=decision["summary"])
+    finally:
+        log.close()
+    return out
+
+
+def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict, decision: dict,
+                  outcome: dict) -> str:
+    """One MLflow run per look, in the ab.experiment MLflow experiment."""
+    from mlflow import MlflowClient
+
+    exp_id = lineage.ensure_experiment(project, params.ab.experiment)
+    ev = decision["evidence"]
+    lift = ev.get("lift") or {}
+    client = MlflowClient()
+    run = client.create_run(exp_id, run_name=f"{experiment['id']}@{decision['analysed_at'][:16]}", tags={
+        "ab.experiment_id": experiment["id"], "decision": decision["action"], "decision.summary": decision["summary"],
+        "model": experiment["model"], "champion_version": experiment["champion_version"],
+        "challenger_version": experiment["challenger_version"]})
+    rid = run.info.run_id
+    lineage.log_params(rid, {"share": experiment["share"], "metric": experiment["metric"],
+                             "started_at": experiment["started_at"], "planned_end": experiment["planned_end"],
+                             "max_end": experiment["max_end"], "alpha": params.ab.alpha,
+                             "srm_alpha": params.ab.srm_alpha, "min_detectable_effect": params.ab.min_detectable_effect,
+                             "power": params.ab.power, "week": experiment.get("week")})
+    metrics = {"units_champion": traffic["assigned"][0], "units_challenger": traffic["assigned"][1],
+               "outcomes_champion": len(traffic[CHAMPION]), "outcomes_challenger": len(traffic[CHALLENGER]),
+               "srm_p_value": ev["srm"]["assigned_p"], "srm_outcome_p_value": ev["srm"]["outcome_p"],
+               "planned_units": ev["planned_units"], "fallbacks": traffic["requests"]["fallbacks"]}
+    for k in ("lift", "ci_low", "ci_high", "p_value", "champion_mean", "challenger_mean"):
+        if k in lift:
+            metrics[k] = lift[k]
+    import time
+
+    from mlflow.entities import Metric
+
+    now_ms = int(time.time() * 1000)
+    client.log_batch(rid, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()])
+    client.log_text(rid, json.dumps({"experiment": experiment, "decision": decision, "outcome": outcome},
+                                    indent=2, default=str), "analysis.json")
+    client.set_terminated(rid)
+    return rid
