@@ -72,6 +72,7 @@ class MLPParams:
 class TrainConfig:
     family: str = "hgb"  # hgb | linear | mlp
     seed: int = 42
+    threads: int = 1  # CPU threads for fitting (0: all cores); see params.yaml for why one is the default
     hgb: HGBParams = field(default_factory=HGBParams)
     linear: LinearParams = field(default_factory=LinearParams)
     mlp: MLPParams = field(default_factory=MLPParams)
@@ -276,6 +277,8 @@ def parse_params(raw: Any) -> Params:
             raise ConfigError(f"params: 'ab.{key}' must be between 0 and 1, got {getattr(ab, key)}")
     if ab.max_duration_days < ab.duration_days:
         raise ConfigError("params: 'ab.max_duration_days' must be at least 'ab.duration_days'")
+    if params.train.threads < 0:
+        raise ConfigError("params: 'train.threads' must be 0 (all cores) or a positive number")
     if params.window.train_weeks < 1:
         raise ConfigError("params: 'window.train_weeks' must be at least 1")
     return params

@@ -15,9 +15,17 @@ from stages.common import cli, fmt_int, load_params, write_json, write_pickle
 def fit_candidate(params: Params, train: pd.DataFrame):
     """(model, baseline, info) fitted on the training frame."""
     s = params.source
+    from threadpoolctl import threadpool_limits
+
     y = train[s.target].to_numpy()
+    model = build_model(s, params.train)
     t0 = time.perf_counter()
-    model = build_model(s, params.train).fit(train, y)
+    with threadpool_limits(params.train.threads or None):  # the OpenMP/BLAS pools sklearn loaded
+        if params.train.threads and params.train.family == "mlp":
+            import torch
+
+            torch.set_num_threads(params.train.threads)  # torch keeps a pool of its own
+        model.fit(train, y)
     fit_s = time.perf_counter() - t0
     baseline = build_baseline(s).fit(train, y)
     info = {"family": params.train.family, "estimator": model_family(model), "seed": params.train.seed,
