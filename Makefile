@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The demo's flow runs stay in the project, so `make ui-prefect` shows them afterwards.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup browser demo dvc-demo test test-fast bench up down status ui-prefect ui-mlflow clean-data
+.PHONY: setup browser demo dvc-demo test test-fast bench up down status serve ui-prefect ui-mlflow clean-data
 
 setup: $(STAMP)
 
@@ -65,6 +65,10 @@ down:
 status:
 	python -m deployments.stack status
 
+## serve: the prediction service alone on 127.0.0.1:8000 (@champion, @challenger during an A/B experiment)
+serve: setup
+	python -m deployments.serving
+
 ## bench: benchmarks, printed as ratios against a bare baseline in the same run
 bench: setup
 	python benchmarks/bench_dvc.py
@@ -72,6 +76,7 @@ bench: setup
 	python benchmarks/bench_decisions.py
 	python benchmarks/bench_flow.py
 	python benchmarks/bench_deploy.py
+	python benchmarks/bench_serve.py
 
 ## ui-prefect / ui-mlflow: look at the demo's runs (Ctrl-C to stop)
 ui-prefect: setup
@@ -82,5 +87,5 @@ ui-mlflow: setup
 
 ## clean-data: forget every landed batch, model, run and registry entry of this checkout
 clean-data:
-	rm -rf data/raw data/raw.dvc data/staging data/prepared data/model data/eval data/runs data/demo dvc.lock \
+	rm -rf data/raw data/raw.dvc data/staging data/prepared data/model data/eval data/runs data/demo data/ab dvc.lock \
 	       mlflow.db mlartifacts .prefect

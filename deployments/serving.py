@@ -26,11 +26,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from threadpoolctl import threadpool_limits
 
 from deployments.ablog import ABLog, DuplicateFeedback, UnknownUnits, store_url, utcnow
 from ml.ab import CHALLENGER, CHAMPION, assign
@@ -127,15 +129,25 @@ class Served:
     schema: list[Column]
     classification: bool
 
+    @cached_property
+    def _numeric(self) -> list[str]:
+        return [c.name for c in self.schema if c.kind in (NUMBER, INTEGER)]
+
     def frame(self, rows: list[dict[str, Any]]):
+        """The rows as the model's input frame: numbers as one float64 block (null -> NaN), the rest as objects.
+        (4x faster than DataFrame.from_records + astype for a single row.)"""
+        import numpy as np
         import pandas as pd
 
-        cols = [c.name for c in self.schema]
-        df = pd.DataFrame.from_records(rows, columns=cols)
+        num = self._numeric
+        block = np.array([[np.nan if r[c] is None else r[c] for c in num] for r in rows], dtype=np.float64)
+        if len(num) == len(self.schema):
+            return pd.DataFrame(block, columns=num, copy=False)
+        cols = {c: block[:, i] for i, c in enumerate(num)}
         for c in self.schema:
-            if c.kind in (NUMBER, INTEGER):
-                df[c.name] = df[c.name].astype("float64")
-        return df
+            if c.name not in cols:
+                cols[c.name] = np.array([r[c.name] for r in rows], dtype=object)
+        return pd.DataFrame(cols, columns=[c.name for c in self.schema], copy=False)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[tuple[Any, float | None, str | None]]:
         """(prediction for the client, value logged, JSON of class probabilities) per row."""
@@ -283,6 +295,9 @@ class Service:
                    (_v(new.champion), _v(new.challenger), (new.experiment or {}).get("id"))
             if same:
                 return False
+            # One thread per prediction: single rows gain nothing from OpenMP, and its spinning threads stall for
+            # seconds when another process shares the cores. Applied after loading, when the libraries exist.
+            threadpool_limits(1)
             self.snapshot = new  # one reference assignment: requests in flight keep the snapshot they took
             self.metrics.reloads.inc()
             self.metrics.version.labels(CHAMPION_ALIAS).set(float(_v(champion) or 0))
@@ -546,13 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help="default: ab.serving.port (8000)")
     args = ap.parse_args(argv)
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
     from tasks.lineage import quiet_libraries
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     quiet_libraries()
-    threadpool_limits(1)  # single rows: OpenMP/BLAS threads only add start-up cost per call
     project = Path(args.project_dir).resolve()
     service, where = build_service(project)
     host, port = args.host or where["host"], args.port or where["port"]
