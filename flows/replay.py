@@ -124,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             e = ab["experiment"]
             print(f"{e['id']}: started by week {e['week']} ({e['reason'][:90]}...)")
             for look in ab["looks"]:
-                print(f"  {look['week']}  {look['action']:<8} {look['summary']}")
+                print(f"  traffic {look['week']}  {look['summary']}")
             last = ab["looks"][-1] if ab["looks"] else None
             if last and last["action"] == "continue":
                 print(f"  still running after {len(ab['looks'])} week(s) of traffic: the analysis is scheduled again")
+            elif last and last["action"] == "promote":
+                print(f"  -> @champion is now v{e['challenger_version']} (v{e['champion_version']} kept as "
+                      "@previous-champion)")
+            elif last and last["action"] == "rollback":
+                print(f"  -> @challenger v{e['challenger_version']} removed; @champion stays v{e['champion_version']}")
     print("""
 Look at the results:
   Prefect UI:  make ui-prefect      (then http://127.0.0.1:4200 → Runs; each decision is an artifact)
