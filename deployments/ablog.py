@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ class ABLog:
     def record_feedback(self, outcomes: list[tuple[str, Any]]) -> int:
         """Record outcomes all-or-nothing: unknown or already-answered units reject the whole call."""
         units = [u for u, _ in outcomes]
-        dup_in_call = sorted({u for u in units if units.count(u) > 1}) if len(set(units)) < len(units) else []
+        dup_in_call = sorted(u for u, n in Counter(units).items() if n > 1)
         if dup_in_call:
             raise DuplicateFeedback(dup_in_call)
         now = utcnow()
@@ -193,8 +194,8 @@ class ABLog:
         return len(outcomes)
 
     def traffic(self, experiment_id: str):
-        """Per unit of the experiment: its assigned variant, the first prediction served, any fallback, and the
-        outcome (NaN-free JSON text, or None while unknown). A pandas DataFrame."""
+        """Every prediction of the experiment, oldest first, with the unit's outcome (JSON text; None while it has
+        not arrived): a pandas DataFrame."""
         import pandas as pd
 
         q = (select(predictions.c.unit_id, predictions.c.variant, predictions.c.model_version,

@@ -397,6 +397,8 @@ class Service:
             raise BadRequest(422, "body must be an object {'unit_id', 'outcome'} or {'outcomes': [...]}")
         if len(items) > self.max_batch:
             raise BadRequest(413, f"'outcomes' has {len(items)} entries; at most {self.max_batch} per call", "outcomes")
+        champion = self.snapshot.champion
+        classification = champion is not None and champion.classification
         parsed = []
         for i, item in enumerate(items):
             where = f"{prefix}[{i}]." if prefix else ""
@@ -409,8 +411,6 @@ class Service:
             if "outcome" not in item or item["outcome"] is None:
                 raise BadRequest(422, f"missing '{where}outcome'", f"{where}outcome")
             v = item["outcome"]
-            snap = self.snapshot
-            classification = snap.champion is not None and snap.champion.classification
             if not classification and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
                 raise BadRequest(422, f"'{where}outcome' must be a finite number, got {json.dumps(v)[:40]}",
                                  f"{where}outcome")

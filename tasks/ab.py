@@ -132,7 +132,7 @@ def analyse(params: Params, experiment: dict, traffic: dict, now: datetime | Non
     now = now or datetime.now(timezone.utc)
     cv = loss_cv(traffic[CHAMPION]) if len(traffic[CHAMPION]) >= ab.min_units else None
     planned = experiment["planned_units"]
-    if cv is not None:  # re-plan on the champion's observed spread; never below the registered plan's floor
+    if cv is not None:  # re-plan on the spread of the champion's loss as served, not as on last week's holdout
         planned = plan_units(cv, share=experiment["share"], mde=ab.min_detectable_effect, power=ab.power,
                              alpha=ab.alpha).units
     d = decide_ab(traffic[CHAMPION], traffic[CHALLENGER], assigned=traffic["assigned"], share=experiment["share"],
@@ -197,7 +197,10 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
 def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict, decision: dict,
                   outcome: dict) -> str:
     """One MLflow run per look, in the ab.experiment MLflow experiment."""
+    import time
+
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     exp_id = lineage.ensure_experiment(project, params.ab.experiment)
     ev = decision["evidence"]
@@ -220,10 +223,6 @@ def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict
     for k in ("lift", "ci_low", "ci_high", "p_value", "champion_mean", "challenger_mean"):
         if k in lift:
             metrics[k] = lift[k]
-    import time
-
-    from mlflow.entities import Metric
-
     now_ms = int(time.time() * 1000)
     client.log_batch(rid, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()])
     client.log_text(rid, json.dumps({"experiment": experiment, "decision": decision, "outcome": outcome},

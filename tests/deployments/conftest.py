@@ -91,17 +91,14 @@ class Service(ServiceProcess):
 
 def serving_project(dest: Path, **params) -> Path:
     """A folder holding the project's params.yaml (what the service reads), tuned for quick reloads."""
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    edit_params(dest, ab={**_ab(dest), "serving": {**_ab(dest)["serving"], "reload_seconds": 0.5,
-                                                   "breaker_errors": 3, "breaker_cooldown_seconds": 60}}, **params)
-    return dest
-
-
-def _ab(dest: Path) -> dict:
     import yaml
 
-    return yaml.safe_load((dest / "params.yaml").read_text())["ab"]
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    ab = yaml.safe_load((dest / "params.yaml").read_text())["ab"]
+    ab["serving"].update(reload_seconds=0.5, breaker_errors=3, breaker_cooldown_seconds=60)
+    edit_params(dest, ab=ab, **params)
+    return dest
 
 
 def outcomes_of(frame: pd.DataFrame, params) -> list[tuple[str, float]]:
