@@ -3,6 +3,8 @@ uvicorn process on a free 127.0.0.1 port, stopped by the test that started it.""
 from __future__ import annotations
 
 import dataclasses
+import os
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -43,19 +45,38 @@ def register(tracking_uri: str, params, model, holdout: pd.DataFrame, alias: str
     from tasks.training import contract_signature, pip_requirements
 
     s = params.source
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("serving-tests")
     complete = holdout.dropna(subset=list(s.numeric_features)).head(5)  # nullability comes from the contract
     example = feature_frame(complete, s.numeric_features, s.categorical_features)
     sig = contract_signature(infer_signature(example, model.predict(example)), params.validation.required)
-    with mlflow.start_run():
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name("serving-tests")
+    exp_id = exp.experiment_id if exp else client.create_experiment("serving-tests")
+    with global_tracking_uri(tracking_uri), mlflow.start_run(experiment_id=exp_id):
         info = mlflow.sklearn.log_model(model, name="model", signature=sig, input_example=example,
                                         pip_requirements=pip_requirements("hgb"), serialization_format="cloudpickle",
                                         registered_model_name=MODEL)
     version = str(info.registered_model_version)
     if alias:
-        mlflow.MlflowClient().set_registered_model_alias(MODEL, alias, version)
+        client.set_registered_model_alias(MODEL, alias, version)
     return version
+
+
+@contextmanager
+def global_tracking_uri(uri: str):
+    """MLflow's fluent logging needs a process-wide tracking URI, and MLflow 3 writes it into os.environ, where
+    the flows (later tests in this process) would take it for the user's setting: put both back afterwards."""
+    import mlflow
+
+    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def fragile_model(params, flights, as_of: str):

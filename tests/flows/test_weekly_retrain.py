@@ -46,8 +46,10 @@ def scenario(prefect_api, tmp_path_factory):
     edit_params(repo, train={"hgb": STRONG})
     s["first_win"] = week(repo, "2013-05-12")  # a conclusive win, not yet confirmed: A/B test
     s["champion_after_first_win"] = champion(repo)
+    s["challenger_after_first_win"] = str(client(repo).get_model_version_by_alias(MODEL, "challenger").version)
     s["better"] = week(repo, "2013-05-19")  # wins again against the same champion: promoted
     s["champion_after_better"] = champion(repo)
+    s["aliases_after_better"] = set(client(repo).get_registered_model(MODEL).aliases)
 
     edit_params(repo, train={"hgb": WEAK})
     s["worse"] = week(repo, "2013-05-26")
@@ -85,7 +87,7 @@ def test_a_first_win_goes_to_an_ab_test_and_the_champion_stays(scenario):
     assert r["action"] == "ab_test" and "win 1 of 2" in r["summary"], r["summary"]
     assert scenario["champion_after_first_win"] == "1"
     c = client(scenario["repo"])
-    assert str(c.get_model_version_by_alias(MODEL, "challenger").version) == r["version"] == "2"
+    assert scenario["challenger_after_first_win"] == r["version"] == "2"
     request = json.loads(c.get_model_version(MODEL, "2").tags["ab_request"])
     assert request["champion_version"] == "1" and request["share"] == 0.5
 
@@ -97,6 +99,7 @@ def test_a_clearly_better_candidate_is_promoted_and_the_old_champion_kept(scenar
     assert scenario["champion_after_better"] == r["version"] == "3"
     c = client(scenario["repo"])
     assert str(c.get_model_version_by_alias(MODEL, "previous-champion").version) == "1"
+    assert scenario["aliases_after_better"] == {"champion", "previous-champion"}  # the A/B test of v2 is over
     decision = json.loads((scenario["repo"] / "data/runs/2013-05-19/decision.json").read_text())
     comp = decision["evidence"]["comparison"]
     assert comp["ci_high"] <= -0.02 and comp["clusters"] > 50
