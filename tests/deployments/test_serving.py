@@ -218,3 +218,47 @@ def test_a_failing_challenger_is_answered_by_the_champion_and_the_breaker_opens(
     assert svc.metric("ct_breaker_opened_total") >= 1
     counts = env["log"].request_counts(exp["id"])
     assert counts["fallbacks"] == 4 and counts[CHALLENGER] == 5 and counts[CHAMPION] == 0
+
+
+def test_a_classifier_is_served_with_probabilities_and_its_log_loss_is_what_sklearn_computes(tmp_path, flights):
+    """The classification path: class probabilities out, labels in on /feedback, per-unit log loss in the analysis."""
+    import dataclasses
+
+    import numpy as np
+    from sklearn.metrics import log_loss
+
+    from ml.ab import CHAMPION as CHAMP
+    from stages.common import load_params
+    from tasks.ab import unit_losses
+
+    project = serving_project(tmp_path / "project")
+    params = load_params(project / "params.yaml")
+    late = dataclasses.replace(params.source, task="classification", target="late")
+    params = dataclasses.replace(params, source=late)
+    label = lambda f: f.assign(late=np.where(f["arr_delay"] > 15, "late", "on time"))  # noqa: E731
+    frame = label(flights)
+    model = train(frame, params, "2013-05-19", max_iter=50)
+    holdout = label(week(flights, "2013-05-19"))
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    register(uri, params, model, holdout, "champion")
+    traffic = label(week(flights, "2013-05-26")).head(400)
+    svc = Service(project, uri)
+    try:
+        served = svc.predict_all(instances(traffic, params))
+        first = served[0]["prediction"]
+        assert set(first) == {"label", "probabilities"} and set(first["probabilities"]) == {"late", "on time"}
+        assert abs(sum(first["probabilities"].values()) - 1) < 1e-9
+        bad = svc.http.post("/feedback", json={"unit_id": traffic["flight_id"].iloc[0], "outcome": 3.5})
+        assert bad.status_code == 422 and "class label" in bad.json()["error"]
+        svc.feedback_all(list(zip(traffic["flight_id"], traffic["late"])))
+    finally:
+        svc.stop()
+    log = ABLog(store_url(project))
+    try:
+        rows = log.traffic(None)
+    finally:
+        log.close()
+    losses = unit_losses(rows, "classification")
+    proba = model.predict_proba(traffic)
+    expected = log_loss(traffic["late"], proba, labels=model.classes_)
+    assert len(losses[CHAMP]) == 400 and abs(losses[CHAMP].mean() - expected) < 1e-9
