@@ -112,6 +112,12 @@ class ABLog:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> ABLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- experiments ---------------------------------------------------------------------------------------
     def register_experiment(self, row: dict[str, Any]) -> list[str]:
         """Start an experiment; a running one of the same model is superseded. Returns the superseded ids."""

@@ -33,11 +33,8 @@ def load_experiment(project: str, experiment_id: str | None) -> tuple:
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
     lineage.ensure_experiment(root, params.registry.experiment)  # points MLflow at the project's store
-    log = open_log(root, params)
-    try:
+    with open_log(root, params) as log:
         exp = log.experiment(experiment_id) if experiment_id else log.running_experiment(params.registry.model_name)
-    finally:
-        log.close()
     if exp is None:
         what = f"parameter 'experiment_id': no experiment '{experiment_id}'" if experiment_id else \
             f"no running A/B experiment for model '{params.registry.model_name}'"

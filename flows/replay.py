@@ -47,11 +47,8 @@ def ab_traffic(project: Path, first_week: date, max_weeks: int) -> dict:
 
     params = load_params(project / "params.yaml")
     s = params.source
-    log = ABLog(store_url(project, params.ab.store))
-    try:
+    with ABLog(store_url(project, params.ab.store)) as log:
         exp = log.running_experiment(params.registry.model_name)
-    finally:
-        log.close()
     if exp is None:
         return {"experiment": None, "looks": []}
     source = load_source(s, base=project)

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, decide_ab, loss_cv, plan_units
 from ml.config import Params
-from ml.metrics import EPS
+from ml.metrics import row_loss
 from tasks import lineage
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS, CHAMPION as CHAMPION_ALIAS, PREVIOUS, alias_version
 
@@ -31,8 +31,7 @@ def start_experiment(project: Path, params: Params, *, challenger: str, champion
     """Register an experiment (a running one of the same model is superseded). A retry of the same weekly run
     finds its experiment instead of starting another."""
     ab = params.ab
-    log = open_log(project, params)
-    try:
+    with open_log(project, params) as log:
         running = log.running_experiment(params.registry.model_name)
         if running and running["challenger_version"] == challenger and running["champion_version"] == champion:
             return running
@@ -49,8 +48,6 @@ def start_experiment(project: Path, params: Params, *, challenger: str, champion
         exp = log.experiment(row["id"])
         exp["superseded"] = superseded
         return exp
-    finally:
-        log.close()
 
 
 def schedule_analysis(project: Path, params: Params, experiment: dict, when: datetime) -> str | None:
@@ -67,11 +64,8 @@ def schedule_analysis(project: Path, params: Params, experiment: dict, when: dat
                     f"{type(e).__name__}); run `python -m flows.ab_analysis` at {when:%Y-%m-%d %H:%M} UTC "
                     "or any time before")
         return None
-    log = open_log(project, params)
-    try:
+    with open_log(project, params) as log:
         log.set_experiment(experiment["id"], scheduled_run=str(run.id))
-    finally:
-        log.close()
     logger.info(f"A/B analysis scheduled: flow run {run.name} at {when:%Y-%m-%d %H:%M} UTC")
     return str(run.id)
 
@@ -80,12 +74,9 @@ def end_experiments_on_promotion(project: Path, params: Params, promoted: str) -
     """The weekly flow promoted a version directly: any running experiment is over, its challenger retired."""
     from mlflow import MlflowClient
 
-    log = open_log(project, params)
-    try:
+    with open_log(project, params) as log:
         ended = log.close_running(params.registry.model_name, "superseded",
                                   f"the weekly flow promoted v{promoted} to @champion")
-    finally:
-        log.close()
     name = params.registry.model_name
     if alias_version(name, CHALLENGER_ALIAS) is not None:
         MlflowClient().delete_registered_model_alias(name, CHALLENGER_ALIAS)
@@ -99,10 +90,13 @@ def unit_losses(traffic, task: str) -> dict[str, Any]:
     assigned = first["variant"].value_counts()
     done = first[first["outcome"].notna()]
     outcome = done["outcome"].map(json.loads)
-    if task == "regression":
-        loss = (outcome.astype("float64") - done["prediction"].astype("float64")).abs().to_numpy()
-    else:  # log loss of the observed class under the served probabilities
-        loss = np.array([-np.log(max(json.loads(o).get(str(y), 0.0), EPS)) for o, y in zip(done["output"], outcome)])
+    if task == "regression":  # the same per-row loss the offline comparison uses
+        loss = row_loss(task, outcome.to_numpy(dtype="float64"), done["prediction"].to_numpy(dtype="float64"))
+    else:  # log loss of the observed class under the probabilities served
+        probs = [json.loads(o) for o in done["output"]]
+        classes = np.array(sorted({c for p in probs for c in p}))
+        proba = np.array([[p.get(c, 0.0) for c in classes] for p in probs])
+        loss = row_loss(task, outcome.astype(str).to_numpy(), proba, classes)
     variant = done["variant"].to_numpy()
     return {CHAMPION: loss[variant == CHAMPION], CHALLENGER: loss[variant == CHALLENGER],
             "assigned": (int(assigned.get(CHAMPION, 0)), int(assigned.get(CHALLENGER, 0))),
@@ -113,12 +107,9 @@ def unit_losses(traffic, task: str) -> dict[str, Any]:
       cache_policy=NO_CACHE)
 def collect(project: str, params: Params, experiment: dict) -> dict:
     logger = get_run_logger()
-    log = open_log(Path(project), params)
-    try:
+    with open_log(Path(project), params) as log:
         traffic = log.traffic(experiment["id"])
         requests = log.request_counts(experiment["id"])
-    finally:
-        log.close()
     losses = unit_losses(traffic, params.source.task)
     logger.info(f"traffic: {len(traffic):,} predictions for {losses['units']:,} units "
                 f"({losses['assigned'][0]:,} champion / {losses['assigned'][1]:,} challenger), "
@@ -185,12 +176,9 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
         logger.info(f"act: nothing moved; the experiment stops routing traffic ({decision['summary']})")
     client.set_model_version_tag(name, version, "ab.decision", decision["action"])
     client.set_model_version_tag(name, version, "ab.summary", decision["summary"][:4900])
-    log = open_log(Path(project), params)
-    try:
+    with open_log(Path(project), params) as log:
         log.set_experiment(experiment["id"], status=STATUS[action], decided_at=datetime.now(timezone.utc)
                            .replace(tzinfo=None), decision=decision["summary"])
-    finally:
-        log.close()
     return out
 
 

@@ -253,11 +253,8 @@ def test_a_classifier_is_served_with_probabilities_and_its_log_loss_is_what_skle
         svc.feedback_all(list(zip(traffic["flight_id"], traffic["late"])))
     finally:
         svc.stop()
-    log = ABLog(store_url(project))
-    try:
+    with ABLog(store_url(project)) as log:
         rows = log.traffic(None)
-    finally:
-        log.close()
     losses = unit_losses(rows, "classification")
     proba = model.predict_proba(traffic)
     expected = log_loss(traffic["late"], proba, labels=model.classes_)
