@@ -34,8 +34,6 @@ demo: setup
 
 ## dvc-demo: the DVC pipeline alone on the default window (no Prefect, no MLflow)
 dvc-demo: setup
-	python -m stages.ingest
-	dvc add -q data/raw
 	dvc repro
 	dvc push -q || echo "dvc push failed: data stays in the local cache (.dvc/cache)"
 	dvc metrics show
@@ -87,5 +85,5 @@ ui-mlflow: setup
 
 ## clean-data: forget every landed batch, model, run and registry entry of this checkout
 clean-data:
-	rm -rf data/raw data/raw.dvc data/staging data/prepared data/model data/eval data/runs data/demo data/ab dvc.lock \
+	rm -rf data/raw data/raw.dvc data/quarantine data/archive data/logs data/staging data/prepared data/model data/eval data/runs data/demo data/ab dvc.lock \
 	       mlflow.db mlartifacts .prefect

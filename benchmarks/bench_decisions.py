@@ -52,7 +52,7 @@ def loss(model, frame: pd.DataFrame) -> np.ndarray:
 def judge(champ, cand, train: pd.DataFrame, holdout: pd.DataFrame, seed: int, prior_wins: int = 0):
     """The flow's decision for one candidate on one holdout week."""
     a, b = loss(champ, holdout), loss(cand, holdout)
-    comp, slices = compare_losses(a, b, holdout, P.policy, seed=seed)
+    comp, slices = compare_losses(a, b, holdout, P.policy, seed=seed, time_column=S.time_column)
     base = build_baseline(S).fit(train, train[S.target])
     base_mae = float(loss(base, holdout).mean())
     drift = drift_summary(train, holdout, list(S.numeric_features), list(S.categorical_features),

@@ -7,7 +7,6 @@ Scheduled by the weekly flow at the experiment's planned end; safe to run at any
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +14,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.cli import run_flow
 from flows.weekly_retrain import PROJECT
+from tasks.retry import retry_if_transient
 
 ICON = {"promote": "✅ promote", "rollback": "↩️ roll back", "continue": "⏳ continue", "invalid": "⚠️ invalid"}
 
@@ -24,7 +25,8 @@ def _run_name() -> str:
     return f"ab-{flow_run.parameters.get('experiment_id') or 'running'}"
 
 
-@task(name="load the experiment", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="load the experiment", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def load_experiment(project: str, experiment_id: str | None) -> tuple:
     from stages.common import load_params
     from tasks import lineage
@@ -42,7 +44,8 @@ def load_experiment(project: str, experiment_id: str | None) -> tuple:
     return params, exp
 
 
-@task(name="publish the analysis (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="publish the analysis (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def publish(project: str, params, experiment: dict, traffic: dict, decision: dict, outcome: dict) -> str:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -114,14 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-act", action="store_true", help="analyse and log, move no alias")
     ap.add_argument("--project-dir", default=str(PROJECT))
     args = ap.parse_args(argv)
-    state = ab_analysis(experiment_id=args.experiment_id, act=not args.no_act, project_dir=args.project_dir,
-                        return_state=True)
-    if state.is_completed():
-        r = state.result()
-        print(f"{r['experiment_id']}: {r['summary']}")
-        return 0
-    print(f"ab-analysis {state.name}: {state.message}", file=sys.stderr)
-    return 1
+    return run_flow(ab_analysis, args.project_dir, lambda r: f"{r['experiment_id']}: {r['summary']}",
+                    experiment_id=args.experiment_id, act=not args.no_act)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.cli import run_flow
 from flows.weekly_retrain import PROJECT
 
 RETRAIN_DEPLOYMENT = "weekly-retrain/weekly"
@@ -83,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trigger", action="store_true", help="measure and report only")
     ap.add_argument("--project-dir", default=str(PROJECT))
     args = ap.parse_args(argv)
-    out = drift_monitor(trigger=not args.no_trigger, project_dir=args.project_dir)
-    print(out["reason"])
-    return 0
+    return run_flow(drift_monitor, args.project_dir, lambda r: r["reason"], trigger=not args.no_trigger)
 
 
 if __name__ == "__main__":

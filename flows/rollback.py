@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.cli import run_flow
 from flows.weekly_retrain import PROJECT
 
 
@@ -31,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="registered model name (default: registry.model_name in params.yaml)")
     ap.add_argument("--project-dir", default=str(PROJECT))
     args = ap.parse_args(argv)
-    out = rollback_champion(model=args.model, project_dir=args.project_dir)
-    print(f"{out['model']}: @champion -> v{out['champion']} (was v{out['demoted']})")
-    return 0
+    return run_flow(rollback_champion, args.project_dir,
+                    lambda r: f"{r['model']}: @champion -> v{r['champion']} (was v{r['demoted']})", model=args.model)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -14,8 +13,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.cli import run_flow
 from tasks import lineage
 from tasks.context import WeekRun, git_info
+from tasks.retry import retry_if_transient
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,8 @@ def check_parameters(project: str, as_of: str | None, source: str | None, dry_ru
     return ctx
 
 
-@task(name="open lineage run (MLflow, git, params)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="open lineage run (MLflow, git, params)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def open_lineage(ctx: WeekRun) -> WeekRun:
     """Open the parent MLflow run, tagged with the Prefect flow run, the git commit and the params."""
     root = ctx.project
@@ -112,14 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             date.fromisoformat(args.as_of)
         except ValueError:
             ap.error(f"--as-of must be a date like 2013-06-02, got {args.as_of!r}")
-    state = weekly_retrain(as_of=args.as_of, source=args.source, dry_run=args.dry_run,
-                           project_dir=args.project_dir, return_state=True)
-    if state.is_completed():
-        r = state.result()
-        print(f"week {r['week']}: {r['summary']}")
-        return 0
-    print(f"weekly-retrain {state.name}: {state.message}", file=sys.stderr)
-    return 1
+    return run_flow(weekly_retrain, args.project_dir, lambda r: f"week {r['week']}: {r['summary']}",
+                    as_of=args.as_of, source=args.source, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

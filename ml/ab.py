@@ -232,12 +232,21 @@ def decide_ab(champion_loss: np.ndarray, challenger_loss: np.ndarray, *, assigne
     n = n_a + n_b
     progress = f"{n:,} of {planned_units:,} planned units with outcomes"
     out_of_time = now >= max_end
-    if min(n_a, n_b) < min_units:
-        reasons.append(f"too few outcomes to test: {n_a:,} champion / {n_b:,} challenger (need {min_units:,} each)")
+    need = max(min_units, 2)  # the test needs a spread of loss on each side
+    if min(n_a, n_b) < need:
+        wait = ("too few outcomes", f"too few outcomes to test: {n_a:,} champion / {n_b:,} challenger "
+                f"(need {need:,} each)")
+    elif min(np.mean(champion_loss), np.mean(challenger_loss)) <= 0:
+        wait = ("no loss to compare", f"nothing to compare yet: a variant's mean {metric} is 0 (every outcome "
+                "was predicted exactly), so the ratio of the two is undefined")
+    else:
+        wait = None
+    if wait:
+        reasons.append(wait[1])
         if out_of_time:
-            return ABDecision(ROLLBACK, f"rollback: out of time ({max_end:%Y-%m-%d}) with too few outcomes "
+            return ABDecision(ROLLBACK, f"rollback: out of time ({max_end:%Y-%m-%d}) with {wait[0]} "
                               f"({progress}); the champion stays", reasons, ev)
-        return ABDecision(CONTINUE, f"continue: too few outcomes yet ({progress})", reasons, ev)
+        return ABDecision(CONTINUE, f"continue: {wait[0]} yet ({progress})", reasons, ev)
 
     lift = sequential_lift(champion_loss, challenger_loss, alpha=alpha, mde=mde)
     ev["lift"] = lift.to_dict()

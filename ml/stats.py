@@ -71,10 +71,27 @@ def slice_changes(values: np.ndarray, champion_loss: np.ndarray, candidate_loss:
     return out
 
 
+def time_blocks(times: pd.Series, hours: int) -> np.ndarray:
+    """Index of the contiguous `hours`-long block each time falls in, counted from the earliest time."""
+    if hours < 1:
+        raise ValueError(f"block length must be at least 1 hour, got {hours}")
+    t = pd.to_datetime(times, utc=True)
+    return ((t - t.min()) // pd.Timedelta(hours=hours)).to_numpy()
+
+
 def compare_losses(champion_loss: np.ndarray, candidate_loss: np.ndarray, holdout: pd.DataFrame, policy,
-                   seed: int = 0) -> tuple[Comparison, list[dict]]:
-    """The policy's evidence for one holdout: clustered paired CI + per-slice changes (flow and benchmarks)."""
-    clusters = holdout[policy.cluster_column].to_numpy() if policy.cluster_column else None
+                   seed: int = 0, *, time_column: str | None = None) -> tuple[Comparison, list[dict]]:
+    """The policy's evidence for one holdout: clustered paired CI + per-slice changes (flow and benchmarks).
+
+    Resampling unit: `policy.cluster_column` when set; else contiguous blocks of `policy.block_hours` of
+    `time_column` (hourly series are autocorrelated, so single rows would make the interval too narrow); rows
+    only when neither is given."""
+    if policy.cluster_column:
+        clusters = holdout[policy.cluster_column].to_numpy()
+    elif time_column:
+        clusters = time_blocks(holdout[time_column], policy.block_hours)
+    else:
+        clusters = None
     comp = paired_bootstrap(champion_loss, candidate_loss, clusters, confidence=policy.confidence,
                             samples=policy.bootstrap_samples, seed=seed)
     slices = [row for col in policy.slice_columns

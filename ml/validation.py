@@ -91,9 +91,18 @@ def _schema_rules(cfg: SourceConfig, vcfg: ValidationConfig) -> list[Expectation
     return rules
 
 
+FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+def numeric_columns(cfg: SourceConfig) -> list[str]:
+    """Numeric features, plus the target of a regression."""
+    return list(dict.fromkeys([*cfg.numeric_features, *([cfg.target] if cfg.task == "regression" else [])]))
+
+
 def never_null_columns(cfg: SourceConfig, vcfg: ValidationConfig) -> list[str]:
-    """Columns that must never be null: `validation.required` plus target, time column and unit id."""
-    return list(dict.fromkeys([*vcfg.required, cfg.target, cfg.time_column, *([cfg.unit_id] if cfg.unit_id else [])]))
+    """Columns that must never be null: `validation.required` plus time column and unit id. The target is
+    required only when listed: unlabelled rows are dropped before training, so its null share is learned."""
+    return list(dict.fromkeys([*vcfg.required, cfg.time_column, *([cfg.unit_id] if cfg.unit_id else [])]))
 
 
 def _fixed_rules(cfg: SourceConfig, vcfg: ValidationConfig, week_start: pd.Timestamp,
@@ -102,6 +111,11 @@ def _fixed_rules(cfg: SourceConfig, vcfg: ValidationConfig, week_start: pd.Times
     rules = [Expectation("ExpectColumnValuesToNotBeNull", {"column": c}, f"'{c}' is never null")
              for c in never_null_columns(cfg, vcfg)]
     rules += [_range_rule(c, bounds) for c, bounds in vcfg.ranges.items() if any(b is not None for b in bounds)]
+    ranged = {c for c, b in vcfg.ranges.items() if isinstance(b, (list, tuple)) and len(b) == 2 and None not in b}
+    # +-inf passes every null and quantile check and poisons training: every numeric column must be finite
+    rules += [Expectation("ExpectColumnValuesToBeBetween", {"column": c, "min_value": -FLOAT_MAX,
+                                                            "max_value": FLOAT_MAX}, f"'{c}' is finite (no ±inf)")
+              for c in numeric_columns(cfg) if c not in ranged]
     # ISO strings keep the suite JSON-friendly; GX parses them to tz-aware datetimes and compares them with a
     # datetime64[ns, UTC] column vectorised (a naive column makes the check raise, which is reported).
     span = f"[{week_start:%Y-%m-%d %H:%M} .. {week_end:%Y-%m-%d %H:%M}) UTC"
@@ -134,20 +148,28 @@ def _learned_rules(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.Data
                    reference_weeks: int) -> list[Expectation]:
     """Rules learned from the reference: weekly row count, category sets, null shares, quantiles."""
     rules = [_row_count_rule(cfg, vcfg, reference, week_start, reference_weeks)]
-    rules += [_category_rule(c, reference[c], vcfg) for c in cfg.categorical_features]
+    classes = [cfg.target] if cfg.task == "classification" else []
+    rules += [_category_rule(c, reference[c], vcfg) for c in (*cfg.categorical_features, *classes)]
     never_null = set(never_null_columns(cfg, vcfg))
-    rules += [r for c in cfg.features if c not in never_null and c not in vcfg.null_exempt
-              if (r := _null_share_rule(c, reference[c], vcfg))]
-    rules += [r for c in cfg.numeric_features if c not in vcfg.quantile_exempt
-              if (r := _quantile_rule(c, reference[c], vcfg))]
+    weeks = week_offsets(reference[cfg.time_column], week_start)
+    rules += [r for c in (*cfg.features, cfg.target) if c not in never_null
+              if (r := _null_share_rule(c, reference[c], vcfg, weeks, exempt=c in vcfg.null_exempt))]
+    calendar = {f"cal_{c}" for c in cfg.calendar}  # computed from the time: they move with it, by design
+    rules += [r for c in numeric_columns(cfg) if c not in vcfg.quantile_exempt and c not in calendar
+              if (r := _quantile_rule(c, reference[c], vcfg, weeks, target=c == cfg.target))]
     return rules
 
 
+def week_offsets(times: pd.Series, week_start: pd.Timestamp) -> pd.Series:
+    """Which week each reference row falls in, counted from the batch's week (-1 = the week right before)."""
+    return np.floor((times - week_start) / WEEK).astype(int)
+
+
 def weekly_counts(times: pd.Series, week_start: pd.Timestamp, reference_weeks: int) -> pd.Series:
-    """Rows per reference week (week -1 = the one right before week_start); weeks without rows are left out,
-    since an absent week means missing reference data, not a legitimately empty week."""
-    offset = np.floor((times - week_start) / WEEK).astype(int)
-    offset = offset[(offset < 0) & (offset >= -reference_weeks)]
+    """Rows per reference week (any week within `reference_weeks` of the batch's, other than its own); weeks
+    without rows are left out, since an absent week means missing reference data, not a legitimately empty week."""
+    offset = week_offsets(times, week_start)
+    offset = offset[(offset != 0) & (offset.abs() <= reference_weeks)]
     return offset.value_counts().sort_index()
 
 
@@ -172,12 +194,20 @@ def _category_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expec
         f"'{column}' takes one of the reference's {len(values)} categories in at least {_limit(mostly * 100)} of rows")
 
 
-def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation | None:
-    """Null share <= reference share + tolerance; None when that allows every row to be null."""
+def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: pd.Series,
+                     exempt: bool = False) -> Expectation | None:
+    """Null share <= reference share + tolerance. When that allows every row to be null (or the column is exempt
+    from the share check), the batch must still carry some values, unless a reference week had none either:
+    a column empty for a whole week is a broken feed, not a share."""
     ref_share = float(ref.isna().mean())
     allowed = ref_share + vcfg.null_tolerance
-    if allowed >= 1:
-        return None
+    if exempt or allowed >= 1:
+        has_values = ref.notna().groupby(weeks.to_numpy()).any()
+        if ref_share >= 1 or not bool(has_values.all()):
+            return None
+        return Expectation("ExpectColumnProportionOfNonNullValuesToBeBetween",
+                           {"column": column, "min_value": 1e-12},
+                           f"'{column}' has values (every reference week had some)")
     mostly = round(1 - allowed, 6)
     return Expectation(
         "ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly},
@@ -185,20 +215,37 @@ def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Exp
         f"+ {vcfg.null_tolerance * 100:g} points)")
 
 
-def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation | None:
-    """Each quantile within the reference's ± tol × IQR; None when the reference has no numeric values."""
-    values = pd.to_numeric(ref, errors="coerce").dropna()
+def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: pd.Series,
+                   target: bool = False) -> Expectation | None:
+    """Each quantile within the range the reference weeks' own quantiles spanned, widened by ± tol × reference
+    IQR; None when the reference has no numeric values.
+
+    Learning the range from week to week (not from the pooled reference alone) keeps ordinary weekly swings
+    inside it while a unit change or a shifted target still falls far outside."""
+    values = pd.to_numeric(ref, errors="coerce")
+    keep = values.notna().to_numpy()
+    values, weeks = values[keep], weeks.to_numpy()[keep]
     if values.empty or not vcfg.quantiles:
         return None
+    # the target's tails follow the news of the week (a storm, a holiday): its check is on location, the median
+    qs = [0.5] if target else list(vcfg.quantiles)
     iqr = float(values.quantile(0.75) - values.quantile(0.25))
     # GX's pandas quantile uses interpolation="nearest"; learn with the same method so equal data passes.
-    centres = values.quantile(list(vcfg.quantiles), interpolation="nearest").tolist()
-    ranges = [[_num(c - vcfg.quantile_tolerance * iqr), _num(c + vcfg.quantile_tolerance * iqr)] for c in centres]
-    names = "/".join(_quantile_name(q) for q in vcfg.quantiles)
+    pooled = values.quantile(qs, interpolation="nearest").to_numpy()
+    sizes = pd.Series(weeks).value_counts()
+    full = sizes.index[sizes >= max(20, 0.25 * sizes.max())]  # a stub week's quantiles are noise, not variation
+    # week by week with Series.quantile: groupby's "nearest" rounds ties differently from GX's
+    per_week = pd.DataFrame([values[weeks == w].quantile(qs, interpolation="nearest").to_numpy() for w in full])
+    lows = np.minimum(pooled, per_week.min().to_numpy()) if len(per_week) else pooled
+    highs = np.maximum(pooled, per_week.max().to_numpy()) if len(per_week) else pooled
+    tol = vcfg.quantile_tolerance
+    ranges = [[_num(lo - tol * iqr), _num(hi + tol * iqr)] for lo, hi in zip(lows, highs, strict=True)]
+    names = "/".join(_quantile_name(q) for q in qs)
+    what = "target " if target else ""
     return Expectation(
         "ExpectColumnQuantileValuesToBeBetween",
-        {"column": column, "quantile_ranges": {"quantiles": list(vcfg.quantiles), "value_ranges": ranges}},
-        f"'{column}' {names} within the reference's ± {vcfg.quantile_tolerance:g} IQR "
+        {"column": column, "quantile_ranges": {"quantiles": qs, "value_ranges": ranges}},
+        f"{what}'{column}' {names} within the reference weeks' range ± {tol:g} IQR "
         f"({', '.join(_interval(lo, hi) for lo, hi in ranges)})")
 
 
@@ -298,6 +345,7 @@ def _explain_all(failed: list, n_rows: int) -> list[str]:
     mistyped = {e.column for e, r in failed if e.type == "ExpectColumnValuesToBeInTypeList" and not _raised(r)}
     all_null = {e.column for e, r in failed if e.type == "ExpectColumnValuesToNotBeNull" and not _raised(r)
                 and (r.result or {}).get("unexpected_count") == n_rows}
+    all_null |= {e.column for e, r in failed if e.type == "ExpectColumnProportionOfNonNullValuesToBeBetween"}
     return [explain(e, r) for e, r in failed
             if not (e.column in mistyped and (_raised(r) or e.type in NUMERIC_CHECKS))
             and not ((n_rows == 0 or e.column in all_null) and _no_quantiles(e, r))]
@@ -368,6 +416,9 @@ def _explain_between(exp: Expectation, res: dict) -> str:
     k = exp.kwargs
     if isinstance(k.get("min_value"), str) or isinstance(k.get("max_value"), str):  # the week's time span
         where = exp.description.split(" lies in ", 1)[-1]
+    elif k.get("max_value") == FLOAT_MAX:
+        return (f"'{exp.column}': {res['unexpected_count']:,} rows ({_pct(res['unexpected_percent'])}) are ±inf, "
+                f"not numbers (e.g. {_examples(res)})")
     else:
         where = _interval(k.get("min_value"), k.get("max_value"))
     return (f"'{exp.column}': {res['unexpected_count']:,} rows ({_pct(res['unexpected_percent'])}) outside "
@@ -400,7 +451,13 @@ def _explain_quantiles(exp: Expectation, res: dict) -> str:
             parts.append(f"{_quantile_name(q)} undefined (no non-null values)")
         elif not lo <= value <= hi:
             parts.append(f"{_quantile_name(q)} {_fmt(value)} outside {_interval(lo, hi)}")
-    return f"'{exp.column}' " + "; ".join(parts or ["quantiles outside the reference's range"])
+    what = "target " if exp.description.startswith("target ") else ""
+    shift = " (a shift of the target well beyond its week-to-week variation)" if what and parts else ""
+    return f"{what}'{exp.column}' " + "; ".join(parts or ["quantiles outside the reference's range"]) + shift
+
+
+def _explain_has_values(exp: Expectation, res: dict) -> str:
+    return f"'{exp.column}' is null in every row of the batch (every reference week had values): a broken feed?"
 
 
 EXPLAIN: dict[str, Callable[[Expectation, dict], str]] = {
@@ -412,6 +469,7 @@ EXPLAIN: dict[str, Callable[[Expectation, dict], str]] = {
     "ExpectTableRowCountToBeBetween": _explain_row_count,
     "ExpectColumnValuesToBeInSet": _explain_in_set,
     "ExpectColumnQuantileValuesToBeBetween": _explain_quantiles,
+    "ExpectColumnProportionOfNonNullValuesToBeBetween": _explain_has_values,
 }
 
 

@@ -1,20 +1,29 @@
-"""Land weekly batches from the configured source in the raw store (`data/raw/<as_of>.parquet`).
+"""Land weekly batches from the configured source in the raw store (`data/raw/<as_of>.parquet`), through the gate.
 
-`python -m stages.ingest [--as-of 2013-06-02]` writes the newest week and the training weeks before it that
-are not there yet. A batch file holds every source column of one week, as delivered.
+`python -m stages.ingest [--as-of 2013-06-02]` (also the DVC stage `land`) writes the newest week and the training
+weeks before it that are not there yet. Every week it lands passes the same data contract as a new weekly batch
+(learned from the other weeks of the window); a week that fails, that was quarantined before, or that is too
+small is not landed but listed, with its reason, in `data/raw/_landed.json`. A change of the source settings is
+detected there too: the batches landed under the old settings move to `data/archive/` and the window is landed
+again, so old and new batches never mix.
 """
 from __future__ import annotations
 
 import argparse
-from datetime import date
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from ml.config import Params
-from ml.sources import load_source
-from ml.split import slice_week, training_weeks, week_label
-from stages.common import cli, fmt_int, load_params, write_parquet
+from ml.config import Params, check_columns_exist
+from ml.sources import load_source, source_fingerprint
+from ml.split import slice_week, training_weeks, week_bounds, week_label
+from stages.common import atomic_write, cli, fmt_int, load_params, write_json, write_parquet
+
+MANIFEST = "_landed.json"
 
 
 def batch_path(raw_dir: str | Path, as_of: date) -> Path:
@@ -22,27 +31,156 @@ def batch_path(raw_dir: str | Path, as_of: date) -> Path:
     return Path(raw_dir) / f"{as_of.isoformat()}.parquet"
 
 
-def fetch_batch(params: Params, as_of: date, frame: pd.DataFrame | None = None, base: Path | None = None) -> pd.DataFrame:
-    """The rows of one week from the source (raises EmptyWeekError naming the week if there are none)."""
-    frame = load_source(params.source, base) if frame is None else frame
-    return slice_week(frame, params.source.time_column, as_of)
+@dataclass
+class Landing:
+    """What one backfill did: weeks landed, weeks left out (with the reason), batches archived."""
+
+    landed: list[date] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+    archived: Path | None = None
+
+
+def read_manifest(raw_dir: str | Path) -> dict:
+    """The raw store's record: source fingerprint and the weeks left out, each with its reason."""
+    path = Path(raw_dir) / MANIFEST
+    if not path.exists():
+        return {"fingerprint": None, "excluded": {}}
+    return json.loads(path.read_text())
+
+
+def write_manifest(raw_dir: str | Path, manifest: dict) -> None:
+    write_json(Path(raw_dir) / MANIFEST, manifest)
+
+
+def excluded_weeks(raw_dir: str | Path) -> dict[str, str]:
+    """Weeks of the raw store that were not landed, with the reason ({'2013-05-05': 'quarantined: ...'})."""
+    return read_manifest(raw_dir).get("excluded", {})
+
+
+def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
+    """Weeks with a batch in quarantine (`<as_of>-<time>` folders): never landed later from the source."""
+    out: dict[str, Path] = {}
+    if quarantine_dir.is_dir():
+        for d in sorted(quarantine_dir.iterdir()):
+            week = d.name[:10]
+            if d.is_dir() and _is_date(week):
+                out.setdefault(week, d)
+    return out
+
+
+def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | None, reasons: list[str],
+                     gx_result: dict | None = None, file: Path | None = None) -> Path:
+    """Keep a rejected batch with its reasons in data/quarantine/<week>-<utc time>/ (nothing is deleted):
+    the frame as parquet, or the delivered file byte for byte."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    where = quarantine_dir / f"{as_of.isoformat()}-{stamp}"
+    where.mkdir(parents=True, exist_ok=True)
+    if gx_result is not None:
+        write_json(where / "gx_result.json", gx_result)
+    atomic_write(where / "reasons.txt", lambda t: t.write_text("\n".join(reasons) + "\n"))
+    if file is not None:
+        atomic_write(where / file.name, lambda t: shutil.copyfile(file, t))
+    if batch is not None:
+        write_parquet(where / "batch.parquet", batch)
+    return where
+
+
+def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:
+    """Archive the landed batches when they were landed under other source settings; returns the archive."""
+    raw_dir = Path(raw_dir)
+    manifest = read_manifest(raw_dir)
+    fingerprint = source_fingerprint(params.source)
+    batches = sorted(raw_dir.glob("*.parquet"))
+    archived = None
+    if batches and manifest.get("fingerprint") != fingerprint:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        archived = raw_dir.parent / "archive" / f"source-change-{stamp}"
+        archived.mkdir(parents=True, exist_ok=True)
+        for f in [*batches, raw_dir / MANIFEST]:
+            if f.exists():
+                shutil.move(str(f), archived / f.name)
+        log(f"ingest: the source settings changed since {len(batches)} batch(es) were landed (fingerprint "
+            f"{manifest.get('fingerprint') or 'unknown'} -> {fingerprint}); moved them to {archived} and landing "
+            f"the window again")
+        manifest = {"fingerprint": fingerprint, "excluded": {}}
+        write_manifest(raw_dir, manifest)
+    elif manifest.get("fingerprint") != fingerprint:
+        write_manifest(raw_dir, {"fingerprint": fingerprint, "excluded": {}})
+    return archived
 
 
 def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None = None,
-             include_newest: bool = True) -> list[Path]:
-    """Write the missing batches of the training window (and the newest week); returns the files written."""
+             include_newest: bool = True, frame: pd.DataFrame | None = None, log=print) -> Landing:
+    """Land the missing weeks of the training window (and the newest week) through the gate.
+
+    A week is left out, with its reason in the manifest, when the source has no rows for it, when it was
+    quarantined before, or when it fails the contract learned from the other weeks (it is then quarantined)."""
+    raw_dir = Path(raw_dir)
+    quarantine_dir = raw_dir.parent / "quarantine"
+    result = Landing(archived=check_source(params, raw_dir, log))
+    manifest = read_manifest(raw_dir)
     weeks = training_weeks(as_of, params.window.train_weeks) + ([as_of] if include_newest else [])
-    missing = [w for w in weeks if not batch_path(raw_dir, w).exists()]
+    known = manifest["excluded"]
+    missing = [w for w in weeks if not batch_path(raw_dir, w).exists() and w.isoformat() not in known]
+    held = quarantined_weeks(quarantine_dir)
+    for w in [w for w in missing if w.isoformat() in held]:
+        known[w.isoformat()] = f"quarantined before ({held[w.isoformat()]}); never landed from the source again"
+        missing.remove(w)
     if not missing:
-        return []
-    frame = load_source(params.source, base)
-    # Slice every week before writing any, newest first, so an empty week names itself and leaves no trace.
-    batches = {w: slice_week(frame, params.source.time_column, w) for w in sorted(missing, reverse=True)}
-    written = []
-    for w in missing:
-        written.append(write_parquet(batch_path(raw_dir, w), batches[w]))
-        print(f"ingest: week {week_label(w)}: {fmt_int(len(batches[w]))} rows -> {batch_path(raw_dir, w)}")
-    return written
+        write_manifest(raw_dir, manifest)
+        result.excluded = {w.isoformat(): known[w.isoformat()] for w in weeks if w.isoformat() in known}
+        return result
+    frame = load_source(params.source, base) if frame is None else frame
+    check_columns_exist(params, frame.columns, "the source")
+    tcol = params.source.time_column
+    fetched = {w: slice_week(frame, tcol, w, allow_empty=True) for w in missing}
+    for w, batch in fetched.items():
+        if batch.empty:
+            known[w.isoformat()] = f"the source has no rows for the week {week_label(w)}"
+    candidates = {w: b for w, b in fetched.items() if not b.empty}
+    if candidates:
+        landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
+        for w, batch in sorted(candidates.items()):
+            others = [b for v, b in {**landed, **candidates}.items() if v != w]
+            reasons, gx_result = gate(params, batch, others, w)
+            if reasons:
+                where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result)
+                known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
+                log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows NOT landed: {'; '.join(reasons)} "
+                    f"(quarantined in {where})")
+                continue
+            write_parquet(batch_path(raw_dir, w), batch)
+            result.landed.append(w)
+            log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows passed the contract -> "
+                f"{batch_path(raw_dir, w)}")
+    write_manifest(raw_dir, manifest)
+    result.excluded = {w.isoformat(): known[w.isoformat()] for w in weeks if w.isoformat() in known}
+    for week, reason in result.excluded.items():
+        if week in {w.isoformat() for w in missing}:
+            log(f"ingest: week {week}: left out: {reason}")
+    return result
+
+
+def gate(params: Params, batch: pd.DataFrame, others: list[pd.DataFrame], as_of: date) -> tuple[list[str], dict]:
+    """The batch contract for a week landed from the source, learned from the other weeks of its window
+    (leave one out): (reasons it fails, GX result); no reasons = pass."""
+    from ml.validation import build_suite, validate_batch
+
+    if not others:  # a single week has nothing to learn from: the fixed rules alone
+        others = [batch]
+    reference = pd.concat(others, ignore_index=True)
+    start, end = week_bounds(as_of)
+    suite = build_suite(params.source, params.validation, reference, start, end, params.window.train_weeks + 1)
+    report = validate_batch(batch, suite)
+    return ([] if report.success else report.failures), report.result
+
+
+def _is_date(s: str) -> bool:
+    try:
+        date.fromisoformat(s)
+        return True
+    except ValueError:
+        return False
 
 
 @cli
@@ -54,9 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     as_of = args.as_of or params.window.as_of
-    written = backfill(params, args.raw, as_of, base=Path(args.params).resolve().parent)
-    if not written:
-        print(f"ingest: all {params.window.train_weeks + 1} weeks up to {as_of} already in {args.raw}")
+    Path(args.raw).mkdir(parents=True, exist_ok=True)
+    result = backfill(params, args.raw, as_of, base=Path(args.params).resolve().parent)
+    if not result.landed:
+        have = params.window.train_weeks + 1 - len(result.excluded)
+        left = f"; {len(result.excluded)} left out (see {Path(args.raw) / MANIFEST})" if result.excluded else ""
+        print(f"ingest: {have} of {params.window.train_weeks + 1} weeks up to {as_of} in {args.raw}{left}")
 
 
 if __name__ == "__main__":

@@ -7,26 +7,36 @@ from pathlib import Path
 import pandas as pd
 
 from ml.config import Params
-from ml.sources import check_columns
+from ml.sources import check_batch_columns
 from ml.split import EmptyWeekError, training_weeks, week_label
 from stages.common import cli, fmt_int, load_params, write_parquet
-from stages.ingest import batch_path
+from stages.ingest import batch_path, excluded_weeks
 
 
-def read_batches(params: Params, raw_dir: str | Path, weeks) -> pd.DataFrame:
-    """Concatenate the raw batches of `weeks`, keeping the configured columns; errors name the file."""
+def read_batches(params: Params, raw_dir: str | Path, weeks, skip_excluded: bool = True) -> pd.DataFrame:
+    """Concatenate the raw batches of `weeks`, keeping the configured columns; errors name the file.
+
+    Weeks the landing left out (no rows, quarantined, failed the contract: see data/raw/_landed.json) are
+    skipped; a week that is simply absent is an error saying how to land it."""
     cols = list(params.source.columns)
+    excluded = excluded_weeks(raw_dir) if skip_excluded else {}
     frames = []
     for w in weeks:
         path = batch_path(raw_dir, w)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no batch for the week {week_label(w)}; land it with "
-                                    f"`python -m stages.ingest --as-of {params.window.as_of}`")
+            if w.isoformat() in excluded:
+                continue
+            raise FileNotFoundError(f"{path}: no batch for the week {week_label(w)}; land the window with "
+                                    f"`python -m stages.ingest --as-of {params.window.as_of}` (or `dvc repro`)")
         df = pd.read_parquet(path)
-        check_columns(df, params.source, str(path))
+        check_batch_columns(df, params.source, str(path))
         if df.empty:
             raise EmptyWeekError(f"{path}: the batch of week {week_label(w)} has no rows")
         frames.append(df[cols])
+    if not frames:
+        reasons = "; ".join(f"{w}: {excluded[w.isoformat()]}" for w in weeks if w.isoformat() in excluded)
+        raise EmptyWeekError(f"{raw_dir}: none of the weeks {week_label(weeks[0]).split('..')[0]}.."
+                             f"{week_label(weeks[-1]).split('..')[1]} could be landed ({reasons})")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -48,6 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     w = params.window
     weeks = training_weeks(w.as_of, w.train_weeks)
     target = params.source.target
+    excluded = excluded_weeks(args.raw)
+    if w.as_of.isoformat() in excluded:
+        raise EmptyWeekError(f"the newest week {week_label(w.as_of)} was not landed: {excluded[w.as_of.isoformat()]}")
+    for week in weeks:
+        if week.isoformat() in excluded:
+            print(f"prepare: training week {week_label(week)} left out: {excluded[week.isoformat()]}")
     train = drop_unlabelled(read_batches(params, args.raw, weeks), target, "training")
     holdout = drop_unlabelled(read_batches(params, args.raw, [w.as_of]), target, "holdout")
     out = Path(args.out)

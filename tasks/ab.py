@@ -17,6 +17,7 @@ from ml.config import Params
 from ml.metrics import row_loss
 from tasks import lineage
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS, CHAMPION as CHAMPION_ALIAS, PREVIOUS, alias_version
+from tasks.retry import retry_if_transient
 
 ANALYSIS_DEPLOYMENT = "ab-analysis/ab-analysis"
 STATUS = {PROMOTE: "promoted", ROLLBACK: "rolled_back", INVALID: "invalid"}
@@ -90,7 +91,9 @@ def unit_losses(traffic, task: str) -> dict[str, Any]:
     assigned = first["variant"].value_counts()
     done = first[first["outcome"].notna()]
     outcome = done["outcome"].map(json.loads)
-    if task == "regression":  # the same per-row loss the offline comparison uses
+    if done.empty:  # no outcome yet: nothing to score (the analysis continues)
+        loss = np.empty(0)
+    elif task == "regression":  # the same per-row loss the offline comparison uses
         loss = row_loss(task, outcome.to_numpy(dtype="float64"), done["prediction"].to_numpy(dtype="float64"))
     else:  # log loss of the observed class under the probabilities served
         probs = [json.loads(o) for o in done["output"]]
@@ -104,7 +107,7 @@ def unit_losses(traffic, task: str) -> dict[str, Any]:
 
 
 @task(name="read the experiment's traffic (predictions + outcomes)", retries=2, retry_delay_seconds=[2, 10],
-      cache_policy=NO_CACHE)
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def collect(project: str, params: Params, experiment: dict) -> dict:
     logger = get_run_logger()
     with open_log(Path(project), params) as log:
@@ -121,7 +124,8 @@ def collect(project: str, params: Params, experiment: dict) -> dict:
 def analyse(params: Params, experiment: dict, traffic: dict, now: datetime | None = None) -> dict:
     ab = params.ab
     now = now or datetime.now(timezone.utc)
-    cv = loss_cv(traffic[CHAMPION]) if len(traffic[CHAMPION]) >= ab.min_units else None
+    cv = loss_cv(traffic[CHAMPION]) if len(traffic[CHAMPION]) >= max(ab.min_units, 2) else None
+    cv = cv if cv is not None and np.isfinite(cv) and cv > 0 else None  # all-zero losses: keep the start's plan
     planned = experiment["planned_units"]
     if cv is not None:  # re-plan on the spread of the champion's loss as served, not as on last week's holdout
         planned = plan_units(cv, share=experiment["share"], mde=ab.min_detectable_effect, power=ab.power,
@@ -139,7 +143,8 @@ def analyse(params: Params, experiment: dict, traffic: dict, now: datetime | Non
     return out
 
 
-@task(name="act on the analysis (registry aliases)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="act on the analysis (registry aliases)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
     """promote: @champion -> challenger (old champion kept as @previous-champion); rollback: @challenger removed;
     invalid: the experiment stops routing, aliases stay; continue: nothing moves."""

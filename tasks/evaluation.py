@@ -15,9 +15,11 @@ from stages.common import write_json
 from stages.ingest import batch_path
 from tasks import lineage, registry
 from tasks.context import WeekRun
+from tasks.retry import retry_if_transient
 
 
-@task(name="compare candidate with champion", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="compare candidate with champion", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def compare_with_champion(ctx: WeekRun) -> dict:
     """Score champion and candidate on the same holdout rows: paired CI of the change and slice guardrails."""
     log = get_run_logger()
@@ -42,7 +44,8 @@ def compare_with_champion(ctx: WeekRun) -> dict:
         champ_pred = predict(model, raw, s.task)
         champ_loss = row_loss(s.task, y, champ_pred, getattr(model, "classes_", None))
         cand_loss = preds["loss"].to_numpy()
-        comp, slices = compare_losses(champ_loss, cand_loss, holdout, p.policy, seed=p.train.seed)
+        comp, slices = compare_losses(champ_loss, cand_loss, holdout, p.policy, seed=p.train.seed,
+                                      time_column=s.time_column)
         key = PRIMARY[s.task]
         champ_metrics = summarize(s.task, y, champ_pred, getattr(model, "classes_", None))
         mlflow.log_params({"champion_version": version, "clusters": comp.clusters, "rows": comp.rows})
@@ -114,7 +117,7 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
     wins = registry.prior_wins(ctx.params.registry.model_name, compared["champion_version"], ctx.as_of,
                                pol.confirm_weeks - 1)
     d = apply_policy(pol, m["metric"], m["model"], m["baseline"], comp, compared["slices"], drift_for_policy,
-                     prior_wins=wins)
+                     prior_wins=wins, champion=compared.get("champion_metrics"))
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
            "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run,
            "champion_loss_cv": compared.get("champion_loss_cv")}

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from stages.common import write_json
 from tasks import lineage
 from tasks.context import WeekRun
+from tasks.retry import retry_if_transient
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous-champion", "challenger"
 
@@ -71,7 +72,8 @@ def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_
     return str(mv.version)
 
 
-@task(name="act on the decision (registry aliases)", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="act on the decision (registry aliases)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, str]) -> dict:
     """promote: champion -> new version, old one kept as previous-champion; ab_test: challenger alias + A/B
     request; reject: the version keeps its reason. A dry run registers nothing."""

@@ -51,7 +51,7 @@ def lock_hashes(project: Path) -> dict[str, str]:
     """Content hashes DVC recorded for the data and model of this run (from dvc.lock)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     out = {}
-    for stage in ("prepare", "train", "evaluate"):
+    for stage in ("land", "prepare", "train", "evaluate"):
         for entry in lock.get(stage, {}).get("deps", []) + lock.get(stage, {}).get("outs", []):
             if entry["path"].startswith("data/"):
                 out[entry["path"]] = entry.get("md5", "")
@@ -69,8 +69,10 @@ def reproduce(ctx: WeekRun) -> dict:
 
         set_as_of(ctx.path("params.yaml"), ctx.week)
         # DVC's API resolves paths and the stage graph against the cwd: work from inside the project.
+        stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
+        if stale.exists():
+            stale.unlink()
         with contextlib.chdir(ctx.project), Repo(str(ctx.project)) as repo:
-            repo.add("data/raw")
             stages = repo.reproduce()
         ran = [s.addressing for s in stages]
         metrics = json.loads(ctx.path("data", "eval", "metrics.json").read_text())
@@ -85,7 +87,6 @@ def reproduce(ctx: WeekRun) -> dict:
         mlflow.log_artifact(str(ctx.path("data", "eval", "metrics.json")))
         mlflow.log_artifacts(str(ctx.path("data", "eval", "plots")), "plots")
         mlflow.log_artifact(str(ctx.path("dvc.lock")))
-        mlflow.log_artifact(str(ctx.path("data", "raw.dvc")))
         mlflow.log_artifact(str(ctx.path("params.yaml")))
         log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {info['family']} on "
                  f"{info['train_rows']:,} rows; holdout {key} {metrics['model'][key]:.2f} vs naive "

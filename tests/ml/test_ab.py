@@ -146,3 +146,30 @@ def test_every_decision_names_its_evidence():
     assert {"srm", "lift", "planned_units", "assigned", "with_outcome"} <= set(ev)
     assert ev["assigned"] == {CHAMPION: 3000, CHALLENGER: 3000}
     assert any("SRM" in r for r in d.reasons) and any("CI" in r for r in d.reasons)
+
+
+@pytest.mark.parametrize("n_champion,n_challenger,min_units", [
+    (0, 0, 200),  # the first look, before any outcome arrived
+    (7, 4, 200),  # a handful
+    (0, 0, 0),  # no minimum configured: still nothing to test
+    (1, 1, 1),  # one unit a side has no spread
+    (6, 0, 1),  # outcomes on one side only (too few to be a sample-ratio mismatch yet)
+])
+def test_no_or_few_outcomes_continue_with_the_reason_in_words(n_champion, n_challenger, min_units):
+    rng = np.random.default_rng(12)
+    a, b = rng.exponential(0.5, n_champion), rng.exponential(0.4, n_challenger)  # per-unit log loss
+    d = _decide(a, b, assigned=(300, 300), min_units=min_units, metric="log_loss")
+    assert d.action == "continue"
+    assert d.summary.startswith("continue: too few outcomes yet") and "planned units with outcomes" in d.summary
+    need = max(min_units, 2)
+    assert f"too few outcomes to test: {n_champion} champion / {n_challenger} challenger (need {need} each)" in d.reasons
+    assert "lift" not in d.evidence
+    late = _decide(a, b, assigned=(300, 300), min_units=min_units, metric="log_loss", now=NOW + timedelta(days=15))
+    assert late.action == "rollback" and "out of time" in late.summary and "too few outcomes" in late.summary
+
+
+def test_outcomes_all_predicted_exactly_give_nothing_to_compare_yet():
+    rng = np.random.default_rng(13)
+    d = _decide(np.zeros(300), rng.exponential(0.4, 300), metric="log_loss")  # every true class got probability 1
+    assert d.action == "continue" and "no loss to compare" in d.summary
+    assert any("mean log_loss is 0" in r for r in d.reasons)

@@ -1,13 +1,18 @@
 import dataclasses
+import functools
 import pickle
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from ml.config import MLPParams, SourceConfig, TrainConfig
+from ml.config import MLPParams, SourceConfig, TrainConfig, parse_section
 from ml.metrics import PRIMARY, predict, row_loss, summarize
 from ml.models import build_baseline, build_model
+from ml.split import slice_week, training_weeks
+from tests.conftest import ROOT, SHARED
 
 FAMILIES = ["hgb", "linear", "mlp"]
 TASKS = ["regression", "classification"]
@@ -96,3 +101,55 @@ def test_classification_row_loss_is_log_loss_of_true_class():
     assert loss[2] > 30  # a class the model never saw gets the clipped maximum loss
     s = summarize("classification", np.array(["late", "ok"]), proba[:2], classes)
     assert s["accuracy"] == 1.0 and s["roc_auc"] == 1.0
+
+
+AIR_DIR = SHARED / "datasets" / "beijing_air"
+AIR = SourceConfig(kind="files", time_column="time", target="unhealthy", task="classification", unit_id="unit",
+                   numeric_features=("PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN", "WSPM"),
+                   categorical_features=("wd", "station"))
+
+
+@functools.cache
+def beijing_air() -> pd.DataFrame:
+    """The 12 stations' hourly rows with a PM2.5 reading, time in UTC, label: PM2.5 above 75 ug/m3 (1) or not (0)."""
+    files = sorted(AIR_DIR.glob("PRSA_Data_*.csv"))
+    if len(files) != 12:
+        pytest.fail(f"{AIR_DIR}: expected the 12 station CSVs, found {len(files)}")
+    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    local = pd.to_datetime(df[["year", "month", "day", "hour"]])  # Beijing time; no daylight saving since 1991
+    df["time"] = local.dt.tz_localize("Asia/Shanghai").dt.tz_convert("UTC")
+    df["unit"] = df["station"] + "-" + local.dt.strftime("%Y%m%d%H")
+    df = df[df["PM2.5"].notna()].reset_index(drop=True)
+    df["unhealthy"] = (df["PM2.5"] > 75).astype(int)
+    return df
+
+
+def air_weeks(as_of: date, n: int) -> pd.DataFrame:
+    """The n weeks before the week that ends at `as_of` (the project's training window)."""
+    df = beijing_air()
+    return pd.concat([slice_week(df, "time", w) for w in training_weeks(as_of, n)], ignore_index=True)
+
+
+def default_train() -> TrainConfig:
+    """The train section of the project's params.yaml: the defaults a classification project starts from."""
+    return parse_section(TrainConfig, yaml.safe_load((ROOT / "params.yaml").read_text())["train"], "train")
+
+
+# Weeks from three seasons; each has a different share of unhealthy hours (39%, 43%, 31%).
+@pytest.mark.parametrize("as_of", ["2013-06-02", "2014-01-05", "2016-06-05"])
+def test_default_hgb_beats_the_class_prior_on_real_air_quality_weeks(as_of):
+    """8 weeks of hourly readings at 12 stations -> is the next week's PM2.5 above 75? (log loss decides)"""
+    week = date.fromisoformat(as_of)
+    train, test = air_weeks(week, 8), slice_week(beijing_air(), "time", week)
+    train_cfg = default_train()
+    assert train_cfg.family == "hgb"
+    y = train["unhealthy"].to_numpy()
+    model = build_model(AIR, train_cfg).fit(train, y)
+    prior = build_baseline(AIR).fit(train, y)
+    truth = test["unhealthy"].to_numpy()
+    m = summarize("classification", truth, predict(model, test, "classification"), model.classes_)
+    b = summarize("classification", truth, predict(prior, test, "classification"), prior.classes_)
+    assert len(test) > 1500 and list(model.classes_) == [0, 1]
+    assert m["log_loss"] < 0.75 * b["log_loss"], (m, b)
+    majority = max(truth.mean(), 1 - truth.mean())
+    assert m["accuracy"] > majority + 0.1 and m["roc_auc"] > 0.85, (m, majority)

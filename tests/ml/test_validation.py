@@ -184,12 +184,19 @@ def test_learned_rules_follow_the_reference():
     q = rule(suite, "ExpectColumnQuantileValuesToBeBetween", "x").kwargs["quantile_ranges"]
     x = pd.Series(range(3, 30), dtype=float)
     iqr = x.quantile(0.75) - x.quantile(0.25)
-    centres = x.quantile([0.25, 0.5, 0.75], interpolation="nearest")
-    assert q["value_ranges"] == [[pytest.approx(c - iqr), pytest.approx(c + iqr)] for c in centres]
+    pooled = x.quantile([0.25, 0.5, 0.75], interpolation="nearest").to_numpy()
+    # the range spans the pooled quantiles and those of each full reference week (the 7-value stub week is noise)
+    week2 = x[x >= 10].quantile([0.25, 0.5, 0.75], interpolation="nearest").to_numpy()
+    lows, highs = np.minimum(pooled, week2), np.maximum(pooled, week2)
+    assert q["value_ranges"] == [[pytest.approx(lo - iqr), pytest.approx(hi + iqr)]
+                                 for lo, hi in zip(lows, highs, strict=True)]
+    target = rule(suite, "ExpectColumnQuantileValuesToBeBetween", "y").kwargs["quantile_ranges"]
+    assert target["quantiles"] == [0.5]  # the target's location
     time_rule = rule(suite, "ExpectColumnValuesToBeBetween", "t").kwargs
     assert time_rule["min_value"] == "2024-01-15T00:00:00+00:00" and time_rule["strict_max"] is True
     never_null = {e.column for e in suite if e.type == "ExpectColumnValuesToNotBeNull" and "mostly" not in e.kwargs}
-    assert never_null == {"y", "t", "id"}
+    assert never_null == {"t", "id"}  # the target only when listed in validation.required
+    assert rule(suite, "ExpectColumnValuesToNotBeNull", "y").kwargs["mostly"] == pytest.approx(1 - 0.05)
 
 
 def test_exempt_and_required_columns_get_no_learned_rule():
