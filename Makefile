@@ -47,10 +47,12 @@ browser:
 
 ## test: the whole suite: ml/, DVC on real data, flows (Prefect harness), e2e (servers + browser)
 test: setup browser
+	python -m ruff check .
 	python -m pytest $(PYTEST_ARGS)
 
 ## test-fast: everything but the e2e tier (no servers, no browser)
 test-fast: setup
+	python -m ruff check .
 	python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 ## up / down / status: the local stack (Prefect server + worker, MLflow server, deployments)

@@ -78,8 +78,8 @@ def null_trials(df: pd.DataFrame, weeks: list[date], trials: int) -> None:
     promoted = sum(a == PROMOTE for a in actions)
     print(f"(a) null: {n} trials over {len(weeks)} weeks: promoted {promoted} ({promoted / n:.1%}, target <= 5%), "
           f"A/B {actions.count('ab_test')}, rejected {actions.count('reject')}")
-    print(f"    |MAE change| median {np.median(np.abs(rels)):.1%}, max {np.max(np.abs(rels)):.1%}; naive per-row 95% CI "
-          f"'significantly better': {naive_sig}/{n} ({naive_sig / n:.0%})")
+    print(f"    |MAE change| median {np.median(np.abs(rels)):.1%}, max {np.max(np.abs(rels)):.1%}; "
+          f"naive per-row 95% CI 'significantly better': {naive_sig}/{n} ({naive_sig / n:.0%})")
 
 
 def out_of_time(df: pd.DataFrame, first: date, last: date) -> None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,8 @@ X[cat], Xh[cat] = X[cat].astype(str), Xh[cat].astype(str)
 m = Pipeline([("prep", ColumnTransformer([("cat", OrdinalEncoder(handle_unknown="use_encoded_value",
               unknown_value=np.nan), cat), ("num", "passthrough", num)])),
               ("model", HistGradientBoostingRegressor(loss=h["loss"], max_iter=h["max_iter"],
-              learning_rate=h["learning_rate"], max_leaf_nodes=h["max_leaf_nodes"], min_samples_leaf=h["min_samples_leaf"],
+              learning_rate=h["learning_rate"], max_leaf_nodes=h["max_leaf_nodes"],
+              min_samples_leaf=h["min_samples_leaf"],
               categorical_features=list(range(len(cat))), early_stopping=False, random_state=p["train"]["seed"]))])
 m.fit(X, train[s["target"]])
 y = hold[s["target"]].to_numpy()
@@ -99,10 +100,10 @@ def main() -> None:
                                         "--project-dir", str(repo)], cwd=repo, env=env, capture_output=True, text=True)
                 if setup.returncode:
                     raise SystemExit(f"set-up week failed:\n{setup.stderr[-3000:]}")
-                t0 = datetime.now(timezone.utc)
+                t0 = datetime.now(UTC)
                 p = subprocess.run([sys.executable, "-m", "flows.weekly_retrain", "--as-of", WEEKS[1],
                                     "--project-dir", str(repo)], cwd=repo, env=env, capture_output=True, text=True)
-                flow_s.append((datetime.now(timezone.utc) - t0).total_seconds())
+                flow_s.append((datetime.now(UTC) - t0).total_seconds())
                 if p.returncode:
                     raise SystemExit(f"flow failed:\n{p.stderr[-3000:]}")
                 cold_s.append((first_task_start(api, f"week-{WEEKS[1]}") - t0).total_seconds())

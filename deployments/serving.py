@@ -159,7 +159,7 @@ class Served:
         out = []
         for p in proba:
             k = int(p.argmax())
-            probs = {str(c): float(x) for c, x in zip(classes, p)}
+            probs = {str(c): float(x) for c, x in zip(classes, p, strict=True)}
             out.append(({"label": classes[k], "probabilities": probs}, float(p[k]), json.dumps(probs)))
         return out
 
@@ -336,7 +336,8 @@ class Service:
             feats = check_features(item.get("features"), snap.champion.schema, f"{where}features")
             req_id = item.get("request_id")
             if req_id is not None and (not isinstance(req_id, str) or not 0 < len(req_id) <= 80):
-                raise BadRequest(422, f"'{where}request_id' must be a string of 1 to 80 characters", f"{where}request_id")
+                raise BadRequest(422, f"'{where}request_id' must be a string of 1 to 80 characters",
+                                 f"{where}request_id")
             variant = assign(unit, exp["id"], exp["share"]) if exp else CHAMPION
             rows.append({"request_id": req_id or uuid.uuid4().hex, "unit_id": unit, "variant": variant,
                          "experiment_id": exp["id"] if exp else None, "fallback": False})
@@ -349,7 +350,7 @@ class Service:
             else:
                 try:
                     out = snap.challenger.predict([f for _, f in challenger_rows])
-                    for (i, _), a in zip(challenger_rows, out):
+                    for (i, _), a in zip(challenger_rows, out, strict=True):
                         answers[i] = (a, snap.challenger.version)
                     self.breaker.succeeded()
                     fallback = []
@@ -367,7 +368,7 @@ class Service:
         champion_rows = by_variant[CHAMPION]
         if champion_rows:
             out = snap.champion.predict([f for _, f in champion_rows])
-            for (i, _), a in zip(champion_rows, out):
+            for (i, _), a in zip(champion_rows, out, strict=True):
                 answers[i] = (a, snap.champion.version)
         now = utcnow()
         results = []

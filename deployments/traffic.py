@@ -64,7 +64,7 @@ def request_rows(frame, numeric: tuple[str, ...], categorical: tuple[str, ...], 
     """{unit_id, features} for every row of a batch frame, JSON-ready (missing values as null)."""
     cols = [*numeric, *categorical]
     feats = frame[cols].astype(object).where(frame[cols].notna(), None).to_dict("records")
-    return [{"unit_id": u, "features": f} for u, f in zip(frame[unit_id], feats)]
+    return [{"unit_id": u, "features": f} for u, f in zip(frame[unit_id], feats, strict=True)]
 
 
 def send_predictions(http: httpx.Client, rows: list[dict], batch: int = 100) -> list[dict]:

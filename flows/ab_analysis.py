@@ -7,7 +7,7 @@ Scheduled by the weekly flow at the experiment's planned end; safe to run at any
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -104,7 +104,7 @@ def ab_analysis(experiment_id: str | None = None, act: bool = True, reschedule: 
     run_id = publish(project, params, exp, traffic, decision, outcome)
     next_run = None
     if decision["action"] == "continue" and reschedule:
-        when = min(datetime.now(timezone.utc) + timedelta(days=params.ab.recheck_days), exp["max_end"])
+        when = min(datetime.now(UTC) + timedelta(days=params.ab.recheck_days), exp["max_end"])
         next_run = ab.schedule_analysis(Path(project), params, exp, when)
     return {"experiment_id": exp["id"], "action": decision["action"], "summary": decision["summary"],
             "moved": outcome["moved"], "champion": outcome["champion"], "mlflow_run_id": run_id,

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def flow_logging(log_file: Path, header: str) -> Iterator[Callable[[str, Any], N
     to_file.setFormatter(PrefectFormatter(FILE_FORMAT, datefmt="%Y-%m-%d %H:%M:%S",
                                           flow_run_fmt=FILE_FORMAT.replace("%(name)s", "Flow run %(flow_run_name)r"),
                                           task_run_fmt=FILE_FORMAT.replace("%(name)s", "Task run %(task_run_name)r")))
-    to_file.stream.write(f"\n==== {datetime.now():%Y-%m-%d %H:%M:%S} {header}\n")
+    to_file.stream.write(f"\n==== {datetime.now(UTC).astimezone():%Y-%m-%d %H:%M:%S} {header}\n")
     root = logging.getLogger()
     loggers = [root, *(lg for lg in root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
     consoles = {id(h): h for lg in loggers for h in lg.handlers if isinstance(h, PrefectConsoleHandler)}.values()

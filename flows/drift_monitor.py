@@ -26,8 +26,8 @@ def measure(project: str) -> dict:
     from stages.common import load_params
     from stages.prepare import read_batches
     from tasks import lineage, registry
-    from tasks.data import source_frame
     from tasks.context import WeekRun
+    from tasks.data import source_frame
     from tasks.weeks import resolve_as_of
 
     root = Path(project)

@@ -23,10 +23,12 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
     import pandas as pd
     from pandas._libs.parsers import STR_NA_VALUES
 
+    from ml.sources import CSV
+
     markers: set[str] = set()  # tokens used for missing numbers
     in_text: dict[str, set[str]] = {}  # token -> text columns where it appears as a value
     for f in files:
-        if f.suffix.lower() != ".csv":
+        if not f.name.lower().endswith(CSV):
             continue
         raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False)
         for c in raw.columns:
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time", help="the time column (default: found in the files, or composed from parts)")
     ap.add_argument("--timezone", default="UTC", help="zone of naive times in the files, e.g. Asia/Shanghai")
     ap.add_argument("--unit-id", help="a column identifying one row (default: found, else synthesised)")
+    ap.add_argument("--drop", nargs="*", default=[], help="columns never to use as features (known only later)")
     ap.add_argument("--model-name", help="registered model name (default: from the data folder and target)")
     ap.add_argument("--params", default=str(PROJECT / "params.yaml"), help="file to write")
     args = ap.parse_args(argv)
@@ -68,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init(args) -> int:
-    import pandas as pd
-
     from ml.config import check_columns_exist, parse_params
     from ml.profile import profile, render_params, week_span
     from ml.sources import load_source, read_table, source_files
@@ -83,7 +84,8 @@ def _init(args) -> int:
     frames = {f.name: read_table(f, tuple(na_values) if na_values is not None else None) for f in files}
     dataset = _dataset_name(files)
     prof = profile(frames, path=stored, target=args.target, task=args.task, time=args.time, timezone=args.timezone,
-                   na_values=na_values, unit_id=args.unit_id, model_name=args.model_name, dataset=dataset)
+                   na_values=na_values, unit_id=args.unit_id, model_name=args.model_name, dataset=dataset,
+                   drop=tuple(args.drop))
     prof.notes[0:0] = na_notes
     template = (PROJECT / "params.yaml").read_text() if (PROJECT / "params.yaml").exists() else ""
     text = render_params(prof, template)
@@ -105,9 +107,8 @@ def _init(args) -> int:
         print(f"  - {note}")
     as_of = params.window.as_of
     print(f"init: wrote {out}; the first week is {week_span(as_of)} (window.as_of {as_of})")
-    print("next:  dvc repro                          # land the window through the data contract, train, evaluate")
-    print("       python -m flows.weekly_retrain     # the weekly run: validate, train, compare, decide (repeat weekly)")
-    del pd
+    print("next:  dvc repro                        # land the window through the data contract, train, evaluate")
+    print("       python -m flows.weekly_retrain   # one weekly run: validate, train, compare, decide (repeat weekly)")
     return 0
 
 

@@ -67,7 +67,7 @@ def ab_traffic(project: Path, first_week: date, max_weeks: int) -> dict:
                 break
             served = send_predictions(svc.http, request_rows(frame, s.numeric_features, s.categorical_features,
                                                              s.unit_id))
-            recorded = send_outcomes(svc.http, list(zip(frame[s.unit_id], frame[s.target].astype(float))))
+            recorded = send_outcomes(svc.http, list(zip(frame[s.unit_id], frame[s.target].astype(float), strict=True)))
             state = ab_analysis(experiment_id=exp["id"], project_dir=str(project), return_state=True)
             r = state.result() if state.is_completed() else {"action": state.name.lower(), "summary": state.message}
             looks.append({"week": week_label(week), "requests": len(served), "outcomes": recorded, **r})
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w}  {action:<8} {summary}")
     if bad:
         week, state_name, where = bad
-        print(f"{week}  {state_name.lower():<8} corrupted batch (demo copy with 'visib' nulled and 'dep_delay' renamed)")
+        print(f"{week}  {state_name.lower():<8} corrupted batch "
+              "(demo copy with 'visib' nulled and 'dep_delay' renamed)")
         if where:
             print(f"           quarantined in {where[-1].relative_to(PROJECT)}; reasons:")
             for line in (where[-1] / "reasons.txt").read_text().splitlines():

@@ -28,8 +28,8 @@ def _run_name() -> str:
 @task(name="check parameters (week, source)", cache_policy=NO_CACHE)
 def check_parameters(project: str, as_of: str | None, source: str | None, dry_run: bool) -> WeekRun:
     """Fail in seconds, naming the parameter, on a malformed date, a week without data or a missing file."""
-    from tasks.data import check_week
     from stages.common import load_params
+    from tasks.data import check_week
     from tasks.weeks import resolve_as_of
 
     root = Path(project).resolve()

@@ -218,8 +218,9 @@ def decide_ab(champion_loss: np.ndarray, challenger_loss: np.ndarray, *, assigne
         which = "routing" if srm_assigned.mismatch else "outcomes (feedback missing more on one side)"
         reasons.append(f"sample-ratio mismatch in the {which}: the split is broken, so no comparison can be trusted; "
                        "aliases stay as they are until the cause is fixed")
-        return ABDecision(INVALID, f"invalid: sample-ratio mismatch (p = {min(srm_assigned.p_value, srm_outcome.p_value):.2g}"
-                          f" < {srm_alpha:g}); refusing to decide", reasons, ev)
+        return ABDecision(INVALID, "invalid: sample-ratio mismatch "
+                          f"(p = {min(srm_assigned.p_value, srm_outcome.p_value):.2g} < {srm_alpha:g}); "
+                          "refusing to decide", reasons, ev)
 
     error_rate = fallbacks / challenger_requests if challenger_requests else 0.0
     ev["challenger_error_rate"] = error_rate

@@ -37,7 +37,8 @@ class SourceConfig:
     path: str | None = None  # files only: folder or glob, relative to the project root
     unit_id: str | None = None  # column that identifies one row (flight, request); used for duplicates
     drop: tuple[str, ...] = ()  # columns never used as features (e.g. leaks of the target)
-    time_parts: dict = field(default_factory=dict, hash=False)  # compose time_column from columns, e.g. {year: y, month: m, ...}
+    # compose time_column from columns, e.g. {year: y, month: m, ...}
+    time_parts: dict = field(default_factory=dict, hash=False)
     timezone: str = "UTC"  # zone of naive times in the files (converted to UTC; calendar features use this zone)
     na_values: tuple[str, ...] | None = None  # CSV text read as missing; None = pandas' defaults ("NA", "None", ...)
     label: LabelConfig | None = None  # derive the (classification) target from a numeric column
@@ -364,7 +365,8 @@ def column_keys(params: Params) -> dict[str, list[str]]:
             "source.numeric_features": list(s.numeric_features),
             "source.categorical_features": list(s.categorical_features), "source.drop": list(s.drop),
             "source.unit_id": [s.unit_id] if s.unit_id else [], "source.unit_id_from": list(s.unit_id_from),
-            "source.time_parts": list(s.time_parts.values()), "source.label.column": [s.label.column] if s.label else [],
+            "source.time_parts": list(s.time_parts.values()),
+            "source.label.column": [s.label.column] if s.label else [],
             "evaluate.slice_column": [params.evaluate.slice_column] if params.evaluate.slice_column else [],
             "validation.required": list(v.required), "validation.null_exempt": list(v.null_exempt),
             "validation.quantile_exempt": list(v.quantile_exempt), "validation.ranges": list(v.ranges),

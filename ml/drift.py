@@ -168,7 +168,7 @@ def _categorical_drift(reference: pd.Series, current: pd.Series, column: str) ->
         if counts.sum() == 0:
             raise ValueError(f"An empty column '{column}' was provided for drift calculation in the {side} dataset.")
     seen = (ref_counts + cur_counts) > 0  # drops inf keys and unobserved pandas categories
-    keys = [key for key, keep in zip(keys, seen) if keep]
+    keys = [key for key, keep in zip(keys, seen, strict=True) if keep]
     ref_counts, cur_counts = ref_counts[seen], cur_counts[seen]
     order = sorted(range(len(keys)), key=keys.__getitem__) if len(keys) <= 2 else range(len(keys))
     order = np.fromiter(order, dtype=np.intp, count=len(keys))  # z-test: the smallest key is the "0" outcome

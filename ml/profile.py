@@ -47,7 +47,8 @@ class Profile:
 
 def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str | None = None,
             time: str | None = None, timezone: str = "UTC", na_values: list[str] | None = None,
-            unit_id: str | None = None, model_name: str | None = None, dataset: str = "data") -> Profile:
+            unit_id: str | None = None, model_name: str | None = None, dataset: str = "data",
+            drop: tuple[str, ...] = ()) -> Profile:
     """Choose source, window, validation, slices and names for `files` (name -> frame, read as delivered)."""
     notes: list[str] = []
     frames = list(files.values())
@@ -79,10 +80,16 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     notes.append(f"calendar features {', '.join('cal_' + c for c in calendar)}: derived from '{time_col}' in "
                  f"{timezone} (source.calendar)")
 
+    missing = [c for c in drop if c not in columns]
+    if missing:
+        raise ProfileError(f"--drop: no column(s) {', '.join(map(repr, missing))} in the files")
     skip = {time_col, target_col, *parts.values(), *([label.column] if label else []), *uid_drop,
-            *([uid] if uid else [])}
+            *([uid] if uid else []), *drop}
     numeric, categorical, dropped = _features(derived, [c for c in columns if c not in skip], target_col, task,
                                               notes)
+    if drop:
+        dropped = [*drop, *dropped]
+        notes.append(f"dropped as asked (--drop): {', '.join(drop)}")
     numeric += [f"cal_{c}" for c in calendar]
 
     weeks = _weeks(times)
@@ -351,6 +358,15 @@ def _leaks(data: pd.DataFrame, numeric: list[str], y: pd.Series) -> dict[str, st
             if both.notna().mean() > 0.5 and (np.isclose(both, ys) | both.isna()).mean() > 0.99:
                 for c in (a, b):
                     out[c] = f"'{a}' + '{b}' equals the target: a leak"
+    for a in numeric:  # a recorded outcome minus its plan (e.g. actual - scheduled time) gives the target away
+        for b in numeric:
+            if a == b or a in out:
+                continue
+            diff = xs[a] - xs[b]
+            known = diff.notna()
+            if known.mean() > 0.5 and ys[known].abs().gt(0).mean() > 0.5 and \
+                    (np.isclose(diff[known], ys[known]) & ys[known].ne(0)).mean() > 0.3:
+                out[a] = f"'{a}' - '{b}' equals the target in most rows: a leak"
     return out
 
 
@@ -519,8 +535,9 @@ def render_params(p: Profile, template: str) -> str:
     """params.yaml for the profile: the chosen sections, each key commented, and the other sections (train,
     drift, ab) as in `template` (the project's own params.yaml), so every step keeps its documented defaults."""
     s, w, v, pol = p.source, p.window, p.validation, p.policy
-    head = f"""# Written by `python -m flows.init` from {s['path']} ({p.summary['rows']:,} rows in {p.summary['files']} file(s),
-# {p.summary['first']:%Y-%m-%d} .. {p.summary['last']:%Y-%m-%d}, {p.summary['weeks']} weeks of ~{p.summary['weekly_rows']:,} rows).
+    m = p.summary
+    head = f"""# Written by `python -m flows.init` from {s['path']} ({m['rows']:,} rows in {m['files']} file(s),
+# {m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of ~{m['weekly_rows']:,} rows).
 # One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. Edit freely.
 
 source:                      # where weekly batches come from (read by land and prepare)
@@ -557,7 +574,7 @@ validation:                  # the data contract of a new batch (Great Expectati
   ranges: {_y(v['ranges'])}
   category_tolerance: 0.02   # learned: <= 2% of rows outside the reference's categories
   quantiles: [0.25, 0.5, 0.75]
-  quantile_tolerance: {QUANTILE_TOLERANCE:g}    # learned: quantiles within the reference weeks' range +- {QUANTILE_TOLERANCE:g} IQR (target: median)
+  quantile_tolerance: {QUANTILE_TOLERANCE:g}    # learned: quantiles within the reference weeks' range +- this x IQR
   quantile_exempt: {_y(v['quantile_exempt'])}   # weekly quantiles too variable: their shifts are drift
 
 """

@@ -17,6 +17,10 @@ from ml.config import SourceConfig
 WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
+CSV = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz", ".csv.zst")
+PARQUET = (".parquet", ".pq")
+
+
 class SourceError(ValueError):
     """A source file or column is unusable; the message names the file and the column."""
 
@@ -62,7 +66,7 @@ def source_files(pattern: str, base: Path | None = None) -> list[Path]:
     if base is not None and not p.is_absolute():
         p = base / p
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".parquet", ".pq"))
+        files = sorted(f for f in p.rglob("*") if f.name.lower().endswith(CSV + PARQUET))
     else:
         files = sorted(Path(f) for f in glob.glob(str(p), recursive=True))
     if not files:
@@ -72,9 +76,10 @@ def source_files(pattern: str, base: Path | None = None) -> list[Path]:
 
 def read_table(f: Path, na_values: tuple[str, ...] | None = None) -> pd.DataFrame:
     """One CSV or Parquet file as delivered; an unreadable file raises SourceError naming it."""
-    suffix = f.suffix.lower()
+    name = f.name.lower()
+    suffix = ".csv" if name.endswith(CSV) else f.suffix.lower()
     try:
-        if suffix == ".csv":
+        if suffix == ".csv":  # compressed CSV (.csv.zip, .csv.gz, ...) too: pandas infers the codec
             if na_values is None:
                 return pd.read_csv(f, low_memory=False)
             return pd.read_csv(f, keep_default_na=False, na_values=list(na_values), low_memory=False)
@@ -97,16 +102,24 @@ def read_files(pattern: str, cfg: SourceConfig, base: Path | None = None) -> pd.
     return out.sort_values(cfg.time_column, kind="stable").reset_index(drop=True)
 
 
-def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: str = "") -> pd.DataFrame:
-    """A delivered frame with the source's derived columns: composed time (UTC), label, unit id, calendar."""
-    check_columns(df, cfg, where)
+def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: str = "",
+                  strict: bool = True) -> pd.DataFrame:
+    """A delivered frame with the source's derived columns: composed time (UTC), label, unit id, calendar.
+
+    strict=False (a batch the data contract will judge): a missing column is left for the contract to name, and
+    only what can be derived is; values that cannot be read as times or numbers still raise SourceError."""
+    if strict:
+        check_columns(df, cfg, where)
     df = df.copy()
-    if cfg.time_parts:
+    has = set(df.columns)
+    if cfg.time_parts and set(cfg.time_parts.values()) <= has:
         df[cfg.time_column] = compose_time(df, cfg.time_parts, where)
+    if cfg.time_column not in df.columns:
+        return df
     df[cfg.time_column] = parse_time(df[cfg.time_column], where, cfg.time_column, cfg.timezone)
-    if cfg.label:
+    if cfg.label and cfg.label.column in has:
         df[cfg.target] = derive_label(df, cfg, where)
-    if cfg.unit_id_from and cfg.unit_id:
+    if cfg.unit_id_from and cfg.unit_id and set(cfg.unit_id_from) - {"_file", "_row"} <= set(df.columns):
         df[cfg.unit_id] = synthesise_unit_id(df, cfg, file_name)
     for name, values in calendar_columns(df[cfg.time_column], cfg.calendar, cfg.timezone).items():
         df[name] = values

@@ -36,7 +36,8 @@ class _TorchMLP(BaseEstimator):
         num = X[list(self.numeric)].to_numpy(dtype=np.float64)
         num = np.where(np.isnan(num), self.num_median_, num)
         num = ((num - self.num_mean_) / self.num_scale_).astype(np.float32)
-        cat = np.stack([X[c].map(v).fillna(0).to_numpy(dtype=np.int64) for c, v in zip(self.categorical, self.vocab_)],
+        cat = np.stack([X[c].map(v).fillna(0).to_numpy(dtype=np.int64)
+                        for c, v in zip(self.categorical, self.vocab_, strict=True)],
                        axis=1) if self.categorical else np.zeros((len(X), 0), dtype=np.int64)
         return num, cat
 

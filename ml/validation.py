@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -319,7 +320,7 @@ def _result_dict(gx_result, outcomes: list, not_run: list[Expectation], unusable
         out: dict = {"success": True, "statistics": {}, "expectations": []}
     else:
         out = gx_result.describe_dict()
-        for entry, (exp, _) in zip(out["expectations"], outcomes):
+        for entry, (exp, _) in zip(out["expectations"], outcomes, strict=True):
             entry["description"] = exp.description
     out["not_run"] = [{"expectation_type": e.type, "kwargs": e.kwargs, "description": e.description,
                        "reason": unusable[e.column]} for e in not_run]
@@ -446,7 +447,7 @@ def _explain_in_set(exp: Expectation, res: dict) -> str:
 def _explain_quantiles(exp: Expectation, res: dict) -> str:
     spec, observed = exp.kwargs["quantile_ranges"], res["observed_value"]["values"]
     parts = []
-    for q, (lo, hi), value in zip(spec["quantiles"], spec["value_ranges"], observed):
+    for q, (lo, hi), value in zip(spec["quantiles"], spec["value_ranges"], observed, strict=True):
         if _undefined(value):
             parts.append(f"{_quantile_name(q)} undefined (no non-null values)")
         elif not lo <= value <= hi:

@@ -133,6 +133,8 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     frame = load_source(params.source, base) if frame is None else frame
     check_columns_exist(params, frame.columns, "the source")
     tcol = params.source.time_column
+    if include_newest and as_of in missing:
+        slice_week(frame, tcol, as_of)  # no rows for the newest week: an error naming it and the data's range
     fetched = {w: slice_week(frame, tcol, w, allow_empty=True) for w in missing}
     for w, batch in fetched.items():
         if batch.empty:

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(out / "train.parquet", train)
     write_parquet(out / "holdout.parquet", holdout)
     print(f"prepare: training window {week_label(weeks[0]).split('..')[0]}..{week_label(weeks[-1]).split('..')[1]} "
-          f"({w.train_weeks} weeks, {fmt_int(len(train))} rows); holdout {week_label(w.as_of)} ({fmt_int(len(holdout))} rows)")
+          f"({w.train_weeks} weeks, {fmt_int(len(train))} rows); "
+          f"holdout {week_label(w.as_of)} ({fmt_int(len(holdout))} rows)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     write_pickle(out / "model.pkl", model)
     write_pickle(out / "baseline.pkl", baseline)
     write_json(out / "info.json", info)
-    print(f"train: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows in {info['fit_seconds']:.1f} s")
+    print(f"train: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
+          f"in {info['fit_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

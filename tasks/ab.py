@@ -3,7 +3,7 @@ and act through the aliases (ab-analysis flow)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, de
 from ml.config import Params
 from ml.metrics import row_loss
 from tasks import lineage
-from tasks.registry import CHALLENGER as CHALLENGER_ALIAS, CHAMPION as CHAMPION_ALIAS, PREVIOUS, alias_version
+from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
+from tasks.registry import CHAMPION as CHAMPION_ALIAS
+from tasks.registry import PREVIOUS, alias_version
 from tasks.retry import retry_if_transient
 
 ANALYSIS_DEPLOYMENT = "ab-analysis/ab-analysis"
@@ -36,7 +38,7 @@ def start_experiment(project: Path, params: Params, *, challenger: str, champion
         running = log.running_experiment(params.registry.model_name)
         if running and running["challenger_version"] == challenger and running["champion_version"] == champion:
             return running
-        start = datetime.now(timezone.utc)
+        start = datetime.now(UTC)
         cv = champion_loss_cv if champion_loss_cv and np.isfinite(champion_loss_cv) else 1.0
         plan = plan_units(cv, share=ab.share, mde=ab.min_detectable_effect, power=ab.power, alpha=ab.alpha)
         row = {"id": f"{params.registry.model_name}-v{challenger}-vs-v{champion}-{start:%Y%m%dT%H%M%S}",
@@ -123,7 +125,7 @@ def collect(project: str, params: Params, experiment: dict) -> dict:
 @task(name="analyse: SRM, always-valid test, sample size", cache_policy=NO_CACHE)
 def analyse(params: Params, experiment: dict, traffic: dict, now: datetime | None = None) -> dict:
     ab = params.ab
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     cv = loss_cv(traffic[CHAMPION]) if len(traffic[CHAMPION]) >= max(ab.min_units, 2) else None
     cv = cv if cv is not None and np.isfinite(cv) and cv > 0 else None  # all-zero losses: keep the start's plan
     planned = experiment["planned_units"]
@@ -182,7 +184,7 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
     client.set_model_version_tag(name, version, "ab.decision", decision["action"])
     client.set_model_version_tag(name, version, "ab.summary", decision["summary"][:4900])
     with open_log(Path(project), params) as log:
-        log.set_experiment(experiment["id"], status=STATUS[action], decided_at=datetime.now(timezone.utc)
+        log.set_experiment(experiment["id"], status=STATUS[action], decided_at=datetime.now(UTC)
                            .replace(tzinfo=None), decision=decision["summary"])
     return out
 

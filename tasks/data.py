@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ml.config import SourceConfig, check_columns_exist
-from ml.sources import SourceError, load_source, parse_time, prepare_frame, read_table, source_files
+from ml.sources import SourceError, load_source, prepare_frame, read_table, source_files
 from ml.split import EmptyWeekError, slice_week, training_weeks, week_bounds, week_label
 from stages.common import write_json, write_parquet
 from stages.ingest import backfill, batch_path, quarantine_frame
@@ -52,21 +52,12 @@ def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
     p = Path(path) if Path(path).is_absolute() else ctx.project / path
     s = ctx.params.source
     try:
-        df = read_table(p, s.na_values)
+        # a missing column is the contract's to name (with the likely rename); unreadable bytes, times or
+        # numbers the derivations need are a broken file
+        return prepare_frame(read_table(p, s.na_values), s, str(p), file_name=p.name, strict=False)
     except SourceError as e:
         where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, [str(e)], file=p)
         raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: {e}") from None
-    try:
-        return prepare_frame(df, s, str(p), file_name=p.name)
-    except SourceError:
-        pass  # a missing column or unparseable time: the contract names each problem in words
-    tcol = s.time_column
-    if tcol in df.columns and not pd.api.types.is_datetime64_any_dtype(df[tcol]):
-        try:
-            df[tcol] = parse_time(df[tcol], str(p), tcol, s.timezone)
-        except ValueError:
-            pass  # unparseable times stay as they are: the timestamp expectation reports them in words
-    return df
 
 
 def check_week(ctx: WeekRun) -> None:
@@ -122,7 +113,8 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
     Pass: the batch lands in data/raw. Fail: it moves to data/quarantine/ with the GX result and the reasons,
     and BatchRejected fails the flow before anything trains.
     """
-    from ml.validation import build_suite, validate_batch as run_suite
+    from ml.validation import build_suite
+    from ml.validation import validate_batch as run_suite
 
     log = get_run_logger()
     p = ctx.params
@@ -176,7 +168,7 @@ def land(ctx: WeekRun, staged: Path) -> Path:
         if dest.read_bytes() == staged.read_bytes():
             staged.unlink()
             return dest
-        archive = ctx.path("data", "archive", f"{ctx.week}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.parquet")
+        archive = ctx.path("data", "archive", f"{ctx.week}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.parquet")
         archive.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(dest), archive)
     dest.parent.mkdir(parents=True, exist_ok=True)

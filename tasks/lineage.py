@@ -11,7 +11,6 @@ from typing import Any
 
 from tasks.context import WeekRun
 
-
 # mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ (MLflow 3), so a value found there may
 # be one this process set for an earlier project; only the user's own setting is honoured.
 _DERIVED: set[str] = set()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -141,5 +141,5 @@ def rollback(name: str) -> dict:
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)
     if current:
-        client.set_model_version_tag(name, current, "rolled_back_at", datetime.now(timezone.utc).isoformat())
+        client.set_model_version_tag(name, current, "rolled_back_at", datetime.now(UTC).isoformat())
     return {"model": name, "champion": str(previous), "demoted": str(current) if current else None}

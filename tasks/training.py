@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import logging
+import re
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -19,7 +19,6 @@ from ml.features import feature_frame
 from stages.common import atomic_write
 from tasks import lineage
 from tasks.context import WeekRun
-
 
 AS_OF_LINE = re.compile(r"^(?P<head>[ \t]+as_of:[ \t]*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s#]+)(?P<tail>.*)$")
 

@@ -23,7 +23,8 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
     metric = m["metric"]
     comp = decision["evidence"].get("comparison")
     link = run_link(ctx, ctx.parent_run_id)
-    where = f"[MLflow run]({link})" if link else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`"
+    where = (f"[MLflow run]({link})" if link
+             else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`")
     version = outcome.get("version")
     lines = [f"# Week {ctx.week}: {ICON.get(decision['action'], decision['action'])}", "",
              f"**{decision['summary']}**", "", "## Evidence", *[f"- {r}" for r in decision["reasons"]], "",

@@ -91,12 +91,12 @@ def edit_params(repo: Path, **sections) -> dict:
     return params
 
 
-BIKE_SOURCE = {
-    "kind": "files", "path": "data/incoming/*.csv", "time_column": "dteday", "target": "cnt",
-    "task": "regression", "unit_id": "instant",
-    "numeric_features": ["hr", "weekday", "workingday", "holiday", "temp", "atemp", "hum", "windspeed"],
-    "categorical_features": ["season", "weathersit"], "drop": ["casual", "registered"],
-}
+BEIJING = SHARED / "datasets" / "beijing_air"
+
+
+def init_project(repo: Path, *args: str) -> str:
+    """`python -m flows.init ...` in the project copy, as a user types it; returns what it printed."""
+    return run([sys.executable, "-m", "flows.init", *args], repo).stdout
 
 
 @pytest.fixture(scope="session")
@@ -114,11 +114,11 @@ def flights_repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def bike_repo(tmp_path: Path) -> Path:
+    """A project onboarded onto UCI bike sharing (Fanaee-T & Gama 2013) by `flows.init`, nothing edited."""
     if not BIKE_CSV.exists():
         pytest.fail(f"{BIKE_CSV} is missing: the shared datasets folder must sit beside the project")
     repo = make_project(tmp_path / "repo")
     (repo / "data" / "incoming").mkdir(parents=True)
     shutil.copy2(BIKE_CSV, repo / "data" / "incoming" / "hour.csv")
-    edit_params(repo, source=BIKE_SOURCE, window={"as_of": "2012-06-03", "train_weeks": 8},
-                evaluate={"slice_column": "weathersit"})
+    init_project(repo, "--data", "data/incoming/*.csv", "--target", "cnt")
     return repo

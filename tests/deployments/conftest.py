@@ -124,4 +124,4 @@ def serving_project(dest: Path, **params) -> Path:
 
 def outcomes_of(frame: pd.DataFrame, params) -> list[tuple[str, float]]:
     s = params.source
-    return list(zip(frame[s.unit_id], frame[s.target].astype(float)))
+    return list(zip(frame[s.unit_id], frame[s.target].astype(float), strict=True))

@@ -9,8 +9,7 @@ import pytest
 
 from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, assign
-from tests.deployments.conftest import (MODEL, Service, fragile_model, instances, register, serving_project, train,
-                                        week)
+from tests.deployments.conftest import MODEL, Service, fragile_model, instances, register, serving_project, train, week
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +249,7 @@ def test_a_classifier_is_served_with_probabilities_and_its_log_loss_is_what_skle
         assert abs(sum(first["probabilities"].values()) - 1) < 1e-9
         bad = svc.http.post("/feedback", json={"unit_id": traffic["flight_id"].iloc[0], "outcome": 3.5})
         assert bad.status_code == 422 and "class label" in bad.json()["error"]
-        svc.feedback_all(list(zip(traffic["flight_id"], traffic["late"])))
+        svc.feedback_all(list(zip(traffic["flight_id"], traffic["late"], strict=True)))
     finally:
         svc.stop()
     with ABLog(store_url(project)) as log:

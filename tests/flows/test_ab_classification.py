@@ -48,10 +48,10 @@ def served_rows(frame, experiment: dict, models: dict) -> list[dict]:
     for v, version, model in ((CHAMPION, experiment["champion_version"], models[CHAMPION]),
                               (CHALLENGER, experiment["challenger_version"], models[CHALLENGER])):
         part = frame[[x == v for x in variant]]
-        for unit, p in zip(part[AIR.unit_id], model.predict_proba(part)):
+        for unit, p in zip(part[AIR.unit_id], model.predict_proba(part), strict=True):
             rows.append({"request_id": uuid.uuid4().hex, "unit_id": unit, "experiment_id": experiment["id"],
                          "variant": v, "model_version": version, "fallback": False, "prediction": float(p.max()),
-                         "output": json.dumps({str(c): float(x) for c, x in zip(model.classes_, p)}),
+                         "output": json.dumps({str(c): float(x) for c, x in zip(model.classes_, p, strict=True)}),
                          "created_at": now})
     return rows
 
@@ -79,9 +79,11 @@ def looks(prefect_api, tmp_path_factory):
     with ABLog(store_url(project)) as log:
         log.log_predictions(served_rows(traffic, exp, models))
         s["none"] = look()  # served, no outcome yet
-        log.record_feedback([(u, int(v)) for u, v in zip(traffic[AIR.unit_id][:FEW], traffic[AIR.target][:FEW])])
+        log.record_feedback([(u, int(v)) for u, v in zip(traffic[AIR.unit_id][:FEW], traffic[AIR.target][:FEW],
+                                                           strict=True)])
         s["few"] = look()
-        log.record_feedback([(u, int(v)) for u, v in zip(traffic[AIR.unit_id][FEW:], traffic[AIR.target][FEW:])])
+        log.record_feedback([(u, int(v)) for u, v in zip(traffic[AIR.unit_id][FEW:], traffic[AIR.target][FEW:],
+                                                           strict=True)])
         s["all"] = look()
     return s
 

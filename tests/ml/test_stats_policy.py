@@ -104,7 +104,8 @@ def test_regression_wording_is_unchanged_with_champion_metrics():
     champion = {"mae": 12.6, "rmse": 21.0, "r2": 0.6, "rows": 6000}
     d = decide(POLICY, "mae", GOOD, BASE, comp(-0.056, -0.071, -0.040), [], DRIFT, prior_wins=1, champion=champion)
     assert d.summary == ("promote: MAE 11.89 vs champion 12.60 (−5.6%, 95% CI −7.1%…−4.0%; 120 resampled clusters); "
-                         "no slice worse than 5% (0 slices checked, worst +0.0%); 3 of 11 feature columns drifted (27%)")
+                         "no slice worse than 5% (0 slices checked, worst +0.0%); "
+                         "3 of 11 feature columns drifted (27%)")
     first = decide(POLICY, "mae", GOOD, BASE, None, [], DRIFT)
     assert first.summary == "promote (first champion): MAE 11.90 vs naive baseline 20.00 (40.5% better; need ≥ 20%)"
 

@@ -212,3 +212,29 @@ def test_empty_reference_is_an_error_not_a_weaker_contract():
     start = pd.Timestamp("2024-01-15", tz="UTC")
     with pytest.raises(ValueError, match="reference window is empty"):
         build_suite(CFG, ValidationConfig(), tiny_reference().head(0), start, start + pd.Timedelta(days=7), 2)
+
+
+# ------------------------------------------------------------------------------------------------ holes closed
+
+def test_inf_in_a_column_without_a_range_is_rejected(flights, params):
+    batch, suite = week_and_suite(flights, params, BASE_WEEK)
+    assert "wind_speed" not in params.validation.ranges
+    batch.loc[batch.index[:3], "wind_speed"] = np.inf
+    report = validate_batch(batch, suite)
+    assert not report.success
+    assert any("'wind_speed': 3 rows" in f and "±inf" in f for f in report.failures), report.failures
+
+
+def test_a_feature_empty_for_the_whole_week_is_a_broken_contract(flights, params):
+    batch, suite = week_and_suite(flights, params, BASE_WEEK)
+    batch["wind_gust"] = np.nan  # exempt from the null-share check (often null), but never empty for a week
+    report = validate_batch(batch, suite)
+    assert report.failures == ["'wind_gust' is null in every row of the batch (every reference week had values): "
+                               "a broken feed?"]
+
+
+def test_a_shifted_target_is_rejected_as_a_target_shift(flights, params):
+    batch, suite = week_and_suite(flights, params, BASE_WEEK)
+    batch["arr_delay"] = batch["arr_delay"] + 60
+    report = validate_batch(batch, suite)
+    assert any(f.startswith("target 'arr_delay' median") and "target well beyond" in f for f in report.failures)

@@ -16,7 +16,7 @@ def ingest_and_repro(repo: Path):
 
 
 def ran_stages(out: str) -> list[str]:
-    return [s for s in ("prepare", "train", "evaluate") if f"Running stage '{s}'" in out]
+    return [s for s in ("land", "prepare", "train", "evaluate") if f"Running stage '{s}'" in out]
 
 
 def leftovers(repo: Path) -> list[Path]:
@@ -26,7 +26,7 @@ def leftovers(repo: Path) -> list[Path]:
 
 def test_repro_on_flights_beats_the_baseline_then_is_a_noop(flights_repo):
     first = ingest_and_repro(flights_repo)
-    assert ran_stages(first.stdout) == ["prepare", "train", "evaluate"]
+    assert ran_stages(first.stdout) == ["land", "prepare", "train", "evaluate"]
     metrics = json.loads((flights_repo / "data/eval/metrics.json").read_text())
     assert metrics["model"]["rows"] > 5000
     assert metrics["model"]["mae"] < 0.75 * metrics["baseline"]["mae"], metrics
@@ -71,10 +71,20 @@ def test_week_outside_the_data_is_a_clear_error(flights_repo):
     assert not list((flights_repo / "data").glob("raw/*.parquet"))  # no week landed
 
 
+def test_repro_in_a_fresh_clone_lands_the_window_itself(flights_repo):
+    p = run(["dvc", "repro"], flights_repo)
+    assert "Running stage 'land'" in p.stdout
+    assert len(list((flights_repo / "data/raw").glob("*.parquet"))) == 9
+    assert (flights_repo / "data/eval/metrics.json").exists()
+
+
 def test_missing_batch_names_the_file_and_the_fix(flights_repo):
-    p = run(["dvc", "repro"], flights_repo, check=False)
-    assert p.returncode != 0
-    assert "data/raw" in p.stderr
+    run([PY, "-m", "stages.ingest"], flights_repo)
+    victim = sorted((flights_repo / "data/raw").glob("*.parquet"))[2]
+    victim.unlink()
+    p = run([PY, "-m", "stages.prepare"], flights_repo, check=False)
+    assert p.returncode == 2
+    assert victim.name in p.stderr and "python -m stages.ingest" in p.stderr
 
 
 def test_corrupt_batch_missing_a_column_names_file_and_column(flights_repo):
