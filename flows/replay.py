@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ab-weeks", type=int, default=8,
                     help="weeks of real traffic for the running A/B experiment (0: skip the A/B phase)")
     args = ap.parse_args(argv)
+    from flows.cli import flow_logging
+
+    log_file = PROJECT / "data" / "logs" / "replay.log"
+    with flow_logging(log_file, "replay"):  # tracebacks (the corrupted week's) go to the log, not the terminal
+        return _replay(args, log_file)
+
+
+def _replay(args, log_file: Path) -> int:
     weeks = [args.start + timedelta(days=7 * i) for i in range(args.weeks)]
     results = []
     for w in weeks:
@@ -131,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
                       "@previous-champion)")
             elif last and last["action"] == "rollback":
                 print(f"  -> @challenger v{e['challenger_version']} removed; @champion stays v{e['champion_version']}")
-    print("""
+    print(f"""
 Look at the results:
   Prefect UI:  make ui-prefect      (then http://127.0.0.1:4200 → Runs; each decision is an artifact)
   MLflow UI:   make ui-mlflow       (experiments 'weekly-retrain' and 'ab-analysis', model registry)
   Files:       data/runs/<week>/decision.json, drift_report.html, validation.json; data/quarantine/;
                data/ab/ab.db (every prediction served, every outcome; SQLite)
-  Roll back:   python -m flows.rollback""")
+  Roll back:   python -m flows.rollback
+  Full log:    {log_file.relative_to(PROJECT)}""")
     return 0
 
 

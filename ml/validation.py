@@ -290,8 +290,9 @@ def _unusable_columns(batch: pd.DataFrame, suite: list[Expectation]) -> dict[str
 
 def _missing_sentence(column: str, batch: pd.DataFrame, checked: set[str]) -> str:
     """'column X is missing', with the batch's likely replacement when one looks like a rename."""
-    close = difflib.get_close_matches(column, [str(c) for c in batch.columns if c not in checked], n=1, cutoff=0.75)
-    return f"column '{column}' is missing" + (f" (the batch has '{close[0]}' instead?)" if close else "")
+    others = {str(c).lower(): str(c) for c in batch.columns if c not in checked}
+    close = difflib.get_close_matches(column.lower(), list(others), n=1, cutoff=0.75)  # PM10 -> pm10 is a rename
+    return f"column '{column}' is missing" + (f" (the batch has '{others[close[0]]}' instead?)" if close else "")
 
 
 def _run_gx(batch: pd.DataFrame, runnable: list[tuple[int, Expectation]]):

@@ -63,7 +63,7 @@ def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
     if quarantine_dir.is_dir():
         for d in sorted(quarantine_dir.iterdir()):
             week = d.name[:10]
-            if d.is_dir() and _is_date(week):
+            if d.is_dir() and is_date(week):
                 out.setdefault(week, d)
     return out
 
@@ -177,7 +177,8 @@ def gate(params: Params, batch: pd.DataFrame, others: list[pd.DataFrame], as_of:
     return ([] if report.success else report.failures), report.result
 
 
-def _is_date(s: str) -> bool:
+def is_date(s: str) -> bool:
+    """Whether `s` is an ISO date: the name of a landed batch or the start of a quarantine folder."""
     try:
         date.fromisoformat(s)
         return True

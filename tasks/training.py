@@ -57,7 +57,25 @@ def lock_hashes(project: Path) -> dict[str, str]:
     return out
 
 
-@task(name="dvc repro (prepare → train → evaluate)", cache_policy=NO_CACHE)
+@contextlib.contextmanager
+def _dvc_logs_once():
+    """DVC's lines once, through the run's log (console and UI), not also through DVC's own stdout handlers;
+    and without its "To track the changes with git, run: ..." hints, which a weekly run does not act on."""
+    dvc = logging.getLogger("dvc")
+    own, hints = list(dvc.handlers), logging.getLogger("dvc.repo.scm_context")
+    level = hints.level
+    for h in own:
+        dvc.removeHandler(h)
+    hints.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        hints.setLevel(level)
+        for h in own:
+            dvc.addHandler(h)
+
+
+@task(name="dvc repro (land → prepare → train → evaluate)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
     """Set the week in params.yaml, track data/raw, run the DVC pipeline; returns metrics and data hashes."""
     from dvc.repo import Repo
@@ -71,7 +89,7 @@ def reproduce(ctx: WeekRun) -> dict:
         stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
         if stale.exists():
             stale.unlink()
-        with contextlib.chdir(ctx.project), Repo(str(ctx.project)) as repo:
+        with contextlib.chdir(ctx.project), _dvc_logs_once(), Repo(str(ctx.project)) as repo:
             stages = repo.reproduce()
         ran = [s.addressing for s in stages]
         metrics = json.loads(ctx.path("data", "eval", "metrics.json").read_text())

@@ -5,6 +5,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from ml.config import ConfigError, Params
+from ml.sources import source_fingerprint
+from stages.ingest import is_date, read_manifest
 
 
 def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> date:
@@ -16,14 +18,10 @@ def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> da
             return date.fromisoformat(str(as_of))
         except ValueError:
             raise ConfigError(f"parameter 'as_of' must be a date like 2013-06-02, got {as_of!r}") from None
-    landed = sorted(p.stem for p in (project / "data" / "raw").glob("*.parquet"))
-    dates = [date.fromisoformat(s) for s in landed if _is_date(s)]
+    raw = project / "data" / "raw"
+    if read_manifest(raw).get("fingerprint") != source_fingerprint(params.source):
+        return params.window.as_of  # batches of another source (or none): they are re-landed, not continued
+    landed = sorted(p.stem for p in raw.glob("*.parquet"))
+    dates = [date.fromisoformat(s) for s in landed if is_date(s)]
     return max(dates) + timedelta(days=7) if dates else params.window.as_of
 
-
-def _is_date(s: str) -> bool:
-    try:
-        date.fromisoformat(s)
-        return True
-    except ValueError:
-        return False
