@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -231,8 +232,11 @@ def write_drift_report(reference: pd.DataFrame, current: pd.DataFrame, numeric: 
     ref_sample = _sample_rows(reference[columns], sample_rows, seed)
     cur_sample = _sample_rows(current[columns], sample_rows, seed)
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=list(categorical))
-    snapshot = Report([DataDriftPreset()]).run(Dataset.from_pandas(cur_sample, data_definition=definition),
-                                               Dataset.from_pandas(ref_sample, data_definition=definition))
+    # a column constant within the week makes Evidently's correlation plots divide by a zero spread: harmless
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report([DataDriftPreset()]).run(Dataset.from_pandas(cur_sample, data_definition=definition),
+                                                   Dataset.from_pandas(ref_sample, data_definition=definition))
     path = Path(html_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -46,6 +46,16 @@ def source_frame(ctx: WeekRun) -> pd.DataFrame:
                           file=e.file) from None
 
 
+def quiet_gx() -> None:
+    """Import GX and keep its INFO chatter ("Created temporary directory ... for ephemeral docs site", once per
+    validation) out of the run's log: GX sets that logger's level itself when imported."""
+    import logging
+
+    import great_expectations  # noqa: F401
+
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+
+
 def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
     """The new batch from a user-given file, with the source's derived columns; the contract, not the reader,
     judges it. An unreadable file is quarantined byte for byte."""
@@ -84,6 +94,9 @@ def ingest_batch(ctx: WeekRun) -> str:
     log = get_run_logger()
     with lineage.step_run(ctx, "ingest"):
         frame = source_frame(ctx)  # read once per process
+        if any(not batch_path(ctx.path("data", "raw"), w).exists()
+               for w in training_weeks(ctx.as_of, ctx.params.window.train_weeks)):
+            quiet_gx()  # reference weeks will be gated
         landing = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False,
                            frame=frame, log=log.info)
         landed = landing.landed
@@ -118,6 +131,7 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
 
     log = get_run_logger()
     p = ctx.params
+    quiet_gx()
     with lineage.step_run(ctx, "validate"):
         import mlflow
 

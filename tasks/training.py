@@ -62,15 +62,18 @@ def _dvc_logs_once():
     """DVC's lines once, through the run's log (console and UI), not also through DVC's own stdout handlers;
     and without its "To track the changes with git, run: ..." hints, which a weekly run does not act on."""
     dvc = logging.getLogger("dvc")
-    own, hints = list(dvc.handlers), logging.getLogger("dvc.repo.scm_context")
-    level = hints.level
+    own = list(dvc.handlers)
+    chatter = [logging.getLogger(n) for n in ("dvc.repo.scm_context", "dvc.dvcfile", "dvc.repo.reproduce")]
+    levels = [lg.level for lg in chatter]  # git hints, "Updating lock file", blank separators
     for h in own:
         dvc.removeHandler(h)
-    hints.setLevel(logging.WARNING)
+    for lg in chatter:
+        lg.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        hints.setLevel(level)
+        for lg, level in zip(chatter, levels, strict=True):
+            lg.setLevel(level)
         for h in own:
             dvc.addHandler(h)
 
