@@ -536,48 +536,56 @@ def render_params(p: Profile, template: str) -> str:
     drift, ab) as in `template` (the project's own params.yaml), so every step keeps its documented defaults."""
     s, w, v, pol = p.source, p.window, p.validation, p.policy
     m = p.summary
-    head = f"""# Written by `python -m flows.init` from {s['path']} ({m['rows']:,} rows in {m['files']} file(s),
-# {m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of ~{m['weekly_rows']:,} rows).
-# One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. Edit freely.
-
-source:                      # where weekly batches come from (read by land and prepare)
-  kind: files                # a folder or glob of CSV/Parquet files
-  path: {_y(s['path'])}      # relative to this file
-  time_column: {_y(s['time_column'])}{'   # composed from time_parts' if s['time_parts'] else ''}
-  time_parts: {_y(s['time_parts'])}       # columns holding the parts of the time (null: time_column is one)
-  timezone: {_y(s['timezone'])}             # zone of naive times in the files; batches are in UTC weeks
-  na_values: {_y(s['na_values'])}    # CSV text read as missing (null: pandas' defaults)
-  target: {_y(s['target'])}
-  label: {_y(s['label'])}       # {{column, above}}: the target is 1 where column > above (null: target is a column)
-  task: {s['task']}         # regression | classification
-  unit_id: {_y(s['unit_id'])}           # identifies one row (duplicate check, A/B routing)
-  unit_id_from: {_y(s['unit_id_from'])}   # unit_id synthesised from these columns (null: unit_id is a column)
-  calendar: {_y(s['calendar'])}   # derived numeric features cal_<name> from the time, in `timezone`
-  numeric_features: {_y(s['numeric_features'])}
-  categorical_features: {_y(s['categorical_features'])}
-  drop: {_y(s['drop'])}   # never features (identifiers, constants, leaks of the target)
-
-window:                      # read by land and prepare
-  as_of: {_y(w['as_of'])}        # newest week = the 7 days before this date; the weekly flow moves it on
-  train_weeks: {w['train_weeks']}             # training window = the weeks before the newest one
-
-evaluate:                    # read by evaluate
-  slice_column: {_y(p.evaluate['slice_column'])}   # error-by-slice plot
-  plot_rows: 2000
-
-validation:                  # the data contract of a new batch (Great Expectations), learned from the history
-  min_rows: {v['min_rows']}            # fixed floor of rows in a week (shorter weeks are left out of training)
-  row_count_tolerance: 0.5   # learned: rows within the reference weeks' [min x 0.5, max x 1.5]
-  required: {_y(v['required'])}   # never null (time and unit id always)
-  null_tolerance: 0.05       # learned: other columns' null share <= reference share + 5 points
-  null_exempt: {_y(v['null_exempt'])}   # null share too variable week to week for that check
-  ranges: {_y(v['ranges'])}
-  category_tolerance: 0.02   # learned: <= 2% of rows outside the reference's categories
-  quantiles: [0.25, 0.5, 0.75]
-  quantile_tolerance: {QUANTILE_TOLERANCE:g}    # learned: quantiles within the reference weeks' range +- this x IQR
-  quantile_exempt: {_y(v['quantile_exempt'])}   # weekly quantiles too variable: their shifts are drift
-
-"""
+    where = "relative to this file" if not str(s["path"]).startswith("/") else "absolute path"
+    sections = {
+        "source": ("where weekly batches come from (read by land and prepare)", [
+            ("kind", "files", "a folder or glob of CSV/Parquet files"),
+            ("path", s["path"], where),
+            ("time_column", s["time_column"], "composed from time_parts" if s["time_parts"] else "UTC weeks"),
+            ("time_parts", s["time_parts"], "columns holding the parts of the time (null: time_column is one)"),
+            ("timezone", s["timezone"], "zone of naive times in the files; batches are UTC weeks"),
+            ("na_values", s["na_values"], "CSV text read as missing (null: pandas' defaults)"),
+            ("target", s["target"], "what the model predicts"),
+            ("label", s["label"], "{column, above}: target = 1 where column > above (null: a column)"),
+            ("task", s["task"], "regression | classification"),
+            ("unit_id", s["unit_id"], "identifies one row (duplicate check, A/B routing)"),
+            ("unit_id_from", s["unit_id_from"], "unit_id joined from these columns (null: unit_id is a column)"),
+            ("calendar", s["calendar"], "derived numeric features cal_<name> from the time, in `timezone`"),
+            ("numeric_features", s["numeric_features"], None),
+            ("categorical_features", s["categorical_features"], None),
+            ("drop", s["drop"], "never features (identifiers, constants, leaks of the target)")]),
+        "window": ("read by land and prepare", [
+            ("as_of", w["as_of"], "newest week = the 7 days before this date; the weekly flow moves it on"),
+            ("train_weeks", w["train_weeks"], "training window = the weeks before the newest one")]),
+        "evaluate": ("read by evaluate", [
+            ("slice_column", p.evaluate["slice_column"], "error-by-slice plot"),
+            ("plot_rows", 2000, None)]),
+        "validation": ("the data contract of a new batch (Great Expectations), learned from the history", [
+            ("min_rows", v["min_rows"], "floor of rows in a week (shorter weeks are left out of training)"),
+            ("row_count_tolerance", 0.5, "learned: rows within the reference weeks' [min x 0.5, max x 1.5]"),
+            ("required", v["required"], "never null (time and unit id always)"),
+            ("null_tolerance", 0.05, "learned: other columns' null share <= reference share + 5 points"),
+            ("null_exempt", v["null_exempt"], "null share too variable week to week for that check"),
+            ("ranges", v["ranges"], "fixed: [min, max] from the history's robust spread"),
+            ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
+            ("quantiles", [0.25, 0.5, 0.75], None),
+            ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
+            ("quantile_exempt", v["quantile_exempt"], "weekly quantiles too variable: their shifts are drift")]),
+    }
+    m = p.summary
+    head = (f"# Written by `python -m flows.init` from {s['path']}\n# ({m['rows']:,} rows in {m['files']} file(s), "
+            f"{m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of ~{m['weekly_rows']:,} rows).\n"
+            "# One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. "
+            "Edit freely.\n\n")
+    for name, (comment, keys) in sections.items():
+        head += f"{name + ':':<28} # {comment}\n"
+        for key, value, note in keys:
+            line = f"  {key}: {_y(value)}"
+            if note and len(line) > 40:  # a long value: its comment goes on the line above
+                head += f"  # {note}\n{line}\n"
+            else:
+                head += (f"{line:<28} # {note}" if note else line).rstrip() + "\n"  # a space before '#' always
+        head += "\n"
     tail = _template_sections(template, ("train", "drift"))
     policy = _template_sections(template, ("policy",))
     policy = _set_line(policy, "cluster_column", _y(pol["cluster_column"]),

@@ -1,0 +1,67 @@
+"""`python -m flows.init` on small files made here: what it chooses, and the errors it gives, in words."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flows.init import main as init
+
+
+def hourly(weeks: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Hourly sensor-like rows: a text category with a real 'None' value, a numeric column with 'NA' gaps."""
+    rng = np.random.default_rng(seed)
+    t = pd.date_range("2024-01-01", periods=24 * 7 * weeks, freq="h")
+    x = rng.normal(10, 2, len(t))
+    return pd.DataFrame({"stamp": t.strftime("%Y-%m-%d %H:%M"), "x": x.round(2),
+                         "discount": rng.choice(["None", "coupon", "member"], len(t)),
+                         "y": (3 * x + rng.normal(0, 1, len(t))).round(2)})
+
+
+def write_csv(path, df: pd.DataFrame, na_rows: int = 30) -> None:
+    text = df.to_csv(index=False).splitlines()
+    for i in range(1, na_rows + 1):  # 'NA' marks a missing number, as many sensor exports do
+        cells = text[i * 7].split(",")
+        cells[1] = "NA"
+        text[i * 7] = ",".join(cells)
+    path.write_text("\n".join(text) + "\n")
+
+
+def test_init_keeps_a_none_category_and_reads_na_as_missing(tmp_path, capsys):
+    write_csv(tmp_path / "shop.csv", hourly())
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "shop.csv"), "--target", "y", "--params", str(params)]) == 0
+    printed = capsys.readouterr().out
+    p = yaml.safe_load(params.read_text())
+    s = p["source"]
+    assert "None" not in s["na_values"] and "NA" in s["na_values"]
+    assert "kept the text 'None' as a category of discount" in printed
+    assert s["time_column"] == "stamp" and s["task"] == "regression" and s["categorical_features"] == ["discount"]
+    assert s["unit_id_from"] == ["stamp"]  # one row per hour: the time identifies a row
+    assert s["calendar"] == ["hour", "day_of_week", "month"]
+    # 12 weeks of history: a third of it to train on, the first full window ending on a Monday (weeks run Mon-Sun)
+    assert p["window"]["train_weeks"] == 4 and p["window"]["as_of"] == "2024-02-05"
+    assert p["policy"]["cluster_column"] is None  # one row per time stamp: day-long blocks
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--target", "price"], "--target: no column 'price' in the files"),
+    (["--target", "y", "--time", "when"], "--time: no column 'when'"),
+    (["--target", "discount>3"], "column 'discount' is not numeric"),
+    (["--target", "y", "--drop", "nope"], "--drop: no column(s) 'nope'"),
+])
+def test_init_errors_name_the_option_and_the_column(tmp_path, capsys, args, words):
+    write_csv(tmp_path / "shop.csv", hourly())
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "shop.csv"), *args, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not params.exists()  # nothing written
+
+
+def test_init_refuses_too_short_a_history(tmp_path, capsys):
+    write_csv(tmp_path / "shop.csv", hourly(weeks=2), na_rows=3)
+    assert init(["--data", str(tmp_path / "shop.csv"), "--target", "y",
+                 "--params", str(tmp_path / "params.yaml")]) == 2
+    assert "a weekly pipeline needs at least 3" in capsys.readouterr().err
