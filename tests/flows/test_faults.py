@@ -27,3 +27,19 @@ def test_malformed_and_unknown_weeks_name_the_parameter(prefect_api, tmp_path):
         state = weekly_retrain(as_of=as_of, project_dir=str(repo), return_state=True)
         assert state.is_failed() and "parameter 'as_of'" in state.message and words in state.message, state.message
     assert not (repo / "mlflow.db").exists()  # nothing was logged for a run that never started
+
+
+def test_a_key_naming_a_missing_column_fails_in_seconds_without_retries(prefect_api, tmp_path):
+    """policy.cluster_column / slice_columns used to fail with a bare KeyError after training and two retries."""
+    from flows.weekly_retrain import weekly_retrain
+    from tests.conftest import edit_params
+
+    repo = committed_project(tmp_path / "repo")
+    edit_params(repo, policy={"cluster_column": "departure_hour", "slice_columns": ["origin", "airline"]})
+    t0 = time.time()
+    state = weekly_retrain(as_of="2013-05-05", project_dir=str(repo), return_state=True)
+    assert state.is_failed()
+    assert "'policy.cluster_column' names 'departure_hour'" in state.message
+    assert "'policy.slice_columns' names 'airline'" in state.message
+    assert time.time() - t0 < 60
+    assert not (repo / "data" / "model").exists() and not (repo / "data" / "raw").exists()
