@@ -175,6 +175,7 @@ def _time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[str, 
 
 
 def _looks_like_time(col: pd.Series) -> bool:
+    """Dates or times as text (ISO, or month/day/year) or a datetime column; epoch numbers need --time."""
     if pd.api.types.is_datetime64_any_dtype(col):
         return True
     if pd.api.types.is_numeric_dtype(col) or col.dropna().empty:

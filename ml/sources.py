@@ -230,6 +230,11 @@ def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC") -> 
     """Parse a time column to UTC (naive times are taken in `timezone`); unparseable values are an error."""
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col
+    elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        # numbers are Unix epoch times; the unit follows from their size (seconds until the year 5138)
+        top = float(col.abs().max()) if col.notna().any() else 0.0
+        unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
+        parsed = pd.to_datetime(col, unit=unit, errors="coerce", utc=True)
     else:
         parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
         if parsed.dtype == object:  # mixed offsets: normalise through UTC

@@ -98,3 +98,12 @@ def test_unreadable_file_names_itself(tmp_path):
     with pytest.raises(SourceError, match=r"bad.parquet: cannot be read as PARQUET") as e:
         read_files("bad.parquet", CFG, base=tmp_path)
     assert e.value.file.name == "bad.parquet"
+
+
+@pytest.mark.parametrize("scale", [1, 1000])
+def test_numeric_times_are_unix_epochs_in_seconds_or_milliseconds(scale):
+    from ml.sources import parse_time
+
+    epochs = pd.Series([1_700_000_000 * scale, 1_700_003_600 * scale])
+    out = parse_time(epochs, "f.csv", "ts")
+    assert list(out.astype(str)) == ["2023-11-14 22:13:20+00:00", "2023-11-14 23:13:20+00:00"]
