@@ -15,6 +15,7 @@ import pandas as pd
 
 from ml.config import SourceConfig, ValidationConfig
 from ml.sources import calendar_columns, compose_time, derive_label, parse_time, synthesise_unit_id
+from ml.validation import envelope_weeks
 
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
               "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
@@ -23,6 +24,8 @@ MAX_CATEGORIES = 100  # text columns with more distinct values are identifiers o
 MAX_CLASSES = 20  # a numeric target with at most this many values is a class label
 LEAK_CORRELATION = 0.95  # a feature this correlated with the target is taken as a leak of it
 FALSE_ALARM_RATE = 0.01  # a learned rule that would reject more ordinary weeks than this is relaxed
+MIN_PRIOR_WEEKS = 2  # the gate learns rules once this many weeks precede a week (stages/ingest.py)
+TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
 QUANTILE_TOLERANCE = 1.0  # validation.quantile_tolerance written for new data: seasonal weeks move by ~0.5 IQR
 LABEL = re.compile(r"^\s*(?P<column>.+?)\s*>\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
@@ -248,11 +251,17 @@ def _window(weeks: pd.Series, notes: list[str]) -> dict:
     if n < 3:
         raise ProfileError(f"the files span {n} full week(s): a weekly pipeline needs at least 3 (training weeks + "
                            f"the newest week)")
-    train_weeks = 8 if n >= 20 else max(2, n // 3)
+    weekly = float(full.median())
+    # 8 weeks keep a model fresh; a thin feed (a row a day) needs more weeks for TRAIN_ROWS rows, up to a third
+    # of the history so that most weeks remain to run on
+    wanted = max(8, math.ceil(TRAIN_ROWS / weekly))
+    train_weeks = min(wanted, max(2, n // 3))
     first_full = int(full.index.min())
     as_of_week = first_full + train_weeks  # the newest week's number; its as_of is the Monday after it
-    notes.append(f"window: {train_weeks} training weeks + the newest week; {n} weeks of history, so "
-                 f"{n - train_weeks - 1} weekly runs can follow the first")
+    why = (f"{weekly:,.0f} rows a week, so {train_weeks} weeks make ~{train_weeks * weekly:,.0f} training rows"
+           if wanted > 8 else f"{n} weeks of history")
+    notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {n - train_weeks - 1} weekly "
+                 f"runs can follow the first")
     return {"train_weeks": train_weeks, "_as_of_week": as_of_week}
 
 
@@ -444,8 +453,8 @@ def _null_false_alarms(col: pd.Series, weeks: pd.Series, train_weeks: int, toler
     share = col.isna().groupby(weeks.to_numpy()).agg(["sum", "size"])
     fails = total = 0
     idx = list(share.index)
-    for i in range(train_weeks, len(idx)):
-        ref = share.iloc[i - train_weeks:i]
+    for i in range(MIN_PRIOR_WEEKS, len(idx)):  # the gate judges a week once two weeks precede it
+        ref = share.iloc[max(0, i - train_weeks):i]
         allowed = ref["sum"].sum() / ref["size"].sum() + tolerance
         if allowed >= 1:
             continue
@@ -464,15 +473,19 @@ def _quantile_false_alarms(col: pd.Series, weeks: pd.Series, train_weeks: int, c
     ids = np.unique(w)
     per_week = {i: np.quantile(v[w == i], qs, method="nearest") for i in ids}
     fails = total = 0
-    for k in range(train_weeks, len(ids)):
-        ref_ids = ids[k - train_weeks:k]
+    for k in range(MIN_PRIOR_WEEKS, len(ids)):  # the first window is landed against shorter references too
+        ref_ids = ids[max(0, k - train_weeks):k]
         ref = v[np.isin(w, ref_ids)]
         if ref.size == 0:
             continue
         iqr = float(np.quantile(ref, 0.75) - np.quantile(ref, 0.25))
-        weekly = np.array([per_week[i] for i in ref_ids] + [np.quantile(ref, qs, method="nearest")])
+        sizes = pd.Series(w[np.isin(w, ref_ids)]).value_counts()
+        spans = [i for i in ref_ids if i in set(envelope_weeks(sizes))]
+        weekly = np.array([per_week[i] for i in spans] + [np.quantile(ref, qs, method="nearest")])
         lo = weekly.min(axis=0) - cfg.quantile_tolerance * iqr
         hi = weekly.max(axis=0) + cfg.quantile_tolerance * iqr
+        if iqr == 0 and np.array_equal(lo, hi):
+            continue  # the gate has no quantile rule for a column constant in its reference
         total += 1
         fails += bool(((per_week[ids[k]] < lo) | (per_week[ids[k]] > hi)).any())
     return fails / total if total else 0.0

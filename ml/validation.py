@@ -216,6 +216,12 @@ def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks:
         f"+ {vcfg.null_tolerance * 100:g} points)")
 
 
+def envelope_weeks(sizes: pd.Series) -> pd.Index:
+    """The reference weeks whose quantiles span the learned range: not stubs (a quarter of the largest week,
+    and at least 5 values), whose quantiles are noise rather than week-to-week variation."""
+    return sizes.index[sizes >= max(5, 0.25 * sizes.max())]
+
+
 def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: pd.Series,
                    target: bool = False) -> Expectation | None:
     """Each quantile within the range the reference weeks' own quantiles spanned, widened by ± tol × reference
@@ -233,12 +239,13 @@ def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: p
     iqr = float(values.quantile(0.75) - values.quantile(0.25))
     # GX's pandas quantile uses interpolation="nearest"; learn with the same method so equal data passes.
     pooled = values.quantile(qs, interpolation="nearest").to_numpy()
-    sizes = pd.Series(weeks).value_counts()
-    full = sizes.index[sizes >= max(20, 0.25 * sizes.max())]  # a stub week's quantiles are noise, not variation
+    full = envelope_weeks(pd.Series(weeks).value_counts())
     # week by week with Series.quantile: groupby's "nearest" rounds ties differently from GX's
     per_week = pd.DataFrame([values[weeks == w].quantile(qs, interpolation="nearest").to_numpy() for w in full])
     lows = np.minimum(pooled, per_week.min().to_numpy()) if len(per_week) else pooled
     highs = np.maximum(pooled, per_week.max().to_numpy()) if len(per_week) else pooled
+    if iqr == 0 and np.array_equal(lows, highs):
+        return None  # constant throughout the reference: no variation learned, so no range to hold a week to
     tol = vcfg.quantile_tolerance
     ranges = [[_num(lo - tol * iqr), _num(hi + tol * iqr)] for lo, hi in zip(lows, highs, strict=True)]
     names = "/".join(_quantile_name(q) for q in qs)

@@ -1,11 +1,11 @@
 """Land weekly batches from the configured source in the raw store (`data/raw/<as_of>.parquet`), through the gate.
 
 `python -m stages.ingest [--as-of 2013-06-02]` (also the DVC stage `land`) writes the newest week and the training
-weeks before it that are not there yet. Every week it lands passes the same data contract as a new weekly batch
-(learned from the other weeks of the window); a week that fails, that was quarantined before, or that is too
-small is not landed but listed, with its reason, in `data/raw/_landed.json`. A change of the source settings is
-detected there too: the batches landed under the old settings move to `data/archive/` and the window is landed
-again, so old and new batches never mix.
+weeks before it that are not there yet. Every week it lands passes the same data contract as a new weekly batch,
+learned from the weeks before it as the weekly flow learns it; a week that fails, that was quarantined before, or
+that is too small is not landed but listed, with its reason, in `data/raw/_landed.json`. A change of the source
+settings is detected there too: the batches landed under the old settings move to `data/archive/` and the window
+is landed again, so old and new batches never mix.
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     """Land the missing weeks of the training window (and the newest week) through the gate.
 
     A week is left out, with its reason in the manifest, when the source has no rows for it, when it was
-    quarantined before, or when it fails the contract learned from the other weeks (it is then quarantined)."""
+    quarantined before, or when it fails the contract learned from the weeks before it (it is then quarantined)."""
     raw_dir = Path(raw_dir)
     quarantine_dir = raw_dir.parent / "quarantine"
     result = Landing(archived=check_source(params, raw_dir, log))
@@ -143,8 +143,11 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     if candidates:
         landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
         for w, batch in sorted(candidates.items()):
-            others = [b for v, b in {**landed, **candidates}.items() if v != w]
-            reasons, gx_result = gate(params, batch, others, w)
+            # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
+            # (only as a reference; each is judged in turn itself)
+            before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
+                      for r in training_weeks(w, params.window.train_weeks)]
+            reasons, gx_result = gate(params, batch, [b for b in before if b is not None and not b.empty], w)
             if reasons:
                 where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result)
                 known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
@@ -163,16 +166,18 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     return result
 
 
-def gate(params: Params, batch: pd.DataFrame, others: list[pd.DataFrame], as_of: date) -> tuple[list[str], dict]:
-    """The batch contract for a week landed from the source, learned from the other weeks of its window
-    (leave one out): (reasons it fails, GX result); no reasons = pass."""
+def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date) -> tuple[list[str], dict]:
+    """The batch contract for a week landed from the source, learned from the weeks before it (its reference in
+    the weekly flow): (reasons it fails, GX result); no reasons = pass. At the start of the history, with fewer
+    than two weeks before it, a week has nothing to learn from and meets the fixed rules alone."""
     from ml.validation import build_suite, validate_batch
 
-    if not others:  # a single week has nothing to learn from: the fixed rules alone
-        others = [batch]
-    reference = pd.concat(others, ignore_index=True)
+    if len(before) < 2:  # rules learned from the batch itself (as if it were last week) pass: fixed rules decide
+        tcol = params.source.time_column
+        before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
+    reference = pd.concat(before, ignore_index=True)
     start, end = week_bounds(as_of)
-    suite = build_suite(params.source, params.validation, reference, start, end, params.window.train_weeks + 1)
+    suite = build_suite(params.source, params.validation, reference, start, end, params.window.train_weeks)
     report = validate_batch(batch, suite)
     return ([] if report.success else report.failures), report.result
 

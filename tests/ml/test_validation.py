@@ -185,11 +185,18 @@ def test_learned_rules_follow_the_reference():
     x = pd.Series(range(3, 30), dtype=float)
     iqr = x.quantile(0.75) - x.quantile(0.25)
     pooled = x.quantile([0.25, 0.5, 0.75], interpolation="nearest").to_numpy()
-    # the range spans the pooled quantiles and those of each full reference week (the 7-value stub week is noise)
-    week2 = x[x >= 10].quantile([0.25, 0.5, 0.75], interpolation="nearest").to_numpy()
-    lows, highs = np.minimum(pooled, week2), np.maximum(pooled, week2)
+    # the range spans the pooled quantiles and those of each reference week that is not a stub (>= 5 values and
+    # a quarter of the largest week: both weeks here)
+    qs = [0.25, 0.5, 0.75]
+    week1 = x[x < 10].quantile(qs, interpolation="nearest").to_numpy()
+    week2 = x[x >= 10].quantile(qs, interpolation="nearest").to_numpy()
+    lows, highs = np.minimum.reduce([pooled, week1, week2]), np.maximum.reduce([pooled, week1, week2])
     assert q["value_ranges"] == [[pytest.approx(lo - iqr), pytest.approx(hi + iqr)]
                                  for lo, hi in zip(lows, highs, strict=True)]
+    # 'y' is constant in the reference: no variation learned, so no quantile rule for it
+    assert not [e for e in suite if e.type == "ExpectColumnQuantileValuesToBeBetween" and e.column == "y"]
+    varied = tiny_reference().assign(y=lambda d: d["x"].fillna(0) * 2)
+    suite = build_suite(CFG, vcfg, varied, start, start + pd.Timedelta(days=7), reference_weeks=2)
     target = rule(suite, "ExpectColumnQuantileValuesToBeBetween", "y").kwargs["quantile_ranges"]
     assert target["quantiles"] == [0.5]  # the target's location
     time_rule = rule(suite, "ExpectColumnValuesToBeBetween", "t").kwargs
