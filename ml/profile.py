@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import SourceConfig, ValidationConfig
-from ml.sources import calendar_columns, compose_time, derive_label, parse_time, synthesise_unit_id
+from ml.sources import calendar_columns, prepare_frame, synthesise_unit_id
 from ml.validation import envelope_weeks
 
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
@@ -67,15 +67,15 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
                        numeric_features=(), categorical_features=(), time_parts=parts, timezone=timezone,
                        na_values=tuple(na_values) if na_values is not None else None, label=label)
-    derived = _derive_time(files, cfg)
+    # the source's own derivation (time, label), once per file: unit ids below are synthesised per file too
+    per_file = {name: prepare_frame(df, cfg, name, strict=False) for name, df in files.items()}
+    derived = pd.concat(per_file.values(), ignore_index=True)
     times = derived[time_col]
-    if label:
-        derived[target_col] = derive_label(derived, cfg, "the files")
     uid, uid_from, uid_drop = _unit_id(files, derived, cfg, unit_id, notes)
     cfg_unit = SourceConfig(**{**cfg.__dict__, "unit_id": uid, "unit_id_from": tuple(uid_from)})
     if uid_from:
-        derived[uid] = pd.concat([synthesise_unit_id(_with_time(df, cfg), cfg_unit, name)
-                                  for name, df in files.items()], ignore_index=True)
+        derived[uid] = pd.concat([synthesise_unit_id(df, cfg_unit, name) for name, df in per_file.items()],
+                                 ignore_index=True)
     sub_daily = bool((times.dt.tz_convert(timezone).dt.floor("D") != times.dt.tz_convert(timezone)).any())
     calendar = ["hour", "day_of_week", "month"] if sub_daily else ["day_of_week", "month"]
     for name, values in calendar_columns(times, tuple(calendar), timezone).items():
@@ -218,18 +218,6 @@ def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, d
     notes.append(f"time column '{time}' ({'given' if time else 'the column of dates'}; naive times taken in the "
                  f"time zone below)")
     return time, {}
-
-
-def _with_time(df: pd.DataFrame, cfg: SourceConfig) -> pd.DataFrame:
-    df = df.copy()
-    if cfg.time_parts:
-        df[cfg.time_column] = compose_time(df, cfg.time_parts, "the files")
-    df[cfg.time_column] = parse_time(df[cfg.time_column], "the files", cfg.time_column, cfg.timezone)
-    return df
-
-
-def _derive_time(files: dict[str, pd.DataFrame], cfg: SourceConfig) -> pd.DataFrame:
-    return pd.concat([_with_time(df, cfg) for df in files.values()], ignore_index=True)
 
 
 def _weeks(times: pd.Series) -> pd.Series:

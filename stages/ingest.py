@@ -33,11 +33,10 @@ def batch_path(raw_dir: str | Path, as_of: date) -> Path:
 
 @dataclass
 class Landing:
-    """What one backfill did: weeks landed, weeks left out (with the reason), batches archived."""
+    """What one backfill did: weeks landed, and weeks of the window left out (with the reason)."""
 
     landed: list[date] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
-    archived: Path | None = None
 
 
 def read_manifest(raw_dir: str | Path) -> dict:
@@ -90,9 +89,11 @@ def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:
     raw_dir = Path(raw_dir)
     manifest = read_manifest(raw_dir)
     fingerprint = source_fingerprint(params.source)
+    if manifest.get("fingerprint") == fingerprint:
+        return None
     batches = sorted(raw_dir.glob("*.parquet"))
     archived = None
-    if batches and manifest.get("fingerprint") != fingerprint:
+    if batches:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         archived = raw_dir.parent / "archive" / f"source-change-{stamp}"
         archived.mkdir(parents=True, exist_ok=True)
@@ -102,10 +103,7 @@ def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:
         log(f"ingest: the source settings changed since {len(batches)} batch(es) were landed (fingerprint "
             f"{manifest.get('fingerprint') or 'unknown'} -> {fingerprint}); moved them to {archived} and landing "
             f"the window again")
-        manifest = {"fingerprint": fingerprint, "excluded": {}}
-        write_manifest(raw_dir, manifest)
-    elif manifest.get("fingerprint") != fingerprint:
-        write_manifest(raw_dir, {"fingerprint": fingerprint, "excluded": {}})
+    write_manifest(raw_dir, {"fingerprint": fingerprint, "excluded": {}})
     return archived
 
 
@@ -117,7 +115,8 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     quarantined before, or when it fails the contract learned from the weeks before it (it is then quarantined)."""
     raw_dir = Path(raw_dir)
     quarantine_dir = raw_dir.parent / "quarantine"
-    result = Landing(archived=check_source(params, raw_dir, log))
+    check_source(params, raw_dir, log)
+    result = Landing()
     manifest = read_manifest(raw_dir)
     weeks = training_weeks(as_of, params.window.train_weeks) + ([as_of] if include_newest else [])
     known = manifest["excluded"]
