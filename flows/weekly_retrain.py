@@ -76,7 +76,8 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
         project_dir: the project checkout to run in (default: this one).
     """
     from tasks.data import ingest_batch, validate_batch
-    from tasks.evaluation import compare_with_champion, decide, drift_report
+    from tasks.drift import drift_report
+    from tasks.evaluation import compare_with_champion, decide
     from tasks.registry import act
     from tasks.training import log_candidate, reproduce
     from tasks.ui import publish
