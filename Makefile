@@ -75,6 +75,7 @@ bench: setup
 	python benchmarks/bench_drift.py
 	python benchmarks/bench_decisions.py
 	python benchmarks/bench_gate.py
+	python benchmarks/bench_alarms.py
 	python benchmarks/bench_flow.py
 	python benchmarks/bench_deploy.py
 	python benchmarks/bench_serve.py

@@ -1,4 +1,4 @@
-"""Drift monitor: the newest data vs the champion's training window; past a threshold, start a retrain.
+"""Drift monitor: the newest data vs the champion's training window; on a calibrated drift alarm, start a retrain.
 
     python -m flows.drift_monitor [--no-trigger]
 """
@@ -20,14 +20,16 @@ RETRAIN_DEPLOYMENT = "weekly-retrain/weekly"
 
 @task(name="measure drift vs the champion's training data", cache_policy=NO_CACHE)
 def measure(project: str) -> dict:
-    """Feature drift of the newest available week against the weeks the champion was trained on."""
+    """Calibrated drift alarm of the newest available week (features and target) against the weeks the champion
+    was trained on, each column judged against its own week-to-week variation over the landed history."""
+    from ml.calibration import alarm_summary, describe_alarm
     from ml.drift import drift_summary
-    from ml.split import slice_week, training_weeks, week_label
+    from ml.split import slice_week, week_label
     from stages.common import load_params
-    from stages.prepare import read_batches
     from tasks import lineage, registry
     from tasks.context import WeekRun
     from tasks.data import source_frame
+    from tasks.drift import column_kinds, history_weeks, landed_weeks, weekly_null
     from tasks.weeks import resolve_as_of
 
     root = Path(project)
@@ -46,22 +48,39 @@ def measure(project: str) -> dict:
         return {"status": "no new data", "should_retrain": False, "week": newest.isoformat(),
                 "reason": f"no data yet for the week {week_label(newest)}"}
     s = params.source
-    reference = read_batches(params, root / "data" / "raw", training_weeks(champ_week, params.window.train_weeks))
-    summary = drift_summary(reference, current, list(s.numeric_features), list(s.categorical_features),
-                            drift_share=params.drift.drift_share)
-    share = summary["share_drifted"]
-    drifted = [c for c, v in summary["columns"].items() if v["drifted"]]
-    should = share >= params.drift.retrain_share
-    reason = (f"{summary['n_drifted']} of {summary['n_columns']} features drifted ({share:.0%}"
-              f"{': ' + ', '.join(drifted) if drifted else ''}) in the week {week_label(newest)} vs the training "
-              f"window of champion v{version} (as_of {champ_week}); threshold {params.drift.retrain_share:.0%}")
-    return {"status": "measured", "should_retrain": should, "reason": reason, "week": newest.isoformat(),
-            "champion_version": version, "share_drifted": share, "drifted": drifted}
+    gap = (newest - champ_week).days // 7  # weeks between the champion's newest week and this one
+    raw = root / "data" / "raw"
+    # the champion's window is the reference; every landed week up to this one calibrates the week-to-week bound
+    history = landed_weeks(params, raw, history_weeks(params, newest, gap))
+    if history is None:
+        return {"status": "no history", "should_retrain": False, "week": newest.isoformat(),
+                "reason": f"no landed weeks before {week_label(newest)} to compare with"}
+    kinds = column_kinds(params)
+    null = weekly_null(params, history, newest, kinds, gap=gap)
+    if null.reference.empty:
+        return {"status": "no reference", "should_retrain": False, "week": newest.isoformat(),
+                "reason": f"the training window of champion v{version} (as_of {champ_week}) is not landed"}
+    features = [*s.numeric_features, *s.categorical_features]
+    numeric = [c for c, k in kinds.items() if k == "numerical"]
+    evidently = drift_summary(null.reference, current, numeric, [c for c in kinds if c not in numeric])
+    summary = alarm_summary(null, current, features, target=s.target, evidently=evidently)
+    should = summary["alarm"] if params.drift.retrain_share is None else (
+        summary["target"]["drifted"] or summary["share_drifted"] >= params.drift.retrain_share)
+    rule = ("any calibrated alarm" if params.drift.retrain_share is None else
+            f"target drifted or >= {params.drift.retrain_share:.0%} of features drifted (calibrated)")
+    reason = (f"{describe_alarm(summary)}; week {week_label(newest)} vs the training window of champion "
+              f"v{version} (as_of {champ_week}); retrain rule: {rule}; Evidently's default thresholds would flag "
+              f"{summary['evidently']['n_drifted']} of {summary['evidently']['n_columns']} features")
+    return {"status": "measured", "should_retrain": bool(should), "reason": reason, "week": newest.isoformat(),
+            "champion_version": version, "alarm": summary["alarm"], "share_drifted": summary["share_drifted"],
+            "drifted": summary["drifted"], "target_drifted": summary["target"]["drifted"],
+            "calibration": summary["calibration"]}
 
 
 @flow(name="drift-monitor", log_prints=True, persist_result=False)
 def drift_monitor(trigger: bool = True, project_dir: str | None = None) -> dict:
-    """Measure drift; if it is past drift.retrain_share, start weekly-retrain/weekly for the new week."""
+    """Measure drift; on a calibrated alarm (drift.retrain_share: null) or when the target or at least
+    drift.retrain_share of the features drifted, start weekly-retrain/weekly for the new week."""
     log = get_run_logger()
     out = measure(project_dir or str(PROJECT))
     log.info(f"drift-monitor: {out['reason']}")

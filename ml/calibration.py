@@ -1,51 +1,184 @@
-"""Calibrated drift flags: a column drifted only when the new week moved further from the reference than the
-reference weeks move from each other.
+"""Calibrated drift alarms: a column drifted only when the new week moved further from its reference than past
+weeks moved from theirs.
 
 Evidently's default thresholds (a p-value of 0.05, a distance of 0.1) are fixed numbers: on real weekly data
 they flag 4-5 of 11 flight features and 5 of 9 hourly-traffic features in ordinary weeks, since every week
 differs from the last by more than sampling noise (weather, holidays, seasons). Here each column's statistic is
-compared with its own week-to-week variation, learned from the reference window itself:
+compared with its own week-to-week variation, learned from the landed history:
 
 - statistic: Wasserstein distance normed by the reference's standard deviation (numeric), Jensen-Shannon distance
   between category shares (categorical) - Evidently's large-data statistics, meaningful at any size;
-- null: each reference week against the other reference weeks (leave one week out), K values per column;
-- threshold: the upper prediction bound for one more week under a log-normal fit of those K values, at level
-  1 - alpha / m (Bonferroni over the m columns tested together), so an ordinary week raises an alarm in about
-  alpha of weeks, whatever the number of columns.
+- test: the new week against its reference, the `window` weeks that end `gap` weeks before it (the training
+  window: gap 0 in the weekly flow; the champion's window, older, in the drift monitor);
+- null: the same statistic for each past week h of the history against the `window` weeks that end `gap` weeks
+  before h (rolling, built exactly like the test: a column that trends - a month, a season, a temperature - trends
+  in the null too); a past week counts when it has >= MIN_ROWS rows and at least half of its window has data;
+- threshold: the upper prediction bound for one more week from those K values on the Wilson-Hilferty scale
+  x^(2/3) (normal fit, Student t with K - 1 degrees of freedom; see `bound`), at level 1 - alpha / m
+  (Bonferroni over the m columns tested together: features, target, predictions), so an ordinary week raises an
+  alarm on any column in about alpha of weeks.
+
+Pure: numpy/pandas here, scipy imported where used.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-MIN_WEEKS = 3  # fewer reference weeks than this: no week-to-week variation to learn from
-MIN_ROWS = 20  # a reference week with fewer rows is too small to be part of the null
-FLOOR = 1e-4  # statistics are floored here before taking logs (a column constant across weeks)
+MIN_NULL_WEEKS = 3  # fewer past weeks than this: no week-to-week variation to learn from (threshold None)
+MIN_ROWS = 20  # a past week with fewer rows is too small to be part of the null
+METHOD = ("rolling weekly null: each past week vs the window before it; normed Wasserstein (numeric) / "
+          "Jensen-Shannon (categorical); prediction bound on the x^(2/3) scale, Bonferroni over the columns")
+STATISTIC = {"numerical": "wasserstein_normed", "categorical": "jensenshannon"}
 
 
 @dataclass(frozen=True)
 class ColumnFlag:
     column: str
     kind: str  # numerical | categorical
-    statistic: float  # the new week against the whole reference
-    threshold: float | None  # None: too few reference weeks to calibrate
-    null: tuple[float, ...]  # each reference week against the others
+    statistic: float  # the new week against its reference
+    threshold: float | None  # None: fewer than MIN_NULL_WEEKS past weeks to calibrate on
+    null: tuple[float, ...]  # each past week against its own reference
     drifted: bool
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "statistic": self.statistic, "threshold": self.threshold,
-                "null_median": float(np.median(self.null)) if self.null else None, "drifted": self.drifted,
-                "ratio": self.statistic / self.threshold if self.threshold else None}
+        finite = math.isfinite(self.statistic)
+        return {"kind": self.kind, "method": STATISTIC[self.kind],
+                "statistic": self.statistic if finite else None, "threshold": self.threshold,
+                "ratio": (self.statistic / self.threshold if finite else None) if self.threshold else None,
+                "null_median": float(np.median(self.null)) if self.null else None,
+                "null_max": float(max(self.null)) if self.null else None, "null_weeks": len(self.null),
+                "drifted": self.drifted}
+
+
+@dataclass(frozen=True)
+class WeeklyNull:
+    """What an ordinary week looks like, per column: learned once, then applied to the new week (or variants)."""
+
+    kinds: dict[str, str]  # column -> numerical | categorical, in test order
+    reference: pd.DataFrame = field(repr=False)  # rows of the test's reference window
+    null: dict[str, tuple[float, ...]]
+    null_weeks: tuple[int, ...]  # past weeks that formed the null (relative: -1 = the week before the new one)
+    reference_weeks: tuple[int, ...]  # weeks of the test's reference window that had rows
+    window: int
+    gap: int
+    alpha: float
+
+    @property
+    def level(self) -> float:
+        """Per-column level: the family-wise alpha split over the columns tested together."""
+        return self.alpha / max(len(self.kinds), 1)
+
+    def thresholds(self) -> dict[str, float | None]:
+        return {c: bound(v, self.level) if len(v) >= MIN_NULL_WEEKS else None for c, v in self.null.items()}
+
+    def flags(self, current: pd.DataFrame) -> dict[str, ColumnFlag]:
+        """Each column of the new week: statistic vs its reference, the calibrated threshold, the verdict.
+
+        A column with no values on one side is maximal drift (infinite statistic), calibrated or not."""
+        out = {}
+        for c, threshold in self.thresholds().items():
+            kind = self.kinds[c]
+            stat = statistic(self.reference[c], current[c], kind)
+            drifted = bool(stat > threshold) if threshold is not None else bool(math.isinf(stat))
+            out[c] = ColumnFlag(c, kind, stat, threshold, self.null[c], drifted)
+        return out
+
+    def describe(self) -> dict:
+        return {"alpha": self.alpha, "level_per_column": self.level, "columns_tested": len(self.kinds),
+                "method": METHOD, "window_weeks": self.window, "gap_weeks": self.gap,
+                "reference_weeks": len(self.reference_weeks), "reference_rows": int(len(self.reference)),
+                "null_weeks": len(self.null_weeks)}
+
+
+def learn_null(history: pd.DataFrame, weeks: np.ndarray, kinds: dict[str, str], *, window: int, gap: int = 0,
+               alpha: float = 0.05, max_weeks: int | None = None) -> WeeklyNull:
+    """The null of every column from the landed history.
+
+    `weeks` labels each history row with its week relative to the new week (-1 = the week before, see weeks_of);
+    rows of week >= 0 are ignored. The test's reference is weeks -gap-window .. -gap-1; every earlier or equal
+    past week h with its own reference (h-gap-window .. h-gap-1) at least half present forms the null; with
+    `max_weeks`, only the latest that many of them (pass history back to -max_weeks-gap-window)."""
+    if window < 1 or gap < 0:
+        raise ValueError(f"window must be >= 1 and gap >= 0 (got window={window}, gap={gap})")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    weeks = np.asarray(weeks, dtype=np.int64)
+    if len(weeks) != len(history):
+        raise ValueError(f"{len(weeks)} week labels for {len(history)} history rows")
+    ids, sizes = np.unique(weeks[weeks < 0], return_counts=True)
+    present = set(ids[sizes > 0].tolist())
+    usable = [int(h) for h, n in zip(ids, sizes, strict=True) if n >= MIN_ROWS]
+
+    def ref_weeks(h: int) -> list[int]:
+        return [k for k in range(h - gap - window, h - gap) if k in present]
+
+    need = math.ceil(window / 2)
+    null_weeks = [h for h in usable if h < -gap and len(ref_weeks(h)) >= need]
+    if max_weeks is not None:
+        null_weeks = null_weeks[-max_weeks:] if max_weeks > 0 else []
+    test_ref = ref_weeks(0)
+    reference = history[np.isin(weeks, test_ref)].reset_index(drop=True)
+    null = {c: _null(history[c], weeks, null_weeks, ref_weeks, kind) for c, kind in kinds.items()}
+    return WeeklyNull(dict(kinds), reference, null, tuple(null_weeks), tuple(test_ref), window, gap, alpha)
+
+
+def _null(col: pd.Series, weeks: np.ndarray, null_weeks: list[int], ref_weeks, kind: str) -> tuple[float, ...]:
+    """The statistic of each null week against its own reference window (non-finite values dropped)."""
+    if kind == "numerical":
+        out = _numeric_null(_numeric(col), weeks, null_weeks, ref_weeks)
+    else:
+        codes, _ = pd.factorize(col.astype(str).where(col.notna()), use_na_sentinel=True)
+        keep = codes >= 0
+        table = pd.crosstab(weeks[keep], codes[keep])  # counts: week x category
+        out = []
+        for h in null_weeks:
+            rows = [k for k in ref_weeks(h) if k in table.index]
+            cur = table.loc[h].to_numpy(dtype=float) if h in table.index else np.zeros(table.shape[1])
+            out.append(_js(table.loc[rows].to_numpy(dtype=float).sum(axis=0), cur))
+    return tuple(float(x) for x in out if math.isfinite(x))
+
+
+def _numeric_null(v: np.ndarray, weeks: np.ndarray, null_weeks: list[int], ref_weeks) -> list[float]:
+    """Normed Wasserstein of each null week against its reference, from per-week counts of each distinct value.
+
+    Equal to scipy's wasserstein_distance / std on the same rows (both CDFs are step functions on the distinct
+    values), without sorting a window's rows once per week: counts of a window are sums of weekly counts."""
+    ok = np.isfinite(v)
+    v, weeks = v[ok], weeks[ok]
+    if v.size == 0:
+        return []
+    values, code = np.unique(v, return_inverse=True)
+    ids, row_week = np.unique(weeks, return_inverse=True)
+    pos = {int(w): i for i, w in enumerate(ids)}
+    counts = np.bincount(row_week * values.size + code, minlength=ids.size * values.size)
+    counts = counts.reshape(ids.size, values.size).astype(np.float64)
+    steps = np.diff(values)
+    out = []
+    for h in null_weeks:
+        rows = [pos[k] for k in ref_weeks(h) if k in pos]
+        ref = counts[rows].sum(axis=0)
+        cur = counts[pos[h]] if h in pos else np.zeros(values.size)
+        n_ref, n_cur = ref.sum(), cur.sum()
+        if n_ref == 0 or n_cur == 0:
+            out.append(math.inf)
+            continue
+        gap = np.abs(np.cumsum(ref)[:-1] / n_ref - np.cumsum(cur)[:-1] / n_cur)
+        mean = float(ref @ values) / n_ref
+        sd = math.sqrt(max(float(ref @ (values - mean) ** 2) / n_ref, 0.0))
+        out.append(float(gap @ steps) / max(sd, 1e-3))
+    return out
 
 
 def statistic(reference: pd.Series, current: pd.Series, kind: str) -> float:
     """Wasserstein distance normed by the reference's standard deviation (numeric), or the Jensen-Shannon
     distance between category shares (categorical); NaN/inf ignored. A side without values is maximal drift."""
     if kind == "numerical":
-        return _wasserstein(_finite(reference), _finite(current))
+        ref, cur = _numeric(reference), _numeric(current)
+        return _wasserstein(ref[np.isfinite(ref)], cur[np.isfinite(cur)])
     ref, cur = reference.dropna().astype(str), current.dropna().astype(str)
     if ref.empty or cur.empty:
         return math.inf
@@ -53,6 +186,10 @@ def statistic(reference: pd.Series, current: pd.Series, kind: str) -> float:
     p = ref.value_counts().reindex(keys, fill_value=0).to_numpy(dtype=float)
     q = cur.value_counts().reindex(keys, fill_value=0).to_numpy(dtype=float)
     return _js(p, q)
+
+
+def _numeric(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -71,58 +208,85 @@ def _js(p: np.ndarray, q: np.ndarray) -> float:
     return float(distance.jensenshannon(p / p.sum(), q / q.sum()))
 
 
-def _finite(s: pd.Series) -> np.ndarray:
-    v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return v[np.isfinite(v)]
-
-
-def calibrated_flags(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
-                     weeks: np.ndarray, *, alpha: float = 0.05, tested: int | None = None) -> dict[str, ColumnFlag]:
-    """Per column: the new week's statistic, its calibrated threshold and the verdict.
-
-    `weeks` labels each reference row with its week; `tested` is the number of columns tested together for the
-    Bonferroni correction (default: these columns)."""
-    columns = [*numeric, *categorical]
-    m = tested or len(columns)
-    weeks = np.asarray(weeks)
-    ids, sizes = np.unique(weeks, return_counts=True)
-    usable = ids[sizes >= MIN_ROWS]
-    out = {}
-    for c in columns:
-        kind = "numerical" if c in numeric else "categorical"
-        stat = statistic(reference[c], current[c], kind)
-        null = _null(reference[c], weeks, usable, kind) if len(usable) >= MIN_WEEKS else ()
-        threshold = bound(null, alpha / max(m, 1)) if len(null) >= MIN_WEEKS else None
-        drifted = bool(stat > threshold) if threshold is not None else bool(math.isinf(stat))
-        out[c] = ColumnFlag(c, kind, stat, threshold, null, drifted)
-    return out
-
-
-def _null(col: pd.Series, weeks: np.ndarray, usable: np.ndarray, kind: str) -> tuple[float, ...]:
-    """The statistic of each usable reference week against the other reference weeks."""
-    if kind == "numerical":
-        v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        ok = np.isfinite(v)
-        out = [_wasserstein(v[ok & (weeks != w)], v[ok & (weeks == w)]) for w in usable]
-    else:
-        codes, _ = pd.factorize(col.astype(str).where(col.notna()), use_na_sentinel=True)
-        keep = codes >= 0
-        table = pd.crosstab(weeks[keep], codes[keep]).reindex(usable, fill_value=0).to_numpy(dtype=float)
-        total = table.sum(axis=0)
-        out = [_js(total - row, row) for row in table]
-    return tuple(x for x in out if math.isfinite(x))
-
-
 def bound(null: tuple[float, ...], level: float) -> float:
-    """Upper (1 - level) prediction bound for one more value, log-normal fit of `null` (Student t, K - 1 df)."""
+    """Upper (1 - level) prediction bound for one more value from the K values of `null` (Student t, K - 1 df),
+    fitted on the Wilson-Hilferty scale x^(2/3).
+
+    Both statistics behave like the root of a chi-square: a normed Wasserstein distance is about |mean shift| +
+    noise (a folded normal), a Jensen-Shannon distance is the root of a divergence that is about chi-square / 2n.
+    The cube root of a chi-square, x^(2/3) here, is close to normal (Wilson-Hilferty 1931). On the log scale the
+    weeks that barely moved stretch the fit: for a folded normal its bound at level 0.004 lies 4-5x above the
+    true quantile, at this scale within 20 %."""
     from scipy.stats import t
 
-    logs = np.log(np.maximum(np.asarray(null, dtype=np.float64), FLOOR))
-    k = logs.size
-    sd = float(logs.std(ddof=1)) if k > 1 else 0.0
-    return float(np.exp(logs.mean() + t.ppf(1 - level, k - 1) * sd * math.sqrt(1 + 1 / k)))
+    z = np.asarray(null, dtype=np.float64) ** (2 / 3)
+    k = z.size
+    sd = float(z.std(ddof=1)) if k > 1 else 0.0
+    return float((z.mean() + t.ppf(1 - level, max(k - 1, 1)) * sd * math.sqrt(1 + 1 / k)) ** 1.5)
 
 
 def weeks_of(times: pd.Series, week_start: pd.Timestamp) -> np.ndarray:
-    """Week number of each reference row relative to the new week (-1 = the week before)."""
+    """Week number of each row relative to the new week that starts at `week_start` (-1 = the week before)."""
     return np.floor((times - week_start) / pd.Timedelta(days=7)).astype(int).to_numpy()
+
+
+def alarm_summary(null: WeeklyNull, current: pd.DataFrame, features: list[str], *, target: str | None = None,
+                  prediction: str | None = None, evidently: dict | None = None) -> dict:
+    """The drift summary the decision reads, calibrated: per feature, target and prediction the statistic, its
+    week-to-week threshold and the verdict; `alarm` = any of them drifted (family-wise rate `alpha`).
+
+    `evidently`: drift_summary() verdicts of the same columns (Evidently's fixed thresholds), kept per column as
+    `evidently_drifted` / `evidently` and in total under `evidently`, for people."""
+    flags = null.flags(current)
+    ev_cols = (evidently or {}).get("columns", {})
+
+    def entry(c: str) -> dict:
+        out = flags[c].to_dict()
+        if c in ev_cols:
+            ev = ev_cols[c]
+            out["evidently_drifted"] = bool(ev["drifted"])
+            out["evidently"] = {k: ev.get(k) for k in ("method", "statistic", "p_value", "threshold")}
+        return out
+
+    columns = {c: entry(c) for c in features}
+    drifted = [c for c in features if columns[c]["drifted"]]
+    summary = {"columns": columns, "n_columns": len(features), "n_drifted": len(drifted),
+               "share_drifted": len(drifted) / len(features) if features else 0.0, "drifted": drifted}
+    for role, c in (("target", target), ("prediction", prediction)):
+        if c is not None:
+            summary[role] = {"column": c, **entry(c)}
+    summary["alarm"] = bool(drifted) or any(summary.get(r, {}).get("drifted", False) for r in ("target", "prediction"))
+    summary["calibration"] = null.describe()
+    summary["reference_rows"], summary["current_rows"] = int(len(null.reference)), int(len(current))
+    if evidently is not None:
+        ev_features = [c for c in features if c in ev_cols]
+        n_ev = sum(ev_cols[c]["drifted"] for c in ev_features)
+        summary["evidently"] = {"n_drifted": int(n_ev), "n_columns": len(ev_features),
+                                "share_drifted": n_ev / len(ev_features) if ev_features else 0.0,
+                                "dataset_drift": evidently.get("dataset_drift"),
+                                "drift_share": evidently.get("drift_share"),
+                                "drifted": [c for c in ev_features if ev_cols[c]["drifted"]]}
+    return summary
+
+
+def describe_alarm(summary: dict) -> str:
+    """One line in words: which features drifted, whether the target and predictions shifted, with the numbers."""
+    def shift(c: str, e: dict) -> str:
+        if e.get("statistic") is None:
+            return f"{c} (no values on one side)"
+        if e.get("threshold") is None:
+            return f"{c} {e['statistic']:.3g} (no week-to-week bound yet)"
+        return f"{c} {e['statistic']:.3g} vs week-to-week bound {e['threshold']:.3g}"
+
+    feats = [shift(c, summary["columns"][c]) for c in summary["drifted"]]
+    parts = [f"{summary['n_drifted']} of {summary['n_columns']} features drifted"
+             + (f" ({'; '.join(feats)})" if feats else "")]
+    for role in ("target", "prediction"):
+        e = summary.get(role)
+        if e is not None:
+            word = "target" if role == "target" else "predictions"
+            parts.append(f"{word} shifted: {shift(e['column'], e)}" if e["drifted"] else f"{word} stable")
+    cal = summary["calibration"]
+    head = "drift alarm" if summary["alarm"] else "no drift alarm"
+    return (f"{head}: {'; '.join(parts)} (calibrated on {cal['null_weeks']} past weeks, family-wise alpha "
+            f"{cal['alpha']:g})")

@@ -135,8 +135,11 @@ class ValidationConfig:
 class DriftConfig:
     drift_share: float = 0.5  # dataset drift when at least this share of columns drifted (Evidently's default)
     report_rows: int = 100_000  # rows per side in the Evidently HTML report (fixed-seed sample beyond this)
-    retrain_share: float = 0.3  # drift monitor: start a retrain when at least this share of features drifted
+    retrain_share: float | None = None  # drift monitor: None = retrain on any calibrated alarm; a share = when
+    # the target or at least this share of the features drifted (calibrated flags)
     seed: int = 0
+    alarm_rate: float = 0.05  # calibrated alarms: family-wise false-alarm rate over all columns of a week
+    history_weeks: int = 26  # calibrated alarms: past weeks whose week-to-week drift forms the null
 
 
 @dataclass(frozen=True)

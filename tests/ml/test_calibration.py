@@ -1,53 +1,134 @@
-"""Calibrated drift flags on real 2013 flights: an ordinary week raises no alarm, injected shifts do."""
+"""Calibrated drift alarms on real 2013 flights: an ordinary week raises no alarm where Evidently's fixed
+thresholds flag several columns; each injected shift raises one; the summary carries the keys the decision reads."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from ml.calibration import bound, calibrated_flags, weeks_of
+from ml.calibration import alarm_summary, bound, describe_alarm, learn_null, statistic, weeks_of
+from ml.config import parse_params
 from ml.drift import drift_summary
 from ml.sources import load_nycflights13
-from ml.split import slice_week, training_weeks, week_bounds
+from ml.split import week_bounds
 
-NUMERIC = ["dep_delay", "distance", "hour", "wind_speed", "precip", "visib", "arr_delay"]
-CATEGORICAL = ["carrier", "origin"]
-WEEK = date(2013, 6, 2)
+PARAMS = parse_params(yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text()))
+S = PARAMS.source
+N, K = PARAMS.window.train_weeks, PARAMS.drift.history_weeks
+WEEK = date(2013, 10, 6)
+FEATURES = [*S.numeric_features, *S.categorical_features]
+KINDS = {c: "numerical" for c in [*S.numeric_features, S.target, "prediction"]} | \
+    {c: "categorical" for c in S.categorical_features}
 
 
 @pytest.fixture(scope="module")
 def week():
+    """History (K + N weeks before WEEK, as if landed), the week, a fitted linear model's predictions, the null."""
+    from ml.models import build_model
+
     flights = load_nycflights13()
-    current = slice_week(flights, "time_hour", WEEK)
-    reference = pd.concat([slice_week(flights, "time_hour", w) for w in training_weeks(WEEK, 8)], ignore_index=True)
-    return reference, current, weeks_of(reference["time_hour"], week_bounds(WEEK)[0])
+    start, end = week_bounds(WEEK)
+    t = flights[S.time_column]
+    history = flights[(t >= start - pd.Timedelta(weeks=K + N)) & (t < start)].reset_index(drop=True)
+    current = flights[(t >= start) & (t < end)].reset_index(drop=True)
+    weeks = weeks_of(history[S.time_column], start)
+    window = history[(weeks >= -N) & history[S.target].notna()]
+    model = build_model(S, dataclasses.replace(PARAMS.train, family="linear")).fit(window, window[S.target])
+    history["prediction"] = model.predict(history)
+    null = learn_null(history, weeks, KINDS, window=N, alpha=PARAMS.drift.alarm_rate, max_weeks=K)
+    return null, current, model
 
 
-def flagged(week, current=None) -> set[str]:
-    reference, cur, weeks = week
-    flags = calibrated_flags(reference, cur if current is None else current, NUMERIC, CATEGORICAL, weeks)
-    return {c for c, f in flags.items() if f.drifted}
+def summarize(week, current: pd.DataFrame) -> dict:
+    null, _, model = week
+    current = current.assign(prediction=model.predict(current))
+    return alarm_summary(null, current, FEATURES, target=S.target, prediction="prediction",
+                         evidently=drift_summary(null.reference, current, [c for c, k in KINDS.items()
+                                                                            if k == "numerical"],
+                                                 list(S.categorical_features)))
 
 
-def test_an_ordinary_week_raises_no_alarm_where_fixed_thresholds_raise_several(week):
-    reference, current, _ = week
-    assert flagged(week) == set()
-    fixed = drift_summary(reference, current, NUMERIC, CATEGORICAL)
-    assert fixed["n_drifted"] >= 3  # Evidently's fixed thresholds on the same week
+def test_an_ordinary_week_raises_no_alarm_where_fixed_thresholds_flag_several(week):
+    summary = summarize(week, week[1])
+    assert not summary["alarm"], describe_alarm(summary)
+    assert summary["n_drifted"] == 0 and not summary["target"]["drifted"] and not summary["prediction"]["drifted"]
+    assert summary["evidently"]["n_drifted"] >= 3  # Evidently's fixed thresholds on the same week
+    assert summary["calibration"]["null_weeks"] == K and summary["calibration"]["reference_weeks"] == N
+
+
+def _swap_top_two(d: pd.DataFrame, column: str) -> pd.DataFrame:
+    a, b = d[column].value_counts().index[:2]
+    return d.assign(**{column: d[column].where(~d[column].isin([a, b]), d[column].map({a: b, b: a}))})
+
+
+WITHIN_WEEKLY_SWINGS = pytest.mark.xfail(strict=True, reason="within this column's ordinary week-to-week swings: "
+                                         "a per-column statistic cannot tell it from an ordinary week")
 
 
 @pytest.mark.parametrize("column,change", [
     ("distance", lambda d: d.assign(distance=d["distance"] * 1.6)),  # miles -> km
     ("hour", lambda d: d.assign(hour=(d["hour"] + 5) % 24)),  # a time feature in another zone
-    ("carrier", lambda d: d.assign(carrier=d["carrier"].replace({"UA": "United", "EV": "ExpressJet"}))),
+    ("carrier", lambda d: d.assign(carrier=d["carrier"].replace({"UA": "United", "EV": "ExpressJet"}))),  # recoded
     ("visib", lambda d: d.assign(visib=float("nan"))),  # an empty feed
+    # known misses (README "Calibrated drift alarms"): weather moves these as much from week to week
+    pytest.param("dep_delay", lambda d: d.assign(dep_delay=d["dep_delay"] * 1.6), marks=WITHIN_WEEKLY_SWINGS),
+    pytest.param("arr_delay", lambda d: d.assign(arr_delay=d["arr_delay"] + d["arr_delay"].std()),  # target + 1 sd
+                 marks=WITHIN_WEEKLY_SWINGS),
+    pytest.param("origin", lambda d: _swap_top_two(d, "origin"), marks=WITHIN_WEEKLY_SWINGS),  # 36% <-> 33%
 ])
-def test_injected_shifts_are_flagged_on_their_column(week, column, change):
-    assert column in flagged(week, change(week[1].copy()))
+def test_injected_shifts_raise_an_alarm_on_their_column(week, column, change):
+    summary = summarize(week, change(week[1].copy()))
+    entry = summary["target"] if column == S.target else summary["columns"][column]
+    assert summary["alarm"] and entry["drifted"], describe_alarm(summary)
+
+
+def test_summary_keys_the_decision_reads(week):
+    summary = summarize(week, week[1].assign(distance=week[1]["distance"] * 1.6))
+    for key in ("n_drifted", "n_columns", "share_drifted", "alarm", "columns", "target", "prediction",
+                "calibration", "evidently"):
+        assert key in summary
+    assert summary["n_columns"] == len(FEATURES) and summary["share_drifted"] == summary["n_drifted"] / len(FEATURES)
+    d = summary["columns"]["distance"]
+    assert d["drifted"] and d["statistic"] > d["threshold"] > 0 and "evidently_drifted" in d
+    for role in ("target", "prediction"):
+        assert {"drifted", "statistic", "threshold", "evidently_drifted"} <= set(summary[role])
+    cal = summary["calibration"]
+    assert cal["alpha"] == PARAMS.drift.alarm_rate and cal["columns_tested"] == len(KINDS)
+    assert "distance" in describe_alarm(summary) and "week-to-week bound" in describe_alarm(summary)
+
+
+def test_the_fast_null_equals_scipy_on_the_same_rows(week):
+    null, current, _ = week
+    assert null.null["distance"]  # filled by per-week counts; the test statistic by scipy
+    ref = null.reference["dep_delay"]
+    assert statistic(ref, current["dep_delay"], "numerical") == pytest.approx(
+        statistic(ref.sample(frac=1, random_state=0), current["dep_delay"], "numerical"))
 
 
 def test_the_bound_widens_with_fewer_weeks_and_a_stricter_level():
     null = (0.05, 0.07, 0.06, 0.08, 0.05, 0.09, 0.06, 0.07)
     assert bound(null, 0.05) < bound(null, 0.005) < bound(null[:4], 0.005)
     assert bound(null, 0.05) > max(null) * 0.9
+
+
+def test_a_folded_normal_null_is_bounded_near_its_true_quantile():
+    """|Z| draws: the x^(2/3)-scale bound at level 0.004 lies near |Z|'s quantile (2.88), not 4-5x above it."""
+    rng = np.random.default_rng(0)
+    bounds = [bound(tuple(np.abs(rng.normal(size=26))), 0.004) for _ in range(200)]
+    assert 2.5 < float(np.median(bounds)) < 4.0
+
+
+def test_the_null_is_rolling_and_needs_past_weeks():
+    rng = np.random.default_rng(1)
+    weeks = np.repeat(np.arange(-12, 0), 50)
+    frame = pd.DataFrame({"x": rng.normal(size=weeks.size) + 0.05 * weeks})  # a slow trend
+    null = learn_null(frame, weeks, {"x": "numerical"}, window=4)
+    assert null.null_weeks == tuple(range(-10, 0))  # each needs >= 2 of its 4 window weeks
+    assert null.reference_weeks == (-4, -3, -2, -1)
+    short = learn_null(frame[weeks >= -3], weeks[weeks >= -3], {"x": "numerical"}, window=4)
+    assert short.thresholds() == {"x": None}  # too few past weeks: no bound, only an empty column flags
