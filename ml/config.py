@@ -129,6 +129,8 @@ class ValidationConfig:
     quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)  # learned quantile checks on numeric features
     quantile_tolerance: float = 1.0  # ... each within the reference's value +- tol x reference IQR
     quantile_exempt: tuple[str, ...] = ()  # numeric features without learned quantile checks
+    # per column, wider tolerances than the defaults above: {column: {nulls|categories|quantiles: tolerance}}
+    column_tolerances: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """When a candidate is promoted, sent to an A/B test, or rejected."""
+    """When a candidate is promoted, sent to an A/B test, held or rejected (ml/policy.py says how)."""
 
     min_improvement: float = 0.02  # promote when the CI's conservative bound beats the champion by this share
     confidence: float = 0.95
@@ -156,14 +158,20 @@ class PolicyConfig:
     min_slice_rows: int = 300  # smaller slices are reported, not enforced
     min_gain_vs_baseline: float = 0.2  # absolute: beat the naive baseline by at least this share
     max_metric: float | None = None  # absolute: primary metric must not exceed this (None = no cap)
-    confirm_weeks: int = 2  # promote after this many consecutive weeks of conclusive wins over the same champion
-    ab_when_inconclusive: bool = True  # looks better but not proven -> A/B test instead of reject
-    always_ab: bool = False  # every would-be promotion goes through an A/B test first
+    refit: bool = True  # serve the candidate refit on the window including the holdout week once it is chosen
+    max_harm: float = 0.02  # a promotion may make the served loss worse by more than this share ...
+    harm_risk: float = 0.2  # ... with at most this probability
+    track_weeks: int = 8  # weeks of the freshness track record pooled into the expected gain of newer data
+    always_ab: bool = False  # every would-be promotion goes through an A/B test first (when one can finish)
     ab_if_drift_share_above: float | None = 0.5  # heavy drift -> offline evidence is weaker -> A/B test
 
     def __post_init__(self):
         if self.block_hours < 1:
             raise ConfigError(f"params: 'policy.block_hours' must be at least 1, got {self.block_hours}")
+        if not 0 < self.harm_risk < 1:
+            raise ConfigError(f"params: 'policy.harm_risk' must be between 0 and 1, got {self.harm_risk}")
+        if self.track_weeks < 1:
+            raise ConfigError(f"params: 'policy.track_weeks' must be at least 1, got {self.track_weeks}")
 
 
 @dataclass(frozen=True)
@@ -328,8 +336,21 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError("params: 'train.threads' must be 0 (all cores) or a positive number")
     if params.window.train_weeks < 1:
         raise ConfigError("params: 'window.train_weeks' must be at least 1")
+    _check_column_tolerances(params.validation)
     _check_derivations(s)
     return params
+
+
+def _check_column_tolerances(v: ValidationConfig) -> None:
+    for column, tols in v.column_tolerances.items():
+        if not isinstance(tols, dict):
+            raise ConfigError(f"params: 'validation.column_tolerances.{column}' must be a mapping like "
+                              f"{{quantiles: 1.5}}, got {tols!r}")
+        for family, tol in tols.items():
+            check_choice(family, ("nulls", "categories", "quantiles"), f"validation.column_tolerances.{column}")
+            if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+                raise ConfigError(f"params: 'validation.column_tolerances.{column}.{family}' must be a number "
+                                  f">= 0, got {tol!r}")
 
 
 def _check_derivations(s: SourceConfig) -> None:
@@ -373,6 +394,7 @@ def column_keys(params: Params) -> dict[str, list[str]]:
             "evaluate.slice_column": [params.evaluate.slice_column] if params.evaluate.slice_column else [],
             "validation.required": list(v.required), "validation.null_exempt": list(v.null_exempt),
             "validation.quantile_exempt": list(v.quantile_exempt), "validation.ranges": list(v.ranges),
+            "validation.column_tolerances": list(v.column_tolerances),
             "policy.cluster_column": [p.cluster_column] if p.cluster_column else [],
             "policy.slice_columns": list(p.slice_columns)}
     return {k: [c for c in cols if c not in ("_file", "_row")] for k, cols in keys.items() if cols}

@@ -1,17 +1,42 @@
-"""The decision policy: promote, A/B test or reject a candidate, with the reasons written in words."""
+"""The decision policy: promote, A/B test, hold or reject a candidate, with the reasons written in words.
+
+What counts is the loss of the predictions served over the coming weeks. In a world that drifts, a model trained
+on newer data is usually better out of time than the one it would replace, so the policy does not ask "is the
+candidate proven better?" (a test whose null is "no better" keeps a stale champion) but "is serving it expected
+to lower the loss, with a bounded chance of making things worse by more than `policy.max_harm`?":
+
+- the expected relative change in loss of the model that would be served = the candidate's paired change against
+  the champion on the newest week (block bootstrap) + the gain of one more week of data when the candidate is
+  refit on the window that includes that week (`policy.refit`), learned from the model's own track record: every
+  week, the candidate is also compared out of time with the newest registered version trained one week earlier;
+- promote when that expected change is negative and the chance of a change worse than `max_harm` is at most
+  `harm_risk` (normal approximation over both uncertainties);
+- a candidate trained on no newer data than the champion (same window: a different recipe or seed) has no
+  freshness on its side: only a conclusive win counts (the CI's bound clears `min_improvement`), so a same-recipe
+  refit on resampled data is almost never promoted;
+- the data gate, the absolute thresholds and the slice guardrails are constraints that reject whatever the rest
+  says; a calibrated drift alarm (a target shift, a prediction shift, or drift in more than
+  `ab_if_drift_share_above` of the features) turns a would-be promotion into an online A/B test when one can
+  finish within `ab.max_duration_days` at the observed traffic, and otherwise into a promotion only on a
+  conclusive offline win;
+- one experiment per model at a time: while one runs, a would-be promotion is held (registered, not served) and
+  the experiment decides.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from ml.config import PolicyConfig
 from ml.stats import Comparison
 
-PROMOTE, AB_TEST, REJECT = "promote", "ab_test", "reject"
+PROMOTE, AB_TEST, HOLD, REJECT = "promote", "ab_test", "hold", "reject"
+ACTIONS = (PROMOTE, AB_TEST, HOLD, REJECT)
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # promote | ab_test | reject
+    action: str  # promote | ab_test | hold | reject
     summary: str  # one line with the evidence, for logs, tags and the UI
     reasons: list[str] = field(default_factory=list)  # every check, in words
     evidence: dict = field(default_factory=dict)
@@ -20,19 +45,82 @@ class Decision:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TrackRecord:
+    """What one more week of training data has bought this model out of time: the relative change in loss of a
+    model trained one week later vs one week earlier (< 0: fresher is better), over the last weeks."""
+
+    gain: float  # mean relative change in loss per week of newer data
+    se: float  # standard error of that mean
+    spread: float  # standard deviation of one week's change: how much a single promotion can differ from the mean
+    weeks: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def track_record(values: list[tuple[float, float]]) -> TrackRecord | None:
+    """Pool weekly (gain, standard error) measurements: their mean and its standard error, and the spread of a
+    single week (one week: that week's own standard error for both). None without any measurement."""
+    vals = [(g, s) for g, s in values if math.isfinite(g) and math.isfinite(s)]
+    if not vals:
+        return None
+    gains = [g for g, _ in vals]
+    mean = sum(gains) / len(gains)
+    if len(vals) == 1:
+        se = spread = vals[0][1]
+    else:
+        var = sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)
+        spread = max(math.sqrt(var), max(s for _, s in vals))
+        se = max(math.sqrt(var / len(gains)), math.sqrt(sum(s * s for _, s in vals)) / len(vals))
+    return TrackRecord(gain=mean, se=se, spread=spread, weeks=len(vals))
+
+
+@dataclass(frozen=True)
+class ABPlan:
+    """Can an online experiment finish in time? Units needed vs units with outcomes the traffic brings."""
+
+    units: int  # planned units with outcomes (both variants)
+    per_day: float  # units with outcomes per day, observed on the newest week
+    max_days: int  # ab.max_duration_days
+
+    @property
+    def days_needed(self) -> float:
+        return self.units / self.per_day if self.per_day > 0 else math.inf
+
+    @property
+    def reachable(self) -> bool:
+        return self.days_needed <= self.max_days
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "days_needed": self.days_needed, "reachable": self.reachable}
+
+
 def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:+.{digits}f}%".replace("-", "−")
 
 
-def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, comparison: Comparison | None,
-           slices: list[dict], drift: dict | None, prior_wins: int = 0, champion: dict | None = None) -> Decision:
-    """Apply the policy to the evidence. `candidate` / `baseline` / `champion` are holdout metrics (`champion`
-    only reported); `comparison` is None when there is no champion yet (then the absolute thresholds alone
-    decide). `prior_wins` counts the weeks right before this one whose candidates won conclusively against the
-    same champion. Classification lines also carry accuracy and ROC AUC; log loss decides.
+def ci_sd(c: Comparison) -> float:
+    """Standard deviation implied by the comparison's two-sided interval (normal approximation)."""
+    from statistics import NormalDist
 
-    One week's win does not promote by itself: a week where the champion did unusually badly makes any
-    candidate look better, and that does not last (benchmarks/bench_decisions.py measures it)."""
+    z = NormalDist().inv_cdf(0.5 + c.confidence / 2)
+    return max((c.ci_high - c.ci_low) / (2 * z), 1e-9)
+
+
+def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, comparison: Comparison | None,
+           slices: list[dict], drift: dict | None, *, champion: dict | None = None, fresher_weeks: int = 1,
+           record: TrackRecord | None = None, refit: bool | None = None, running: dict | None = None,
+           plan: ABPlan | None = None) -> Decision:
+    """Apply the policy to the evidence.
+
+    `candidate` / `baseline` / `champion` are holdout metrics (`champion` only reported); `comparison` is the
+    paired change of the candidate against the champion on the holdout week (None before the first champion);
+    `fresher_weeks` how many weeks newer the data of the model that would be served is than the champion's;
+    `record` the freshness track record; `refit` whether the served model is the candidate refit on the window
+    including the holdout week (default: `policy.refit`); `running` the running experiment, if any; `plan` the
+    A/B plan an experiment would need. Classification lines also carry accuracy and ROC AUC; log loss decides."""
+    refit = policy.refit if refit is None else refit
     name = metric.upper() if metric == "mae" else metric
     reasons: list[str] = []
     cand, base = candidate[metric], baseline[metric]
@@ -48,19 +136,24 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         absolute_ok &= capped
         reasons.append(f"{name} {cand:.2f} {'≤' if capped else '>'} cap {policy.max_metric:g}")
 
-    drift_note, heavy_drift = _drift_note(policy, drift)
+    shift, drift_note = drift_facts(policy, drift)
     if drift_note:
         reasons.append(drift_note)
-    evidence = {"metric": metric, "candidate": candidate, "baseline": baseline,
-                "comparison": comparison.to_dict() if comparison else None, "slices": slices, "drift": drift}
+    evidence: dict = {"metric": metric, "candidate": candidate, "baseline": baseline,
+                      "comparison": comparison.to_dict() if comparison else None, "slices": slices, "drift": drift,
+                      "shift": shift, "refit": refit, "fresher_weeks": fresher_weeks,
+                      "track_record": record.to_dict() if record else None,
+                      "plan": plan.to_dict() if plan else None, "running": running}
     if champion:
         evidence["champion"] = champion
     first = "; ".join(x for x in (reasons[0], scores) if x)
+    served = "the candidate refit on the window including the newest week" if refit else "the candidate"
 
     if not absolute_ok:
         return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)
     if comparison is None:
-        reasons.append("no champion yet: the candidate passes the absolute thresholds and becomes the first champion")
+        reasons.append(f"no champion yet: the candidate passes the absolute thresholds; {served} becomes the "
+                       "first champion")
         return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
 
     c = comparison
@@ -79,34 +172,101 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         guard = (f"no slice worse than {policy.max_slice_regression:.0%} ({len(enforced)} slices checked, "
                  f"worst {pct(top)})")
     reasons.append(guard)
-    line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
-
     if worst:
-        return Decision(REJECT, f"reject: {line}", reasons, evidence)
+        return Decision(REJECT, f"reject: {'; '.join(x for x in (ci, scores, guard, drift_note) if x)}", reasons,
+                        evidence)
+
     conclusive = c.ci_high <= -policy.min_improvement
     evidence["conclusive"] = conclusive
-    if conclusive:
-        wins = prior_wins + 1
-        reasons.append(f"the CI's conservative bound {pct(c.ci_high)} clears the minimum improvement "
-                       f"{pct(-policy.min_improvement)}: win {wins} of {policy.confirm_weeks} needed in a row")
-        if wins < policy.confirm_weeks:
-            reasons.append("not yet confirmed on another week, so it goes to an A/B test; it is promoted if the next "
-                           "week's candidate wins again")
-            return Decision(AB_TEST, f"ab_test (win {wins} of {policy.confirm_weeks}): {line}", reasons, evidence)
-        if policy.always_ab:
-            reasons.append("policy says every promotion goes through an A/B test first")
-            return Decision(AB_TEST, f"ab_test (policy: always A/B first): {line}", reasons, evidence)
-        if heavy_drift:
-            reasons.append("heavy drift: offline evidence on this week is weaker, so it goes to an A/B test")
-            return Decision(AB_TEST, f"ab_test (heavy drift): {line}", reasons, evidence)
-        return Decision(PROMOTE, f"promote: {line}", reasons, evidence)
-    if c.rel_change < 0 and policy.ab_when_inconclusive:
-        reasons.append(f"looks better but not conclusively: the CI's conservative bound {pct(c.ci_high)} does not "
-                       f"clear {pct(-policy.min_improvement)}")
-        return Decision(AB_TEST, f"ab_test (inconclusive): {line}", reasons, evidence)
-    reasons.append("not better than the champion" if c.rel_change >= 0 else
-                   "better by too little to act on, and A/B tests of inconclusive candidates are off")
-    return Decision(REJECT, f"reject: {line}", reasons, evidence)
+    if fresher_weeks <= 0:
+        outlook = f"no newer data than the champion: only a conclusive win counts (CI bound {pct(c.ci_high)})"
+        would = conclusive
+        reasons.append(f"{outlook}: {'it clears' if conclusive else 'it does not clear'} "
+                       f"{pct(-policy.min_improvement)}")
+    else:
+        fresh = record.gain if (refit and record) else 0.0
+        fresh_sd = math.hypot(record.se, record.spread) if (refit and record) else 0.0  # this one week's change
+        expected = c.rel_change + fresh
+        sd = math.hypot(ci_sd(c), fresh_sd)
+        risk = _tail(expected, sd, policy.max_harm)
+        evidence.update(expected_change=expected, expected_sd=sd, harm_risk=risk)
+        would = expected < 0 and risk <= policy.harm_risk
+        if refit and record:
+            basis = (f"{pct(c.rel_change)} on the newest week {pct(fresh)} for one more week of data (track record: "
+                     f"{record.weeks} week{'s' if record.weeks != 1 else ''})")
+        elif refit:
+            basis = f"{pct(c.rel_change)} on the newest week (no track record of fresher data yet)"
+        else:
+            basis = f"{pct(c.rel_change)} on the newest week"
+        outlook = (f"expected change in served {name} {pct(expected)} ({basis}); chance of being worse than the "
+                   f"champion by more than {policy.max_harm:.0%}: {risk:.0%} (bound {policy.harm_risk:.0%})")
+        reasons.append(outlook)
+    line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
+    if not would:
+        why = ("not conclusively better, and no newer data" if fresher_weeks <= 0 else
+               "serving it is not expected to lower the loss" if evidence["expected_change"] >= 0 else
+               "the chance of a worse model is above the bound")
+        reasons.append(f"keep the champion: {why}")
+        return Decision(REJECT, f"reject ({why}): {line}", reasons, evidence)
+
+    if running:
+        reasons.append(f"experiment {running['id']} is running (v{running['challenger_version']} vs "
+                       f"v{running['champion_version']}, planned end {str(running['planned_end'])[:10]}): one "
+                       "experiment at a time, so this candidate is held and the experiment decides")
+        return Decision(HOLD, f"hold (experiment {running['id']} running): {line}", reasons, evidence)
+    careful = [x for x in shift] + (["policy: every promotion through an A/B test"] if policy.always_ab else [])
+    if careful:
+        why = "; ".join(careful)
+        if plan is not None and plan.reachable:
+            reasons.append(f"{why}: the offline evidence is weaker, so an online A/B test decides "
+                           f"({plan.units:,} units planned, {plan.per_day:,.0f} a day: {plan.days_needed:.1f} of "
+                           f"{plan.max_days} days)")
+            return Decision(AB_TEST, f"ab_test ({why}): {line}", reasons, evidence)
+        cannot = (f"an A/B test cannot finish: {plan.units:,} units needed at {plan.per_day:,.0f} a day = "
+                  f"{plan.days_needed:.0f} days > ab.max_duration_days {plan.max_days}" if plan else
+                  "no A/B plan")
+        if conclusive:
+            reasons.append(f"{why}; {cannot}, so it is decided offline: a conclusive win promotes")
+            return Decision(PROMOTE, f"promote ({why}; conclusive offline win): {line}", reasons, evidence)
+        reasons.append(f"{why}; {cannot}, so it is decided offline, where only a conclusive win promotes "
+                       f"(CI bound {pct(c.ci_high)} vs {pct(-policy.min_improvement)})")
+        return Decision(REJECT, f"reject ({why}; not a conclusive win): {line}", reasons, evidence)
+    reasons.append(f"promote {served}")
+    short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
+             f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
+    return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
+
+
+def _tail(mean: float, sd: float, at: float) -> float:
+    """P(X > at) for X ~ Normal(mean, sd)."""
+    return 0.5 * math.erfc((at - mean) / (sd * math.sqrt(2)))
+
+
+def drift_facts(policy: PolicyConfig, drift: dict | None) -> tuple[list[str], str]:
+    """The calibrated drift alarms that make offline evidence weaker, in words, and the drift line for the reasons.
+    Reads the summary of tasks/drift.py: `n_drifted`, `n_columns`, `share_drifted`, `target` and `prediction`
+    (each with `drifted`, `statistic`, `threshold`)."""
+    if not drift:
+        return [], ""
+    facts = []
+    for key, label in (("target", "the target shifted"), ("prediction", "the predictions shifted")):
+        col = drift.get(key) or {}
+        if col.get("drifted"):
+            stat, thr = col.get("statistic"), col.get("threshold")
+            facts.append(label + (f" (statistic {stat:.3g} vs week-to-week bound {thr:.3g})"
+                                  if isinstance(stat, (int, float)) and isinstance(thr, (int, float)) else ""))
+    n, k, share = drift.get("n_drifted", 0), drift.get("n_columns", 0), drift.get("share_drifted", 0.0)
+    heavy = policy.ab_if_drift_share_above is not None and k and share > policy.ab_if_drift_share_above
+    if heavy:
+        facts.append(f"heavy drift: {n} of {k} features ({share:.0%})")
+    named = [c for c, v in (drift.get("columns") or {}).items() if v.get("drifted")]
+    note = (f"{n} of {k} feature columns drifted beyond their week-to-week variation ({share:.0%}"
+            f"{': ' + ', '.join(named[:6]) if named else ''})")
+    if facts and not heavy:
+        note += "; " + "; ".join(facts)
+    elif heavy and len(facts) > 1:
+        note += "; " + "; ".join(facts[:-1])
+    return facts, note
 
 
 def _scores(candidate: dict, champion: dict | None) -> str:
@@ -118,11 +278,3 @@ def _scores(candidate: dict, champion: dict | None) -> str:
         vs = f" vs champion {champion[key]:.3f}" if champion and champion.get(key) is not None else ""
         parts.append(f"{label} {candidate[key]:.3f}{vs}")
     return ", ".join(parts)
-
-
-def _drift_note(policy: PolicyConfig, drift: dict | None) -> tuple[str, bool]:
-    if not drift:
-        return "", False
-    n, k, share = drift["n_drifted"], drift["n_columns"], drift["share_drifted"]
-    heavy = policy.ab_if_drift_share_above is not None and share > policy.ab_if_drift_share_above
-    return f"{n} of {k} feature columns drifted ({share:.0%})", heavy

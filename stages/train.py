@@ -1,4 +1,6 @@
-"""DVC stage `train`: fit the configured model family and the naive baseline on the training window."""
+"""DVC stages `train` and `refit`: fit the configured model family and the naive baseline on the training window
+(`train`), or on the window moved one week on, so that it ends with the holdout week (`refit`: the model that is
+served once the candidate is chosen; the candidate itself is what was judged on the holdout)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +11,7 @@ import pandas as pd
 
 from ml.config import Params
 from ml.models import build_baseline, build_model, model_family
+from ml.split import week_bounds
 from stages.common import cli, fmt_int, load_params, write_json, write_pickle
 
 
@@ -35,21 +38,33 @@ def fit_candidate(params: Params, train: pd.DataFrame):
     return model, baseline, info
 
 
+def refit_window(params: Params, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """The training window moved on by one week: its oldest week out, the holdout week in."""
+    w, t = params.window, params.source.time_column
+    cut = week_bounds(w.as_of)[0] - pd.Timedelta(days=7 * w.train_weeks)  # the first day of the 2nd-oldest week
+    return pd.concat([train[train[t] >= cut], holdout], ignore_index=True)
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--train", default="data/prepared/train.parquet")
     ap.add_argument("--out", default="data/model")
+    ap.add_argument("--refit-with", metavar="HOLDOUT", help="refit: add this holdout week and drop the oldest "
+                    "training week (the window of the same length that ends with the holdout)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     train = pd.read_parquet(args.train)
+    if args.refit_with:
+        train = refit_window(params, train, pd.read_parquet(args.refit_with))
     model, baseline, info = fit_candidate(params, train)
     out = Path(args.out)
     write_pickle(out / "model.pkl", model)
     write_pickle(out / "baseline.pkl", baseline)
     write_json(out / "info.json", info)
-    print(f"train: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
+    what = "refit (window ending with the holdout week)" if args.refit_with else "train"
+    print(f"{what}: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
           f"in {info['fit_seconds']:.1f} s")
 
 

@@ -37,23 +37,54 @@ def load_champion(name: str) -> tuple[str, Any] | None:
     return version, mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
 
 
-def prior_wins(name: str, champion_version: str | None, as_of: date, max_weeks: int) -> int:
-    """Consecutive weeks right before `as_of` whose candidate won conclusively against this same champion."""
+def trained_until(tags: dict) -> date | None:
+    """The (exclusive) end of a version's training data: its `trained_until` tag, or for versions registered
+    before that tag existed, the start of the week it was judged on."""
+    if tags.get("trained_until"):
+        return date.fromisoformat(tags["trained_until"])
+    if tags.get("as_of"):
+        return date.fromisoformat(tags["as_of"]) - timedelta(days=7)
+    return None
+
+
+def version_tags(name: str, version: str) -> dict:
     from mlflow import MlflowClient
 
-    if champion_version is None or max_weeks <= 0:
-        return 0
-    by_week: dict[str, list] = {}
+    return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def stale_version(name: str, before: date, recipe: str, max_weeks: int = 4) -> tuple[str, date] | None:
+    """The newest version of the same recipe trained on data ending at least a week before `before` (and at most
+    `max_weeks` weeks): what the candidate is compared with to measure what newer data buys. None when there is
+    none."""
+    from mlflow import MlflowClient
+
+    best = None
     for v in MlflowClient().search_model_versions(f"name='{name}'"):
-        by_week.setdefault(v.tags.get("as_of", ""), []).append(v.tags)
-    streak = 0
-    for k in range(1, max_weeks + 1):
-        week = (as_of - timedelta(days=7 * k)).isoformat()
-        if not any(t.get("decision.conclusive") == "true" and t.get("compared_with") == str(champion_version)
-                   for t in by_week.get(week, [])):
-            break
-        streak += 1
-    return streak
+        if v.tags.get("recipe") != recipe:
+            continue
+        until = trained_until(v.tags)
+        if until is None or not before - timedelta(days=7 * max_weeks) <= until <= before - timedelta(days=7):
+            continue
+        if best is None or until > best[1] or (until == best[1] and int(v.version) > int(best[0])):
+            best = (str(v.version), until)
+    return best
+
+
+def freshness_history(name: str, as_of: date, weeks: int) -> list[tuple[float, float]]:
+    """(gain, standard error) of one more week of data, measured by the weekly runs of the `weeks` weeks before
+    `as_of` (tags `freshness.gain` / `freshness.se` of the versions they registered): the track record."""
+    from mlflow import MlflowClient
+
+    by_week: dict[str, tuple[float, float]] = {}
+    lo = as_of - timedelta(days=7 * weeks)
+    for v in MlflowClient().search_model_versions(f"name='{name}'"):
+        t = v.tags
+        if "freshness.gain" not in t or not t.get("as_of"):
+            continue
+        if lo <= date.fromisoformat(t["as_of"]) < as_of:
+            by_week[t["as_of"]] = (float(t["freshness.gain"]), float(t["freshness.se"]))
+    return [by_week[k] for k in sorted(by_week)]
 
 
 def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_tags: dict[str, str]) -> str:
@@ -64,6 +95,7 @@ def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_
             "decision.reasons": json.dumps(decision["reasons"])[:4900], "as_of": ctx.week,
             "decision.conclusive": str(bool(decision["evidence"].get("conclusive"))).lower(),
             "compared_with": str(decision.get("champion_version") or ""),
+            **{f"freshness.{k}": str(v) for k, v in (decision.get("freshness") or {}).items() if k in ("gain", "se")},
             "flow.parent_run_id": ctx.parent_run_id, **lineage_tags}
     mv = mlflow.register_model(model_uri, ctx.params.registry.model_name, tags=tags)
     from mlflow import MlflowClient
@@ -76,7 +108,7 @@ def register(ctx: WeekRun, model_uri: str, run_id: str, decision: dict, lineage_
       retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, str]) -> dict:
     """promote: champion -> new version, old one kept as previous-champion; ab_test: challenger alias + A/B
-    request; reject: the version keeps its reason. A dry run registers nothing."""
+    request; hold / reject: the version keeps its reason, no alias moves. A dry run registers nothing."""
     from mlflow import MlflowClient
 
     log = get_run_logger()
@@ -87,8 +119,10 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
     client = MlflowClient()
     # A retry (e.g. after a lost connection) reuses the version this run already registered.
     done = client.search_model_versions(f"name='{name}' and run_id='{candidate['run_id']}'")
+    tags = {**lineage_tags, "trained_until": candidate["trained_until"], "refit": str(candidate["refit"]).lower(),
+            "recipe": candidate["recipe"]}
     version = str(done[0].version) if done else register(ctx, candidate["model_uri"], candidate["run_id"], decision,
-                                                     lineage_tags)
+                                                     tags)
     out: dict[str, Any] = {"action": action, "version": version, "model": name}
     if action == "promote":
         from tasks.ab import end_experiments_on_promotion
@@ -124,6 +158,8 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
         log.info(f"act: {name} v{version} is @challenger; A/B experiment {exp['id']} started "
                  f"({request['share']:.0%} of units, {exp['planned_units']:,} units with outcomes planned, "
                  f"analysis {'scheduled for' if scheduled else 'due'} {request['planned_end'][:10]})")
+    elif action == "hold":
+        log.info(f"act: {name} v{version} registered and held: the running experiment decides; aliases unchanged")
     else:
         log.info(f"act: {name} v{version} registered as rejected; @champion unchanged")
     lineage.set_tags(ctx.parent_run_id, {"registered_version": version, "decision": action})

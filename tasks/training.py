@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import warnings
+from datetime import date, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def _dvc_logs_once():
             dvc.addHandler(h)
 
 
-@task(name="dvc repro (land → prepare → train → evaluate)", cache_policy=NO_CACHE)
+@task(name="dvc repro (land → prepare → train → evaluate, refit)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
     """Set the week in params.yaml, track data/raw, run the DVC pipeline; returns metrics and data hashes."""
     from dvc.repo import Repo
@@ -137,7 +138,8 @@ def log_candidate(ctx: WeekRun, trained: dict) -> dict:
 
     log = get_run_logger()
     s = ctx.params.source
-    model = joblib.load(ctx.path("data", "model", "model.pkl"))
+    refit = ctx.params.policy.refit
+    model = joblib.load(ctx.path("data", "refit" if refit else "model", "model.pkl"))
     train = pd.read_parquet(ctx.path("data", "prepared", "train.parquet"))
     holdout = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
     hashes = trained["hashes"]
@@ -160,7 +162,31 @@ def log_candidate(ctx: WeekRun, trained: dict) -> dict:
                                             infer_signature(example, out), ctx.params.validation.required),
                                         input_example=example, pip_requirements=pip_requirements(family),
                                         code_paths=[str(ctx.path("ml"))], serialization_format="cloudpickle")
-        mlflow.set_tags({"as_of": ctx.week, **{f"dvc.md5.{k}": v for k, v in hashes.items()}})
-        log.info(f"log: candidate {trained['info']['family']} logged as {info.model_uri} "
-                 f"(run {run.info.run_id[:8]})")
-    return {"model_uri": info.model_uri, "run_id": run.info.run_id}
+        until = trained_until(ctx.as_of, refit)
+        mlflow.set_tags({"as_of": ctx.week, "trained_until": until.isoformat(), "refit": str(refit).lower(),
+                         "recipe": recipe_id(ctx.params),
+                         **{f"dvc.md5.{k}": v for k, v in hashes.items()}})
+        what = "refit on the window ending with the holdout week" if refit else "candidate"
+        log.info(f"log: {trained['info']['family']} {what} logged as {info.model_uri} (run {run.info.run_id[:8]})")
+    return {"model_uri": info.model_uri, "run_id": run.info.run_id, "trained_until": until.isoformat(),
+            "refit": refit, "recipe": recipe_id(ctx.params)}
+
+
+def recipe_id(params) -> str:
+    """A short digest of what makes a model's recipe: task, target, features and the training section. The
+    freshness track record compares only models of the same recipe, so a recipe change is not counted as the
+    gain of newer data."""
+    import dataclasses
+    import hashlib
+
+    s = params.source
+    key = json.dumps({"task": s.task, "target": s.target, "numeric": list(s.numeric_features),
+                      "categorical": list(s.categorical_features), "train": dataclasses.asdict(params.train)},
+                     sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def trained_until(as_of: date, refit: bool) -> date:
+    """The (exclusive) end of the data a week's logged model was trained on: the end of the holdout week for a
+    refit, the start of the holdout week for the candidate itself."""
+    return as_of if refit else as_of - timedelta(days=7)

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import lineage
 from tasks.context import WeekRun
 
-ICON = {"promote": "✅ promote", "ab_test": "🧪 A/B test", "reject": "⛔ reject"}
+ICON = {"promote": "✅ promote", "ab_test": "🧪 A/B test", "hold": "⏸ hold", "reject": "⛔ reject"}
 
 
 def run_link(ctx: WeekRun, run_id: str) -> str | None:

@@ -1,5 +1,5 @@
-"""The weekly flow end to end on real weeks: bootstrap, promotion, rejection, quarantine, dry run, rollback,
-lineage. One scenario runs once (module fixture); each test asserts one behaviour users rely on."""
+"""The weekly flow end to end on real weeks: bootstrap, an A/B test that can finish, a candidate held while it
+runs, promotion of the refit, the track record, rejection, quarantine, dry run, rollback, lineage. One scenario runs once (module fixture); each test asserts one behaviour users rely on."""
 from __future__ import annotations
 
 import json
@@ -43,17 +43,23 @@ def scenario(prefect_api, tmp_path_factory):
     s["bootstrap"] = week(repo, "2013-05-05")
     s["champion_after_bootstrap"] = champion(repo)
 
-    edit_params(repo, train={"hgb": STRONG})
-    s["first_win"] = week(repo, "2013-05-12")  # a conclusive win, not yet confirmed: A/B test
+    # A better recipe, and a policy that sends every promotion through an A/B test (one that can finish: an MDE
+    # of 10 % needs about 9 days of this traffic).
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"min_detectable_effect": 0.1})
+    s["first_win"] = week(repo, "2013-05-12")
     s["champion_after_first_win"] = champion(repo)
     s["challenger_after_first_win"] = str(client(repo).get_model_version_by_alias(MODEL, "challenger").version)
-    s["better"] = week(repo, "2013-05-19")  # wins again against the same champion: promoted
+    s["while_running"] = week(repo, "2013-05-19")  # would promote again, but the experiment is running: held
+    s["aliases_while_running"] = {a: str(v) for a, v in client(repo).get_registered_model(MODEL).aliases.items()}
+
+    from deployments.ablog import ABLog, store_url
+
+    with ABLog(store_url(repo)) as log:  # the experiment ends (its analysis is tested in test_ab_loop.py)
+        log.close_running(MODEL, "rolled_back", "ended by the test")
+    edit_params(repo, policy={"always_ab": False})
+    s["better"] = week(repo, "2013-05-26")  # clearly better, no experiment running: promoted offline
     s["champion_after_better"] = champion(repo)
     s["aliases_after_better"] = set(client(repo).get_registered_model(MODEL).aliases)
-
-    edit_params(repo, train={"hgb": WEAK})
-    s["worse"] = week(repo, "2013-05-26")
-    s["champion_after_worse"] = champion(repo)
 
     bad = pd.read_parquet(repo / "data/raw/2013-05-26.parquet")  # a real week, then broken two ways
     bad["time_hour"] = bad["time_hour"] + pd.Timedelta(days=7)
@@ -67,9 +73,15 @@ def scenario(prefect_api, tmp_path_factory):
     s["versions_after_bad"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
     s["landed_after_bad"] = (repo / "data/raw/2013-06-02.parquet").exists()
     s["eval_mtime_after_bad"] = (repo / "data/eval/metrics.json").stat().st_mtime
+    s["champion_after_bad"] = champion(repo)
+
+    edit_params(repo, train={"hgb": WEAK})
+    s["worse"] = week(repo, "2013-06-02")
+    s["champion_after_worse"] = champion(repo)
 
     edit_params(repo, train={"hgb": STRONG})
-    s["dry"] = week(repo, "2013-06-02", dry_run=True)
+    s["versions_before_dry"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
+    s["dry"] = week(repo, "2013-06-09", dry_run=True)
     s["versions_after_dry"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
     return s
 
@@ -81,29 +93,55 @@ def test_first_run_bootstraps_the_champion(scenario):
     assert scenario["champion_after_bootstrap"] == r["version"] == "1"
 
 
-def test_a_first_win_goes_to_an_ab_test_and_the_champion_stays(scenario):
+def test_a_win_goes_to_an_ab_test_that_can_finish_and_the_champion_stays(scenario):
     state, r = scenario["first_win"]
     assert state.is_completed(), state.message
-    assert r["action"] == "ab_test" and "win 1 of 2" in r["summary"], r["summary"]
+    assert r["action"] == "ab_test" and "always" in r["summary"], r["summary"]
     assert scenario["champion_after_first_win"] == "1"
     c = client(scenario["repo"])
     assert scenario["challenger_after_first_win"] == r["version"] == "2"
     request = json.loads(c.get_model_version(MODEL, "2").tags["ab_request"])
     assert request["champion_version"] == "1" and request["share"] == 0.5
+    decision = json.loads((scenario["repo"] / "data/runs/2013-05-12/decision.json").read_text())
+    plan = decision["evidence"]["plan"]
+    assert plan["reachable"] and plan["days_needed"] <= 21, plan
+
+
+def test_a_new_candidate_never_cancels_the_running_experiment(scenario):
+    state, r = scenario["while_running"]
+    assert state.is_completed(), state.message
+    assert r["action"] == "hold", r["summary"]
+    assert "experiment" in r["summary"] and "running" in r["summary"]
+    assert scenario["aliases_while_running"] == {"champion": "1", "challenger": "2"}  # nothing moved
+    v = client(scenario["repo"]).get_model_version(MODEL, r["version"])
+    assert v.tags["decision"] == "hold"
 
 
 def test_a_clearly_better_candidate_is_promoted_and_the_old_champion_kept(scenario):
     state, r = scenario["better"]
     assert state.is_completed(), state.message
     assert r["action"] == "promote", r["summary"]
-    assert scenario["champion_after_better"] == r["version"] == "3"
+    assert scenario["champion_after_better"] == r["version"] == "4"
     c = client(scenario["repo"])
     assert str(c.get_model_version_by_alias(MODEL, "previous-champion").version) == "1"
-    assert scenario["aliases_after_better"] == {"champion", "previous-champion"}  # the A/B test of v2 is over
-    decision = json.loads((scenario["repo"] / "data/runs/2013-05-19/decision.json").read_text())
-    comp = decision["evidence"]["comparison"]
-    assert comp["ci_high"] <= -0.02 and comp["clusters"] > 50
+    assert scenario["aliases_after_better"] == {"champion", "previous-champion"}
+    decision = json.loads((scenario["repo"] / "data/runs/2013-05-26/decision.json").read_text())
+    ev = decision["evidence"]
+    assert ev["comparison"]["rel_change"] < -0.02 and ev["comparison"]["clusters"] > 50
+    assert ev["expected_change"] < 0 and ev["harm_risk"] <= 0.2
     assert "CI" in decision["summary"] and "slice" in decision["summary"]
+    # the served model is the refit: trained on the window that ends with the holdout week
+    assert c.get_model_version(MODEL, "4").tags["trained_until"] == "2013-05-26"
+
+
+def test_the_track_record_is_measured_every_week_and_kept_in_the_registry(scenario):
+    c = client(scenario["repo"])
+    decision = json.loads((scenario["repo"] / "data/runs/2013-05-26/decision.json").read_text())
+    fresh = decision["freshness"]  # the candidate vs the newest version trained a week (or more) earlier
+    assert fresh and fresh["version"] == "2" and fresh["se"] > 0  # the same recipe (v1 was another)
+    assert decision["evidence"]["track_record"]["weeks"] >= 1
+    tags = c.get_model_version(MODEL, "4").tags
+    assert float(tags["freshness.gain"]) == pytest.approx(fresh["gain"])
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(scenario):
@@ -127,14 +165,14 @@ def test_a_bad_batch_is_quarantined_and_nothing_trains(scenario):
     assert not scenario["landed_after_bad"]  # never reached the raw store
     assert scenario["versions_after_bad"] == scenario["versions_before_bad"]  # nothing registered
     assert scenario["eval_mtime_after_bad"] == scenario["eval_mtime_before_bad"]  # no training
-    assert champion(repo) == scenario["champion_after_worse"]
+    assert champion(repo) == scenario["champion_after_bad"] == scenario["champion_after_better"]
 
 
 def test_dry_run_decides_but_registers_nothing(scenario):
     state, r = scenario["dry"]
     assert state.is_completed(), state.message
-    assert r["version"] is None and r["action"] in ("promote", "ab_test", "reject")
-    assert scenario["versions_after_dry"] == scenario["versions_after_bad"]
+    assert r["version"] is None and r["action"] in ("promote", "ab_test", "hold", "reject")
+    assert scenario["versions_after_dry"] == scenario["versions_before_dry"]
 
 
 def test_lineage_from_a_registered_version(scenario):
@@ -154,7 +192,7 @@ def test_lineage_from_a_registered_version(scenario):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
     assert {"ingest", "validate", "train", "log-candidate", "compare", "drift", "decide"} <= steps
     inputs = {d.dataset.name for d in candidate_run.inputs.dataset_inputs}
-    assert inputs == {"training-window-2013-05-19", "holdout-2013-05-19"}
+    assert inputs == {"training-window-2013-05-26", "holdout-2013-05-26"}
     drift_run = next(r for r in c.search_runs([parent.info.experiment_id],
                                               f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
                                               "and tags.step = 'drift'"))
@@ -166,6 +204,6 @@ def test_rollback_restores_the_previous_champion(scenario):
 
     repo = scenario["repo"]
     out = rollback_champion(project_dir=str(repo))
-    assert out == {"model": MODEL, "champion": "1", "demoted": "3"}
+    assert out == {"model": MODEL, "champion": "1", "demoted": "4"}
     assert champion(repo) == "1"
-    assert "rolled_back_at" in client(repo).get_model_version(MODEL, "3").tags
+    assert "rolled_back_at" in client(repo).get_model_version(MODEL, "4").tags

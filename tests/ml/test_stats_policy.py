@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from ml.config import ConfigError, PolicyConfig
-from ml.policy import AB_TEST, PROMOTE, REJECT, decide
+from ml.policy import AB_TEST, HOLD, PROMOTE, REJECT, ABPlan, TrackRecord, decide, track_record
 from ml.stats import Comparison, compare_losses, paired_bootstrap, slice_changes
 
 
@@ -50,10 +50,15 @@ def test_slice_changes_flag_small_slices_as_not_enforced():
     assert not out["EWR"]["enforced"] and out["EWR"]["rel_change"] == pytest.approx(0.5)
 
 
-POLICY = PolicyConfig(min_improvement=0.02, min_gain_vs_baseline=0.2, max_slice_regression=0.05)
+POLICY = PolicyConfig(min_improvement=0.02, min_gain_vs_baseline=0.2, max_slice_regression=0.05, max_harm=0.02,
+                      harm_risk=0.2)
 GOOD = {"mae": 11.9, "rows": 6000}
 BASE = {"mae": 20.0, "rows": 6000}
 DRIFT = {"n_drifted": 3, "n_columns": 11, "share_drifted": 3 / 11}
+FRESH = TrackRecord(gain=-0.02, se=0.005, spread=0.01, weeks=8)  # one more week of data has bought 2 % lower loss
+REACHABLE = ABPlan(units=20_000, per_day=2_000, max_days=21)
+UNREACHABLE = ABPlan(units=60_000, per_day=900, max_days=21)
+SHIFT = {**DRIFT, "target": {"drifted": True, "statistic": 0.41, "threshold": 0.12}, "prediction": {"drifted": False}}
 
 
 def comp(rel, lo, hi):
@@ -61,33 +66,85 @@ def comp(rel, lo, hi):
                       confidence=0.95, rows=6000, clusters=120)
 
 
-@pytest.mark.parametrize("comparison,slices,policy,drift,action,words", [
-    (None, [], POLICY, DRIFT, PROMOTE, "first champion"),
-    (comp(-0.056, -0.071, -0.040), [], POLICY, DRIFT, PROMOTE, "−5.6%, 95% CI −7.1%…−4.0%"),
-    (comp(-0.03, -0.06, -0.01), [], POLICY, DRIFT, AB_TEST, "not conclusively"),
-    (comp(-0.03, -0.06, -0.01), [], PolicyConfig(ab_when_inconclusive=False), DRIFT, REJECT, "too little"),
-    (comp(0.04, 0.01, 0.07), [], POLICY, DRIFT, REJECT, "not better"),
-    (comp(-0.056, -0.071, -0.040), [{"column": "origin", "slice": "EWR", "rows": 2000, "champion": 10,
-                                      "candidate": 11, "rel_change": 0.10, "enforced": True}],
-     POLICY, DRIFT, REJECT, "origin=EWR +10.0%"),
-    (comp(-0.056, -0.071, -0.040), [], PolicyConfig(always_ab=True), DRIFT, AB_TEST, "always A/B"),
-    (comp(-0.056, -0.071, -0.040), [], POLICY, {"n_drifted": 9, "n_columns": 11, "share_drifted": 9 / 11},
-     AB_TEST, "heavy drift"),
+SAME = comp(0.0, -0.015, 0.015)  # the candidate's recipe does as well as the champion on the newest week
+CLEAR = comp(-0.056, -0.071, -0.040)  # a conclusive win
+
+
+def test_a_fresher_model_that_is_not_worse_is_promoted_on_the_track_record():
+    d = decide(POLICY, "mae", GOOD, BASE, SAME, [], DRIFT, record=FRESH, plan=REACHABLE)
+    assert d.action == PROMOTE, d.reasons
+    assert d.evidence["expected_change"] == pytest.approx(-0.02)
+    assert "−2.0% for one more week of data (track record: 8 weeks)" in " ".join(d.reasons)
+    assert "refit on the window including the newest week" in d.reasons[-1]
+
+
+def test_without_a_track_record_an_even_candidate_keeps_the_champion():
+    d = decide(POLICY, "mae", GOOD, BASE, SAME, [], DRIFT, record=None)
+    assert d.action == REJECT and "not expected to lower the loss" in d.summary
+
+
+@pytest.mark.parametrize("comparison,action,words", [
+    (comp(-0.03, -0.06, -0.005), REJECT, "not conclusively better, and no newer data"),
+    (CLEAR, PROMOTE, "it clears −2.0%"),
 ])
-def test_policy_decides_with_reasons_in_words(comparison, slices, policy, drift, action, words):
-    d = decide(policy, "mae", GOOD, BASE, comparison, slices, drift, prior_wins=1)  # a confirmed win
+def test_with_no_newer_data_only_a_conclusive_win_counts(comparison, action, words):
+    d = decide(POLICY, "mae", GOOD, BASE, comparison, [], DRIFT, fresher_weeks=0, record=FRESH)
     assert d.action == action
     assert words in d.summary + " ".join(d.reasons)
 
 
-@pytest.mark.parametrize("prior_wins,confirm,action", [(0, 2, AB_TEST), (1, 2, PROMOTE), (0, 1, PROMOTE),
-                                                       (1, 3, AB_TEST), (2, 3, PROMOTE)])
-def test_a_win_promotes_only_once_confirmed_on_consecutive_weeks(prior_wins, confirm, action):
-    policy = PolicyConfig(confirm_weeks=confirm)
-    d = decide(policy, "mae", GOOD, BASE, comp(-0.056, -0.071, -0.040), [], DRIFT, prior_wins=prior_wins)
-    assert d.action == action
-    assert d.evidence["conclusive"] is True
-    assert f"win {prior_wins + 1} of {confirm}" in " ".join(d.reasons)
+@pytest.mark.parametrize("comparison,why", [
+    (comp(0.04, 0.01, 0.07), "not expected to lower the loss"),  # worse by more than freshness buys
+    (comp(-0.01, -0.20, 0.18), "chance of a worse model is above the bound"),  # too uncertain
+])
+def test_a_worse_or_too_uncertain_candidate_is_rejected(comparison, why):
+    d = decide(POLICY, "mae", GOOD, BASE, comparison, [], DRIFT, record=FRESH)
+    assert d.action == REJECT and why in d.summary
+
+
+def test_a_slice_guardrail_rejects_whatever_the_expected_gain():
+    bad = [{"column": "origin", "slice": "EWR", "rows": 2000, "champion": 10, "candidate": 11, "rel_change": 0.10,
+            "enforced": True}]
+    d = decide(POLICY, "mae", GOOD, BASE, CLEAR, bad, DRIFT, record=FRESH)
+    assert d.action == REJECT and "origin=EWR +10.0%" in d.summary
+
+
+def test_a_running_experiment_is_never_cancelled_by_a_new_candidate():
+    running = {"id": "m-v5-vs-v4", "champion_version": "4", "challenger_version": "5", "planned_end": "2013-06-09"}
+    d = decide(POLICY, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH, running=running, plan=REACHABLE)
+    assert d.action == HOLD
+    assert "experiment m-v5-vs-v4 is running" in " ".join(d.reasons)
+    worse = decide(POLICY, "mae", GOOD, BASE, comp(0.04, 0.01, 0.07), [], DRIFT, record=FRESH, running=running)
+    assert worse.action == REJECT
+
+
+@pytest.mark.parametrize("drift", [SHIFT, {"n_drifted": 9, "n_columns": 11, "share_drifted": 9 / 11},
+                                   {**DRIFT, "prediction": {"drifted": True, "statistic": 0.3, "threshold": 0.1}}])
+@pytest.mark.parametrize("comparison,plan,action,words", [
+    (SAME, REACHABLE, AB_TEST, "online A/B test decides (20,000 units planned, 2,000 a day: 10.0 of 21 days)"),
+    (CLEAR, REACHABLE, AB_TEST, "online A/B test decides"),  # a shift weighs in whatever the comparison says
+    (SAME, UNREACHABLE, REJECT, "an A/B test cannot finish: 60,000 units needed at 900 a day = 67 days"),
+    (CLEAR, UNREACHABLE, PROMOTE, "decided offline: a conclusive win promotes"),
+])
+def test_a_shift_sends_a_would_be_promotion_online_or_raises_the_bar_offline(drift, comparison, plan, action, words):
+    d = decide(POLICY, "mae", GOOD, BASE, comparison, [], drift, record=FRESH, plan=plan)
+    assert d.action == action, d.reasons
+    assert words in " ".join(d.reasons)
+    assert d.evidence["shift"]
+
+
+def test_a_target_shift_is_named_in_words():
+    d = decide(POLICY, "mae", GOOD, BASE, SAME, [], SHIFT, record=FRESH, plan=UNREACHABLE)
+    assert "the target shifted (statistic 0.41 vs week-to-week bound 0.12)" in d.summary
+    worse = decide(POLICY, "mae", GOOD, BASE, comp(0.04, 0.01, 0.07), [], SHIFT, record=FRESH, plan=REACHABLE)
+    assert worse.action == REJECT and "the target shifted" in worse.summary
+
+
+def test_always_ab_needs_an_experiment_that_can_finish():
+    policy = PolicyConfig(always_ab=True)
+    assert decide(policy, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH, plan=REACHABLE).action == AB_TEST
+    d = decide(policy, "mae", GOOD, BASE, SAME, [], DRIFT, record=FRESH, plan=UNREACHABLE)
+    assert d.action == REJECT and "cannot finish" in " ".join(d.reasons)
 
 
 def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion():
@@ -96,18 +153,34 @@ def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion
 
 
 def test_summary_carries_the_drift_count():
-    d = decide(POLICY, "mae", GOOD, BASE, comp(-0.056, -0.071, -0.040), [], DRIFT)
-    assert "3 of 11 feature columns drifted" in d.summary
+    d = decide(POLICY, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH)
+    assert "3 of 11 feature columns drifted beyond their week-to-week variation (27%)" in d.summary
 
 
-def test_regression_wording_is_unchanged_with_champion_metrics():
+def test_regression_wording_with_champion_metrics():
     champion = {"mae": 12.6, "rmse": 21.0, "r2": 0.6, "rows": 6000}
-    d = decide(POLICY, "mae", GOOD, BASE, comp(-0.056, -0.071, -0.040), [], DRIFT, prior_wins=1, champion=champion)
+    d = decide(POLICY, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH, champion=champion)
     assert d.summary == ("promote: MAE 11.89 vs champion 12.60 (−5.6%, 95% CI −7.1%…−4.0%; 120 resampled clusters); "
                          "no slice worse than 5% (0 slices checked, worst +0.0%); "
-                         "3 of 11 feature columns drifted (27%)")
+                         "3 of 11 feature columns drifted beyond their week-to-week variation (27%); "
+                         "expected change in served MAE −7.6%, chance of > 2% worse 0%")
     first = decide(POLICY, "mae", GOOD, BASE, None, [], DRIFT)
     assert first.summary == "promote (first champion): MAE 11.90 vs naive baseline 20.00 (40.5% better; need ≥ 20%)"
+
+
+def test_the_track_record_pools_weeks_with_their_spread():
+    assert track_record([]) is None
+    one = track_record([(-0.02, 0.01)])
+    assert (one.gain, one.se, one.spread, one.weeks) == (-0.02, 0.01, 0.01, 1)
+    pooled = track_record([(-0.03, 0.002), (-0.01, 0.002), (-0.02, 0.002), (float("nan"), 0.01)])
+    assert pooled.weeks == 3 and pooled.gain == pytest.approx(-0.02)
+    assert pooled.spread == pytest.approx(0.01)  # weeks differ by more than each week's own noise
+    assert pooled.se == pytest.approx(0.01 / np.sqrt(3))
+
+
+def test_policy_rejects_an_impossible_harm_risk():
+    with pytest.raises(ConfigError, match="policy.harm_risk"):
+        PolicyConfig(harm_risk=1.5)
 
 
 CAND = {"log_loss": 0.41, "accuracy": 0.8394, "roc_auc": 0.9121, "rows": 2000}
@@ -131,7 +204,7 @@ def log_loss_comp(rel, lo, hi):
     (log_loss_comp(-0.07, -0.09, -0.05), None, PROMOTE, "accuracy 0.839, ROC AUC 0.912; no slice"),
 ])
 def test_classification_lines_report_accuracy_and_auc_while_log_loss_decides(comparison, champion, action, words):
-    d = decide(POLICY, "log_loss", CAND, PRIOR, comparison, [], None, prior_wins=1, champion=champion)
+    d = decide(POLICY, "log_loss", CAND, PRIOR, comparison, [], None, record=FRESH, champion=champion)
     assert d.action == action
     assert words in d.summary, d.summary
     assert any(r.startswith("accuracy 0.839") for r in d.reasons)
