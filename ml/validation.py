@@ -187,9 +187,17 @@ def _row_count_rule(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.Dat
         f"±{tol:.0%})")
 
 
+def tolerance(vcfg: ValidationConfig, family: str, column: str) -> float:
+    """The tolerance of a learned rule ("nulls", "categories" or "quantiles") on `column`: its entry in
+    `validation.column_tolerances` (flows.init widens a rule to its own week-to-week variation), else the default."""
+    default = {"nulls": vcfg.null_tolerance, "categories": vcfg.category_tolerance,
+               "quantiles": vcfg.quantile_tolerance}[family]
+    return float(vcfg.column_tolerances.get(column, {}).get(family, default))
+
+
 def _category_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation:
     values = sorted(ref.dropna().unique().tolist(), key=str)
-    mostly = round(1 - vcfg.category_tolerance, 6)
+    mostly = round(1 - tolerance(vcfg, "categories", column), 6)
     return Expectation(
         "ExpectColumnValuesToBeInSet", {"column": column, "value_set": values, "mostly": mostly},
         f"'{column}' takes one of the reference's {len(values)} categories in at least {_limit(mostly * 100)} of rows")
@@ -201,7 +209,8 @@ def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks:
     from the share check), the batch must still carry some values, unless a reference week had none either:
     a column empty for a whole week is a broken feed, not a share."""
     ref_share = float(ref.isna().mean())
-    allowed = ref_share + vcfg.null_tolerance
+    tol = tolerance(vcfg, "nulls", column)
+    allowed = ref_share + tol
     if exempt or allowed >= 1:
         has_values = ref.notna().groupby(weeks.to_numpy()).any()
         if ref_share >= 1 or not bool(has_values.all()):
@@ -213,7 +222,7 @@ def _null_share_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks:
     return Expectation(
         "ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly},
         f"'{column}' is null in at most {_limit(allowed * 100)} of rows (reference {_pct(ref_share * 100)} "
-        f"+ {vcfg.null_tolerance * 100:g} points)")
+        f"+ {tol * 100:g} points)")
 
 
 def envelope_weeks(sizes: pd.Series) -> pd.Index:
@@ -246,7 +255,7 @@ def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: p
     highs = np.maximum(pooled, per_week.max().to_numpy()) if len(per_week) else pooled
     if iqr == 0 and np.array_equal(lows, highs):
         return None  # constant throughout the reference: no variation learned, so no range to hold a week to
-    tol = vcfg.quantile_tolerance
+    tol = tolerance(vcfg, "quantiles", column)
     ranges = [[_num(lo - tol * iqr), _num(hi + tol * iqr)] for lo, hi in zip(lows, highs, strict=True)]
     names = "/".join(_quantile_name(q) for q in qs)
     what = "target " if target else ""
@@ -418,7 +427,10 @@ def _explain_not_null(exp: Expectation, res: dict) -> str:
     mostly = exp.kwargs.get("mostly")
     if mostly is None or mostly >= 1:
         return f"'{exp.column}' is null in {res['unexpected_count']:,} rows ({share}); it must never be null"
-    return f"'{exp.column}' is null in {share} of rows (allowed {_limit((1 - mostly) * 100)})"
+    allowed = _limit((1 - mostly) * 100)
+    if res["unexpected_percent"] >= 100:  # a feed empty for the week, whatever share the reference allows
+        return f"'{exp.column}' is null in every row of the batch (allowed {allowed}): a broken feed?"
+    return f"'{exp.column}' is null in {share} of rows (allowed {allowed})"
 
 
 def _explain_between(exp: Expectation, res: dict) -> str:

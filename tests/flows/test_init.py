@@ -43,6 +43,10 @@ def test_init_keeps_a_none_category_and_reads_na_as_missing(tmp_path, capsys):
     # 12 weeks of history: a third of it to train on, the first full window ending on a Monday (weeks run Mon-Sun)
     assert p["window"]["train_weeks"] == 4 and p["window"]["as_of"] == "2024-02-05"
     assert p["policy"]["cluster_column"] is None  # one row per time stamp: day-long blocks
+    # the contract is calibrated as a whole: the replay's verdict is printed, the tolerances written
+    assert "validation: the learned rules together reject" in printed and "budget 1%" in printed
+    v = p["validation"]
+    assert v["row_count_tolerance"] >= 0.5 and isinstance(v["column_tolerances"], dict)
 
 
 @pytest.mark.parametrize("args,words", [

@@ -74,7 +74,8 @@ def _unknown_carrier(b: pd.DataFrame) -> pd.DataFrame:
 
 
 CORRUPTIONS = {
-    "visib all null": (lambda b: b.assign(visib=np.nan), r"^'visib' is null in 100\.0% of rows \(allowed [\d.]+%\)$"),
+    "visib all null": (lambda b: b.assign(visib=np.nan),
+                       r"^'visib' is null in every row of the batch \(allowed [\d.]+%\): a broken feed\?$"),
     "renamed column": (lambda b: b.rename(columns={"dep_delay": "dep_delay_min"}),
                        r"^column 'dep_delay' is missing \(the batch has 'dep_delay_min' instead\?\)$"),
     "miles to km": (lambda b: b.assign(distance=b["distance"] * 1.609),
@@ -204,6 +205,27 @@ def test_learned_rules_follow_the_reference():
     never_null = {e.column for e in suite if e.type == "ExpectColumnValuesToNotBeNull" and "mostly" not in e.kwargs}
     assert never_null == {"t", "id"}  # the target only when listed in validation.required
     assert rule(suite, "ExpectColumnValuesToNotBeNull", "y").kwargs["mostly"] == pytest.approx(1 - 0.05)
+
+
+def test_column_tolerances_widen_only_their_column_and_rule():
+    """validation.column_tolerances (written by flows.init's calibration) overrides a rule's default for one
+    column; the other columns and rules keep the defaults."""
+    start = pd.Timestamp("2024-01-15", tz="UTC")
+    wide = ValidationConfig(min_rows=5, column_tolerances={"x": {"nulls": 0.2, "quantiles": 3.0},
+                                                           "c": {"categories": 0.1}})
+    suite = build_suite(CFG, wide, tiny_reference(), start, start + pd.Timedelta(days=7), reference_weeks=2)
+    default = build_suite(CFG, ValidationConfig(min_rows=5), tiny_reference(), start, start + pd.Timedelta(days=7),
+                          reference_weeks=2)
+    assert rule(suite, "ExpectColumnValuesToNotBeNull", "x").kwargs["mostly"] == pytest.approx(1 - 0.1 - 0.2)
+    assert rule(suite, "ExpectColumnValuesToNotBeNull", "y").kwargs["mostly"] == pytest.approx(1 - 0.05)
+    assert rule(suite, "ExpectColumnValuesToBeInSet", "c").kwargs["mostly"] == pytest.approx(0.9)
+    x = pd.Series(range(3, 30), dtype=float)
+    iqr = x.quantile(0.75) - x.quantile(0.25)
+    q = np.array(rule(suite, "ExpectColumnQuantileValuesToBeBetween", "x").kwargs["quantile_ranges"]["value_ranges"])
+    q0 = np.array(rule(default, "ExpectColumnQuantileValuesToBeBetween", "x").kwargs["quantile_ranges"][
+        "value_ranges"])
+    assert q[:, 0] == pytest.approx(q0[:, 0] - 2 * iqr) and q[:, 1] == pytest.approx(q0[:, 1] + 2 * iqr)
+    assert "± 3 IQR" in rule(suite, "ExpectColumnQuantileValuesToBeBetween", "x").description
 
 
 def test_exempt_and_required_columns_get_no_learned_rule():

@@ -1,0 +1,228 @@
+"""The contract `flows.init` learns is calibrated family-wise: the replay of its learned rules over the history
+(`ml.profile.replay_contract`) says which week each rule would reject, agrees with the gate that Great
+Expectations runs, and `calibrate` widens (or exempts) rules until together they reject at most 1 % of the
+history's weeks."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ml import profile as P
+from ml.config import ConfigError, ValidationConfig, parse_params
+from ml.sources import load_source, read_table
+from ml.split import slice_week, training_weeks, week_bounds
+from ml.validation import build_suite, validate_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "datasets"
+# bike sharing: every column numeric and never null; one Beijing station: nulls in most columns, wind direction
+# as a category, a regression target with gaps
+CASES = {
+    "bike": (SHARED / "bike_sharing" / "hour.csv", {"target": "cnt"}),
+    "station": (SHARED / "beijing_air" / "PRSA_Data_Dongsi_20130301-20170228.csv",
+                {"target": "PM2.5", "timezone": "Asia/Shanghai"}),
+}
+DEFAULTS = ValidationConfig(quantile_tolerance=P.QUANTILE_TOLERANCE)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def onboarded(request):
+    """The profile of a real file, its params as written, and the source as the pipeline loads it."""
+    path, kw = CASES[request.param]
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the shared datasets folder must sit beside the project")
+    prof = P.profile({path.name: read_table(path, None)}, path=str(path), **kw)
+    raw = yaml.safe_load(P.render_params(prof, (ROOT / "params.yaml").read_text()))
+    params = parse_params(copy.deepcopy(raw))
+    return request.param, prof, params, load_source(params.source, ROOT), raw
+
+
+def test_the_rules_together_reject_at_most_the_budget(onboarded):
+    name, prof, params, _, _ = onboarded
+    cal = prof.validation["_calibration"]
+    assert cal.default_rate > P.FALSE_ALARM_RATE, f"{name}: nothing to calibrate"  # the per-rule defaults do not
+    need = prof.validation["_replay"]
+    rejected = cal.alarms[cal.alarms].index
+    # beyond the budget only weeks no tolerance lets through: a feed empty all week (every reference week had
+    # values), which the gate must reject
+    nulls = [r for r in need.columns if r[0] == "nulls"]
+    broken = [k for k in rejected if np.isinf(need.loc[k, nulls].to_numpy(dtype=float)).any()]
+    assert len(rejected) - len(broken) <= int(P.FALSE_ALARM_RATE * len(need))
+    assert cal.rate <= P.FALSE_ALARM_RATE or len(broken) > 0
+    assert any(f"budget {P.FALSE_ALARM_RATE:.0%}" in n for n in prof.notes)
+    # the params as written reproduce the calibrated alarms: nothing is lost in rendering
+    written = _tolerances(params.validation, need.columns)
+    assert P.alarms(need, written).any(axis=1).equals(cal.alarms)
+
+
+def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):
+    """A widened tolerance lets through the weeks it was widened for, and no more than one step beyond them."""
+    name, prof, params, _, _ = onboarded
+    need = prof.validation["_replay"]
+    v = params.validation
+    assert v.column_tolerances, f"{name}: no rule was widened"
+    for column, tols in v.column_tolerances.items():
+        for family, tol in tols.items():
+            base = P.defaults_of(DEFAULTS)[family]
+            x = need[(family, column)].to_numpy()
+            x = x[np.isfinite(x)]
+            assert base < tol <= x.max() + P.STEP[family] + 1e-9, (column, family, tol)
+            assert (x > base).any()  # widened because the history needed it
+
+
+def test_the_replay_agrees_with_the_gate(onboarded):
+    """Week by week, a learned rule fails in Great Expectations exactly when the replay says its default
+    tolerance is too small: on every week some rule rejects, and on ordinary weeks between them."""
+    name, prof, params, frame, _ = onboarded
+    need = prof.validation["_replay"]
+    src, n = params.source, params.window.train_weeks
+    default = dataclasses.replace(params.validation, row_count_tolerance=DEFAULTS.row_count_tolerance,
+                                  null_exempt=(), quantile_exempt=(), column_tolerances={})
+    fires = P.alarms(need, _tolerances(default, need.columns))
+    rejected = list(need.index[fires.any(axis=1)])[:6]
+    quiet = list(need.index[~fires.any(axis=1)][:: max(1, len(need) // 2)])
+    anchor = P._monday_on_or_before(frame[src.time_column].min())
+    short = frame.groupby(P._weeks(frame[src.time_column])).size() < params.validation.min_rows
+    for k in rejected + quiet:
+        as_of = (anchor + pd.Timedelta(days=7 * (k + 1))).date()
+        refs = [w for w in training_weeks(as_of, n) if not short.get(_week_no(anchor, w), True)]
+        reference = pd.concat([slice_week(frame, src.time_column, w) for w in refs], ignore_index=True)
+        start, end = week_bounds(as_of)
+        report = validate_batch(slice_week(frame, src.time_column, as_of),
+                                build_suite(src, default, reference, start, end, n))
+        failed = {_rule(d) for d in report.result["expectations"] if not d["success"]}
+        expected = {r for r in need.columns if fires.at[k, r]}
+        assert failed == expected, f"{name} week {as_of}: GX {sorted(failed)}, replay {sorted(expected)}"
+    assert rejected  # the defaults reject some real weeks: the agreement was tested where it matters
+
+
+def _week_no(anchor: pd.Timestamp, as_of) -> int:
+    return int((pd.Timestamp(as_of, tz="UTC") - anchor) / pd.Timedelta(days=7)) - 1
+
+
+def _rule(d: dict) -> tuple[str, str]:
+    kind, kwargs = d["expectation_type"], d["kwargs"]
+    family = {"expect_column_quantile_values_to_be_between": "quantiles",
+              "expect_column_values_to_be_in_set": "categories",
+              "expect_column_proportion_of_non_null_values_to_be_between": "nulls",
+              "expect_column_values_to_not_be_null": "nulls" if "mostly" in kwargs else "fixed",
+              "expect_table_row_count_to_be_between": "rows" if "max_value" in kwargs else "fixed"}.get(kind, "fixed")
+    return (family, "" if family == "rows" else kwargs.get("column", ""))
+
+
+def _tolerances(v: ValidationConfig, rules) -> dict:
+    """Each replayed rule's tolerance under validation config `v` (exempt: no finite need fails)."""
+    out = {}
+    for family, column in rules:
+        if family == "rows":
+            out[(family, column)] = v.row_count_tolerance
+        elif family == "quantiles" and column in v.quantile_exempt:
+            out[(family, column)] = np.inf
+        elif family == "nulls" and column in v.null_exempt:
+            out[(family, column)] = 1.0  # still must have values
+        else:
+            base = {"nulls": v.null_tolerance, "categories": v.category_tolerance,
+                    "quantiles": v.quantile_tolerance}[family]
+            out[(family, column)] = v.column_tolerances.get(column, {}).get(family, base)
+    return out
+
+
+# ------------------------------------------------------------------------------------- calibrate, by hand
+
+def need_table(columns: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(columns, dtype=float)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["family", "column"])
+    return frame
+
+
+def quiet(n: int, value: float = 0.0) -> list[float]:
+    return [value] * n
+
+
+def test_the_cheapest_weeks_are_let_through_and_the_most_extreme_kept():
+    # 100 weeks, budget 1 %: one week may stay rejected. Three weeks fail their rule's default.
+    a, b = quiet(100), quiet(100)
+    a[10], a[20] = 1.3, 4.0  # quantiles of 'a' 1.3 and 4 IQR outside the envelope
+    b[30] = 0.08  # 'b' null share 8 points above the reference's (default tolerance 5)
+    cal = P.calibrate(need_table({("quantiles", "a"): a, ("nulls", "b"): b, P.ROW_RULE: quiet(100)}), DEFAULTS)
+    # relative widening: 'a' to 1.3 IQR (x1.3) and 'b' to 8 points (x1.6) are cheaper than 'a' to 4 IQR (x4)
+    assert cal.column_tolerances == {"a": {"quantiles": 1.4}, "b": {"nulls": 0.09}}
+    assert list(cal.alarms[cal.alarms].index) == [20] and cal.rate == 0.01
+    assert cal.default_rate == 0.03
+
+
+def test_a_week_no_tolerance_lets_through_counts_against_the_budget():
+    nulls, q = quiet(100), quiet(100)
+    nulls[5] = np.inf  # a feed empty all week: its has-values rule holds whatever the tolerance
+    q[50] = 1.5
+    cal = P.calibrate(need_table({("nulls", "x"): nulls, ("quantiles", "y"): q}), DEFAULTS)
+    assert cal.column_tolerances == {"y": {"quantiles": 1.6}}  # the one week allowed is the empty feed
+    assert list(cal.alarms[cal.alarms].index) == [5]
+
+
+def test_a_rule_beyond_its_cap_is_exempted_not_widened():
+    q, n, step = quiet(50), quiet(50), quiet(50)  # 50 weeks: the budget allows none to stay rejected
+    q[1], q[2] = P.MAX_QUANTILE_TOLERANCE + 2, 1.2
+    n[3], n[4] = P.MAX_NULL_TOLERANCE + 0.1, 0.07
+    step[6] = np.inf  # a column of few values stepping to a new one while its reference IQR is 0
+    cal = P.calibrate(need_table({("quantiles", "q"): q, ("nulls", "n"): n, ("quantiles", "step"): step}),
+                      DEFAULTS)
+    assert cal.quantile_exempt == ["q", "step"] and cal.null_exempt == ["n"]
+    assert "q" not in cal.column_tolerances and "n" not in cal.column_tolerances
+    assert cal.rate == 0.0
+    assert any("validation.quantile_exempt 'q': no tolerance up to" in note for note in cal.notes)
+
+
+def test_the_row_count_tolerance_is_widened_like_any_rule():
+    rows = quiet(100)
+    rows[7], rows[8], rows[9] = 0.6, 0.62, 0.9  # weeks 60-90 % busier than any reference week
+    cal = P.calibrate(need_table({P.ROW_RULE: rows}), DEFAULTS)
+    assert cal.row_count_tolerance == 0.65 and cal.rate == 0.01  # the busiest week stays rejected
+    assert cal.column_tolerances == {}
+
+
+def test_column_tolerances_are_read_by_the_gate_and_checked(onboarded):
+    """The key flows.init writes widens the gate's rule; a typo in it is named."""
+    _, _, params, frame, raw = onboarded
+    src, v = params.source, params.validation
+    column, tols = next((c, t) for c, t in v.column_tolerances.items() if "quantiles" in t)
+    as_of = params.window.as_of
+    reference = pd.concat([slice_week(frame, src.time_column, w) for w in training_weeks(as_of, 2)])
+    start, end = week_bounds(as_of)
+
+    def ranges(vcfg):
+        rule = next(e for e in build_suite(src, vcfg, reference, start, end, 2)
+                    if e.type == "ExpectColumnQuantileValuesToBeBetween" and e.column == column)
+        return np.array(rule.kwargs["quantile_ranges"]["value_ranges"]), rule.description
+
+    wide, said = ranges(v)
+    narrow, _ = ranges(dataclasses.replace(v, column_tolerances={}))
+    assert (wide[:, 0] < narrow[:, 0]).all() and (wide[:, 1] > narrow[:, 1]).all()
+    assert f"± {tols['quantiles']:g} IQR" in said
+    for entry, words in [({"quantile": 2}, "must be one of nulls, categories, quantiles"),
+                         ({"quantiles": -1}, "must be a number >= 0"), (3, "must be a mapping")]:
+        bad = copy.deepcopy(raw)
+        bad["validation"]["column_tolerances"] = {column: entry}
+        with pytest.raises(ConfigError, match=re.escape(f"'validation.column_tolerances.{column}")) as e:
+            parse_params(bad)
+        assert words in str(e.value)
+
+
+def test_the_target_median_is_widened_last():
+    """A shifted target is the costliest break to miss: the budget keeps the target's own rejected week and lets
+    the other rules' weeks through, though widening the target would be cheaper."""
+    target, other = quiet(100), quiet(100)
+    target[10] = 1.2
+    other[20] = 3.0
+    rules = {("quantiles", "y"): target, ("quantiles", "x"): other}
+    plain = P.calibrate(need_table(rules), DEFAULTS)
+    assert plain.column_tolerances == {"y": {"quantiles": 1.3}}
+    kept = P.calibrate(need_table(rules), DEFAULTS, protect=(("quantiles", "y"),))
+    assert kept.column_tolerances == {"x": {"quantiles": 3.1}} and list(kept.alarms[kept.alarms].index) == [10]
