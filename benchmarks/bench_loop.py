@@ -73,14 +73,18 @@ class World:
             as_of += timedelta(days=7)
         self.weeks = weeks[: max_weeks + 2] if max_weeks else weeks
         self.frame = frame
+        self._weeks_cache: dict[date, pd.DataFrame] = {}
         self.frames = [self._week(w) for w in self.weeks]
         self._models: dict[int, object] = {}
         self._loss: dict[tuple[int, int], np.ndarray] = {}
         self._blocks: dict[int, np.ndarray] = {}
+        self._pred: dict[tuple[int, date], pd.DataFrame] = {}
 
     def _week(self, w: date) -> pd.DataFrame:
-        f = slice_week(self.frame, self.s.time_column, w, allow_empty=True)
-        return f[f[self.s.target].notna()].reset_index(drop=True)
+        if w not in self._weeks_cache:
+            f = slice_week(self.frame, self.s.time_column, w, allow_empty=True)
+            self._weeks_cache[w] = f[f[self.s.target].notna()].reset_index(drop=True)
+        return self._weeks_cache[w]
 
     def window(self, i: int) -> pd.DataFrame:
         w = self.weeks[0] + timedelta(days=7 * i)
@@ -106,6 +110,15 @@ class World:
 
     def mean(self, i: int, j: int) -> float:
         return float(self.loss(i, j).mean())
+
+    def with_prediction(self, i: int, w: date) -> pd.DataFrame:
+        """The labelled rows of the week ending `w`, with model i's point predictions (cached)."""
+        key = (i, w)
+        if key not in self._pred:
+            f = self._week(w)
+            with threadpool_limits(self.params.train.threads or None):
+                self._pred[key] = f.assign(prediction=_point(self.model(i), f, self.s.task)) if len(f) else f
+        return self._pred[key]
 
     def blocks(self, j: int) -> np.ndarray:
         if j not in self._blocks:
@@ -307,13 +320,31 @@ def project_policy(drift_fn=None):
     return choose
 
 
-def calibrated_drift(world: World, t: int, champion: int | None) -> dict | None:
-    """The weekly flow's drift summary for week t (calibrated alarms), when ml/ provides it."""
-    try:
-        from ml.calibration import weekly_drift  # the calibrated drift of the weekly flow
-    except ImportError:
-        return None
-    return weekly_drift(world, t, champion)
+def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
+    """The weekly flow's calibrated drift summary for week t (tasks/drift.py: the same null, statistic and
+    bound): features, target and the candidate's predictions, against the landed history before the week."""
+    from ml.calibration import alarm_summary, learn_null, weeks_of
+    from ml.split import week_bounds
+
+    p, s = world.params, world.s
+    kinds = {c: "numerical" for c in s.numeric_features} | {c: "categorical" for c in s.categorical_features}
+    kinds[s.target] = "numerical" if s.task == "regression" else "categorical"
+    kinds["prediction"] = "numerical"
+    model = world.model(t)
+    as_of = world.weeks[t]
+    past = training_weeks(as_of, p.drift.history_weeks + p.window.train_weeks)
+    history = pd.concat([world.with_prediction(t, w) for w in past], ignore_index=True)
+    weeks = weeks_of(history[s.time_column], week_bounds(as_of)[0])
+    null = learn_null(history, weeks, kinds, window=p.window.train_weeks, alpha=p.drift.alarm_rate,
+                      max_weeks=p.drift.history_weeks)
+    current = world.frames[t].assign(prediction=_point(model, world.frames[t], s.task))
+    features = [*s.numeric_features, *s.categorical_features]
+    return alarm_summary(null, current, features, target=s.target, prediction="prediction")
+
+
+def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
+    pred = predict(model, frame, task)
+    return pred if task == "regression" else pred.max(axis=1)
 
 
 def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None) -> dict:

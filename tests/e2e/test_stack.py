@@ -234,9 +234,9 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
     from tests.conftest import edit_params
 
     repo, c = stack["repo"], mlflow_client(stack)
-    # A better recipe from this week on. Three wins in a row to promote: whether or not the (retried) week before
-    # was a win, this week's win goes to an A/B test rather than straight to promotion.
-    edit_params(repo, train={"hgb": STRONG}, policy={"confirm_weeks": 3})
+    # A better recipe from this week on, and a policy that sends every promotion through an A/B test that can
+    # finish (the planned 25-40k flights take 4-6 weeks of this traffic, within 60 days).
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"max_duration_days": 60})
     fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-19"))
     assert fr["state_type"] == "COMPLETED", fr["state"]
     log = ABLog(store_url(repo))

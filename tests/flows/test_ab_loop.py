@@ -34,8 +34,9 @@ def loop(prefect_api, tmp_path_factory, flights):
     ab_analysis.to_deployment(name="ab-analysis").apply()  # so the weekly flow can schedule the analysis
     s = {"repo": repo}
     weekly_retrain(as_of="2013-05-05", project_dir=str(repo))  # the first champion (v1, under-fitted)
-    edit_params(repo, train={"hgb": STRONG})
-    s["weekly"] = weekly_retrain(as_of="2013-05-12", project_dir=str(repo))  # a first win: A/B test
+    # a better recipe, through an A/B test that can finish (25-40k planned flights: 4-6 weeks, within 60 days)
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"max_duration_days": 60})
+    s["weekly"] = weekly_retrain(as_of="2013-05-12", project_dir=str(repo))
     params = load_params(repo / "params.yaml")
     log = ABLog(store_url(repo))
     s["experiment"] = log.running_experiment(MODEL)

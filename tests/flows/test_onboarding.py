@@ -71,7 +71,7 @@ def test_init_then_dvc_repro_then_weekly_runs_decide(onboarded):
         assert state.is_completed(), f"{case}: {state.message}"
         decisions.append(result)
     assert decisions[0]["action"] == "promote" and "first champion" in decisions[0]["summary"]
-    assert {d["action"] for d in decisions} <= {"promote", "ab_test", "reject"}
+    assert {d["action"] for d in decisions} <= {"promote", "ab_test", "hold", "reject"}
     weeks = [d["week"] for d in decisions]
     assert weeks == sorted(set(weeks)), weeks  # each run took the next week
 

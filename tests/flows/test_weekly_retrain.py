@@ -1,5 +1,6 @@
 """The weekly flow end to end on real weeks: bootstrap, an A/B test that can finish, a candidate held while it
-runs, promotion of the refit, the track record, rejection, quarantine, dry run, rollback, lineage. One scenario runs once (module fixture); each test asserts one behaviour users rely on."""
+runs, promotion of the refit, the track record, rejection, quarantine, dry run, rollback, lineage. One scenario
+runs once (module fixture); each test asserts one behaviour users rely on."""
 from __future__ import annotations
 
 import json
@@ -43,9 +44,10 @@ def scenario(prefect_api, tmp_path_factory):
     s["bootstrap"] = week(repo, "2013-05-05")
     s["champion_after_bootstrap"] = champion(repo)
 
-    # A better recipe, and a policy that sends every promotion through an A/B test (one that can finish: an MDE
-    # of 10 % needs about 9 days of this traffic).
-    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"min_detectable_effect": 0.1})
+    # A better recipe, and a policy that sends every promotion through an A/B test (one that can finish: the
+    # planned 25-40k flights take 4-6 weeks of this traffic, within 60 days; slices may be up to 10 % worse).
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True, "max_slice_regression": 0.1},
+                ab={"max_duration_days": 60})
     s["first_win"] = week(repo, "2013-05-12")
     s["champion_after_first_win"] = champion(repo)
     s["challenger_after_first_win"] = str(client(repo).get_model_version_by_alias(MODEL, "challenger").version)
@@ -96,7 +98,7 @@ def test_first_run_bootstraps_the_champion(scenario):
 def test_a_win_goes_to_an_ab_test_that_can_finish_and_the_champion_stays(scenario):
     state, r = scenario["first_win"]
     assert state.is_completed(), state.message
-    assert r["action"] == "ab_test" and "always" in r["summary"], r["summary"]
+    assert r["action"] == "ab_test" and "every promotion through an A/B test" in r["summary"], r["summary"]
     assert scenario["champion_after_first_win"] == "1"
     c = client(scenario["repo"])
     assert scenario["challenger_after_first_win"] == r["version"] == "2"
@@ -104,7 +106,7 @@ def test_a_win_goes_to_an_ab_test_that_can_finish_and_the_champion_stays(scenari
     assert request["champion_version"] == "1" and request["share"] == 0.5
     decision = json.loads((scenario["repo"] / "data/runs/2013-05-12/decision.json").read_text())
     plan = decision["evidence"]["plan"]
-    assert plan["reachable"] and plan["days_needed"] <= 21, plan
+    assert plan["reachable"] and 7 < plan["days_needed"] <= 60, plan
 
 
 def test_a_new_candidate_never_cancels_the_running_experiment(scenario):
