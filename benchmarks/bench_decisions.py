@@ -115,7 +115,7 @@ def out_of_time(df: pd.DataFrame, first: date, last: date) -> None:
               f"{r['new1']:.2f}/{r['old1']:.2f}, {r['new2']:.2f}/{r['old2']:.2f} -> {'beat' if r['both'] else 'LOST'}")
     if promos:
         print(f"    promotions that beat the old champion on both next weeks: {wins}/{len(promos)} "
-              f"({wins / len(promos):.0%}, target >= 80%)")
+              f"({wins / len(promos):.0%})")
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def fit_candidate(params: Params, train: pd.DataFrame):
 def refit_window(params: Params, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
     """The training window moved on by one week: its oldest week out, the holdout week in."""
     w, t = params.window, params.source.time_column
-    cut = week_bounds(w.as_of)[0] - pd.Timedelta(days=7 * w.train_weeks)  # the first day of the 2nd-oldest week
+    cut = week_bounds(w.as_of)[1] - pd.Timedelta(days=7 * w.train_weeks)  # the first day of the 2nd-oldest week
     return pd.concat([train[train[t] >= cut], holdout], ignore_index=True)
 
 

@@ -16,7 +16,7 @@ def ingest_and_repro(repo: Path):
 
 
 def ran_stages(out: str) -> list[str]:
-    return [s for s in ("land", "prepare", "train", "evaluate") if f"Running stage '{s}'" in out]
+    return [s for s in ("land", "prepare", "train", "refit", "evaluate") if f"Running stage '{s}'" in out]
 
 
 def leftovers(repo: Path) -> list[Path]:
@@ -26,7 +26,7 @@ def leftovers(repo: Path) -> list[Path]:
 
 def test_repro_on_flights_beats_the_baseline_then_is_a_noop(flights_repo):
     first = ingest_and_repro(flights_repo)
-    assert ran_stages(first.stdout) == ["land", "prepare", "train", "evaluate"]
+    assert ran_stages(first.stdout) == ["land", "prepare", "train", "refit", "evaluate"]
     metrics = json.loads((flights_repo / "data/eval/metrics.json").read_text())
     assert metrics["model"]["rows"] > 5000
     assert metrics["model"]["mae"] < 0.75 * metrics["baseline"]["mae"], metrics
@@ -43,8 +43,26 @@ def test_repro_on_flights_beats_the_baseline_then_is_a_noop(flights_repo):
                                              "max_leaf_nodes": 31, "min_samples_leaf": 20,
                                              "l2_regularization": 0.0}})
     changed = run(["dvc", "repro"], flights_repo)
-    assert ran_stages(changed.stdout) == ["train", "evaluate"]
+    assert ran_stages(changed.stdout) == ["train", "refit", "evaluate"]
     assert leftovers(flights_repo) == []
+
+
+def test_the_refit_is_the_same_window_moved_on_to_end_with_the_holdout_week(flights_repo):
+    import pandas as pd
+
+    from stages.common import load_params
+
+    ingest_and_repro(flights_repo)
+    params = load_params(flights_repo / "params.yaml")
+    t = params.source.time_column
+    train = pd.read_parquet(flights_repo / "data/prepared/train.parquet")
+    holdout = pd.read_parquet(flights_repo / "data/prepared/holdout.parquet")
+    oldest_week_end = pd.Timestamp(params.window.as_of, tz="UTC") - pd.Timedelta(days=7 * params.window.train_weeks)
+    kept = int((train[t] >= oldest_week_end).sum())
+    assert 0 < kept < len(train)  # the oldest week is left out ...
+    info = json.loads((flights_repo / "data/refit/info.json").read_text())
+    assert info["train_rows"] == kept + len(holdout)  # ... and the holdout week is in
+    assert (flights_repo / "data/refit/model.pkl").stat().st_size > 0
 
 
 @pytest.mark.parametrize("section,values,named", [
