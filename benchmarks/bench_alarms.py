@@ -13,8 +13,10 @@ standard deviation of the reference (bench_gate.injections), the hour of day mov
 calendar hour, recomputed from timestamps shifted 5 hours, or the feature that follows the time column's hour),
 the two most frequent categories of a categorical feature swapped (n/a without categorical features).
 
-An alarm = any column flagged (features, target, predictions). Evidently's baseline: any of its default per-column
-verdicts (ml.drift.drift_summary) on the same columns and weeks.
+An alarm = any column flagged (features, target, predictions, the model's errors). The model's errors: its
+residuals on the week against those on the history weeks older than its own training window (out of sample for
+it; ml.calibration.ResidualNull). Evidently's baseline: any of its default per-column verdicts
+(ml.drift.drift_summary) on the same columns and weeks.
 
 Run: `python benchmarks/bench_alarms.py [--max-weeks N] [--datasets a,b]`; figures also go to
 tests/out/bench_alarms.json.
@@ -96,7 +98,7 @@ def category_swap(batch: pd.DataFrame, params, rng) -> tuple[str, pd.DataFrame] 
 
 
 def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | None, refit_weeks: int) -> dict:
-    from ml.calibration import MIN_NULL_WEEKS, alarm_summary, learn_null, weeks_of
+    from ml.calibration import MIN_NULL_WEEKS, RESIDUAL, alarm_summary, learn_null, weeks_of
     from ml.drift import drift_summary
     from ml.models import build_model
     from ml.sources import load_source
@@ -115,7 +117,8 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
     model, fitted, predicted = None, 0, None
     cal, evi = Counter(), Counter()  # alarms per kind of week
     cal_col, evi_col = Counter(), Counter()  # the shifted column itself flagged
-    tried, false_cols, null_sizes, shifted_cols = Counter(), Counter(), [], Counter()
+    res_flag, other_flag = Counter(), Counter()  # the model's errors flagged; any other column flagged
+    tried, false_cols, null_sizes, shifted_cols, res_sizes = Counter(), Counter(), [], Counter(), []
     for w in weeks:
         start, end = week_bounds(w)
         lo, mid, hi = np.searchsorted(times.to_numpy(), [start - pd.Timedelta(days=7 * (history_weeks + n)),
@@ -129,14 +132,18 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
         if model is None or fitted >= refit_weeks or hi > predicted.index[-1] + 1:
             train = window[window[s.target].notna()]
             model, fitted = build_model(s, params.train).fit(train, train[s.target]), 0
+            model_start = start - pd.Timedelta(days=7 * n)  # weeks before it are out of sample for the model
             span = slice(lo, np.searchsorted(times.to_numpy(), end + pd.Timedelta(days=7 * refit_weeks)))
             predicted = pd.Series(model.predict(frame.iloc[span]), index=frame.index[span])
         fitted += 1
         hist[PRED] = predicted.iloc[lo - predicted.index[0]:mid - predicted.index[0]].to_numpy()
-        null = learn_null(hist, rel, kinds, window=n, alpha=alpha, max_weeks=history_weeks)
+        residuals = pd.to_numeric(hist[s.target], errors="coerce").to_numpy(dtype=float) - hist[PRED].to_numpy()
+        null = learn_null(hist, rel, kinds, window=n, alpha=alpha, max_weeks=history_weeks, residuals=residuals,
+                          residual_before=int(np.floor((model_start - start) / pd.Timedelta(days=7))))
         if len(null.null_weeks) < MIN_NULL_WEEKS:
             continue
         null_sizes.append(len(null.null_weeks))
+        res_sizes.append(len(null.residual.weeks))
         variants = {"normal": (None, batch)}
         broken = injections(batch, null.reference, params, rng)
         col = next(c for c in features if not batch[c].equals(broken["feature x1.6"][c]))
@@ -151,15 +158,20 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
             v = v.copy()
             v[PRED] = predicted.iloc[mid - predicted.index[0]:hi - predicted.index[0]].to_numpy() \
                 if kind in ("normal", "target + 1 sd") else model.predict(v)  # the target is not an input
-            summary = alarm_summary(null, v, features, target=s.target, prediction=PRED)
+            res = pd.to_numeric(v[s.target], errors="coerce").to_numpy(dtype=float) - v[PRED].to_numpy()
+            summary = alarm_summary(null, v, features, target=s.target, prediction=PRED, residuals=res)
             ev = drift_summary(null.reference, v, [c for c in kinds if kinds[c] == "numerical"],
                                [c for c in kinds if kinds[c] == "categorical"])["columns"]
             tried[kind] += 1
             cal[kind] += summary["alarm"]
+            res_flag[kind] += summary[RESIDUAL]["drifted"]
+            other_flag[kind] += bool(summary["n_drifted"]) or summary["target"]["drifted"] \
+                or summary["prediction"]["drifted"]
             evi[kind] += any(e["drifted"] for e in ev.values())
             if kind == "normal":
                 false_cols.update(c for c, e in {**summary["columns"], s.target: summary["target"],
-                                                 PRED: summary["prediction"]}.items() if e["drifted"])
+                                                 PRED: summary["prediction"],
+                                                 RESIDUAL: summary[RESIDUAL]}.items() if e["drifted"])
             else:
                 shifted_cols[f"{kind}: {column}"] += 1
                 flag = summary["target"] if column == s.target else summary["columns"][column]
@@ -167,7 +179,9 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
                 evi_col[kind] += ev[column]["drifted"]
     return {"dataset": name, "weeks": tried["normal"], "null_weeks": [min(null_sizes), int(np.median(null_sizes)),
                                                                         max(null_sizes)] if null_sizes else None,
+            "residual_null_weeks": [min(res_sizes), int(np.median(res_sizes)), max(res_sizes)] if res_sizes else None,
             "rates": {k: {"n": tried[k], "calibrated": cal[k] / tried[k], "evidently": evi[k] / tried[k],
+                          "residual": res_flag[k] / tried[k], "without_residual": other_flag[k] / tried[k],
                           **({"calibrated_on_column": cal_col[k] / tried[k],
                               "evidently_on_column": evi_col[k] / tried[k]} if k != "normal" else {})}
                       for k in ("normal", *SHIFTS) if tried[k]},
@@ -198,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             r = run(name, params, args.history_weeks, args.alpha, args.max_weeks, args.refit_weeks)
         r["seconds"] = round(time.perf_counter() - t0, 1)
         results.append(r)
-        print(f"\n{name}: {r['weeks']} weeks, null from {r['null_weeks']} past weeks (min, median, max), "
-              f"{r['seconds']} s")
-        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'Evidently':>10} {'target':>7}   on the shifted column "
-              "(calibrated / Evidently)")
+        print(f"\n{name}: {r['weeks']} weeks, null from {r['null_weeks']} past weeks, the model's errors from "
+              f"{r['residual_null_weeks']} out-of-sample weeks (min, median, max), {r['seconds']} s")
+        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'Evidently':>10} {'target':>7} {'errors':>7} {'others':>7}"
+              "   on the shifted column (calibrated / Evidently)")
         for kind in ("normal", *SHIFTS):
             x = r["rates"].get(kind)
             if x is None:
@@ -209,13 +223,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             col = (f"   {x['calibrated_on_column']:6.1%} / {x['evidently_on_column']:6.1%}" if kind != "normal"
                    else "")
-            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['evidently']:>10.1%} {TARGETS[kind]:>7}{col}")
+            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['evidently']:>10.1%} {TARGETS[kind]:>7} "
+                  f"{x['residual']:>7.1%} {x['without_residual']:>7.1%}{col}")
         print(f"  columns behind calibrated false alarms: {r['false_alarm_columns'] or '-'}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"history_weeks": args.history_weeks, "alpha": args.alpha, "results": results},
                               indent=1))
-    print(f"\nalarm = any calibrated flag over features + target + predictions (family-wise alpha {args.alpha:g}); "
+    print(f"\nalarm = any calibrated flag over features + target + predictions + the model's errors (family-wise "
+          f"alpha {args.alpha:g}); errors = the model's errors flagged; others = any other column flagged; "
           f"Evidently = any default per-column flag; figures in {out}")
     return 0
 

@@ -15,8 +15,16 @@ compared with its own week-to-week variation, learned from the landed history:
   in the null too); a past week counts when it has >= MIN_ROWS rows and at least half of its window has data;
 - threshold: the upper prediction bound for one more week from those K values on the Wilson-Hilferty scale
   x^(2/3) (normal fit, Student t with K - 1 degrees of freedom; see `bound`), at level 1 - alpha / m
-  (Bonferroni over the m columns tested together: features, target, predictions), so an ordinary week raises an
-  alarm on any column in about alpha of weeks.
+  (Bonferroni over the m columns tested together: features, target, predictions, the model's errors), so an
+  ordinary week raises an alarm on any column in about alpha of weeks;
+- the model's errors (a joint check: each shift a single column cannot see - a target moved within its weekly
+  swings, an hour moved on hourly data, two categories of similar size swapped - changes how well the model
+  predicts): residuals y - prediction (regression) or per-row log loss (classification) of the new week against
+  those of the past weeks the model was not trained on (older than its window). Two statistics, both in units of
+  the pooled mean absolute residual: the bias |median residual| and the size, mean |residual| (one-sided: a
+  model predicts the week right after its window at least as well as weeks further away, so only larger
+  errors count); null: each out-of-sample week against the pool of the others (leave one out); the same bound,
+  two more columns of the family (see `ResidualNull`).
 
 Pure: numpy/pandas here, scipy imported where used.
 """
@@ -32,7 +40,11 @@ MIN_NULL_WEEKS = 3  # fewer past weeks than this: no week-to-week variation to l
 MIN_ROWS = 20  # a past week with fewer rows is too small to be part of the null
 METHOD = ("rolling weekly null: each past week vs the window before it; normed Wasserstein (numeric) / "
           "Jensen-Shannon (categorical); prediction bound on the x^(2/3) scale, Bonferroni over the columns")
-STATISTIC = {"numerical": "wasserstein_normed", "categorical": "jensenshannon"}
+STATISTIC = {"numerical": "wasserstein_normed", "categorical": "jensenshannon",
+             "residual_bias": "|median residual| / pooled out-of-sample mean |residual|",
+             "residual_size": "mean |residual| / pooled out-of-sample mean |residual|"}
+RESIDUAL = "residual"
+RESIDUAL_STATS = ("bias", "size")
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,16 @@ class WeeklyNull:
     window: int
     gap: int
     alpha: float
+    residual: ResidualNull | None = None  # the model's errors on out-of-sample weeks: one more column when set
+
+    @property
+    def columns_tested(self) -> int:
+        return len(self.kinds) + (len(RESIDUAL_STATS) if self.residual is not None else 0)
 
     @property
     def level(self) -> float:
         """Per-column level: the family-wise alpha split over the columns tested together."""
-        return self.alpha / max(len(self.kinds), 1)
+        return self.alpha / max(self.columns_tested, 1)
 
     def thresholds(self) -> dict[str, float | None]:
         return {c: bound(v, self.level) if len(v) >= MIN_NULL_WEEKS else None for c, v in self.null.items()}
@@ -87,21 +104,98 @@ class WeeklyNull:
             out[c] = ColumnFlag(c, kind, stat, threshold, self.null[c], drifted)
         return out
 
+    def residual_flags(self, residuals: np.ndarray) -> dict[str, ColumnFlag]:
+        """The new week's errors against the out-of-sample weeks', bias and size (see ResidualNull). Without an
+        out-of-sample week there is nothing to compare with (no flag); a week without residuals against some is
+        maximal drift."""
+        r = self.residual
+        if r is None:
+            raise ValueError("no residual null: learn_null was given no residuals")
+        out = {}
+        for name in RESIDUAL_STATS:
+            null = r.null[name]
+            stat = r.statistic(residuals)[name] if r.pooled.size else math.nan
+            threshold = bound(null, self.level) if len(null) >= MIN_NULL_WEEKS else None
+            drifted = bool(stat > threshold) if threshold is not None else bool(math.isinf(stat))
+            out[name] = ColumnFlag(f"{RESIDUAL}_{name}", f"residual_{name}", stat, threshold, null, drifted)
+        return out
+
     def describe(self) -> dict:
-        return {"alpha": self.alpha, "level_per_column": self.level, "columns_tested": len(self.kinds),
+        return {"alpha": self.alpha, "level_per_column": self.level, "columns_tested": self.columns_tested,
                 "method": METHOD, "window_weeks": self.window, "gap_weeks": self.gap,
                 "reference_weeks": len(self.reference_weeks), "reference_rows": int(len(self.reference)),
                 "null_weeks": len(self.null_weeks)}
 
 
+@dataclass(frozen=True)
+class ResidualNull:
+    """How the model's errors vary from one week it was not trained on to the next.
+
+    `pooled`: the residuals of the out-of-sample weeks together; `null`: per statistic (bias, size), each of
+    those weeks against the pool of the others (leave one out), as the new week is against the whole pool."""
+
+    pooled: np.ndarray = field(repr=False)
+    null: dict[str, tuple[float, ...]]
+    weeks: tuple[int, ...]  # the out-of-sample weeks (relative to the new week)
+
+    def statistic(self, residuals: np.ndarray) -> dict[str, float]:
+        r = np.asarray(residuals, dtype=np.float64)
+        return _residual_stats(self.pooled, r[np.isfinite(r)])
+
+    def describe(self, residuals: np.ndarray) -> dict:
+        """Bias and size of the errors, new week vs the pool: median residual, mean absolute residual."""
+        r = np.asarray(residuals, dtype=np.float64)
+        r = r[np.isfinite(r)]
+
+        def num(x: np.ndarray, f) -> float | None:
+            return float(f(x)) if x.size else None
+
+        return {"median": num(r, np.median), "mean_abs": num(r, lambda x: np.abs(x).mean()),
+                "null_median_residual": num(self.pooled, np.median),
+                "null_mean_abs": num(self.pooled, lambda x: np.abs(x).mean()), "rows": int(r.size),
+                "null_rows": int(self.pooled.size)}
+
+
+def learn_residual_null(residuals: np.ndarray, weeks: np.ndarray, *, before: int,
+                        max_weeks: int | None = None) -> ResidualNull:
+    """The residual null from the weeks < `before` (relative, see weeks_of) with >= MIN_ROWS finite residuals:
+    the weeks the model was not trained on (with `max_weeks`, only the latest that many)."""
+    r, weeks = np.asarray(residuals, dtype=np.float64), np.asarray(weeks, dtype=np.int64)
+    if len(r) != len(weeks):
+        raise ValueError(f"{len(weeks)} week labels for {len(r)} residuals")
+    ok = np.isfinite(r) & (weeks < before)
+    ids, sizes = np.unique(weeks[ok], return_counts=True)
+    use = [int(h) for h, n in zip(ids, sizes, strict=True) if n >= MIN_ROWS]
+    if max_weeks is not None:
+        use = use[-max_weeks:] if max_weeks > 0 else []
+    keep = ok & np.isin(weeks, use)
+    pooled, wk = r[keep], weeks[keep]
+    stats = [_residual_stats(pooled[wk != h], pooled[wk == h]) for h in use] if len(use) > 1 else []
+    null = {n: tuple(float(x[n]) for x in stats if math.isfinite(x[n])) for n in RESIDUAL_STATS}
+    return ResidualNull(pooled, null, tuple(use))
+
+
+def _residual_stats(pool: np.ndarray, week: np.ndarray) -> dict[str, float]:
+    """Bias |median| and size mean |r| of a week's residuals, in units of the pool's mean |residual|."""
+    if week.size == 0:
+        return dict.fromkeys(RESIDUAL_STATS, math.inf)
+    unit = max(float(np.abs(pool).mean()) if pool.size else 0.0, 1e-9)
+    return {"bias": abs(float(np.median(week))) / unit, "size": float(np.abs(week).mean()) / unit}
+
+
 def learn_null(history: pd.DataFrame, weeks: np.ndarray, kinds: dict[str, str], *, window: int, gap: int = 0,
-               alpha: float = 0.05, max_weeks: int | None = None) -> WeeklyNull:
+               alpha: float = 0.05, max_weeks: int | None = None, residuals: np.ndarray | None = None,
+               residual_before: int | None = None) -> WeeklyNull:
     """The null of every column from the landed history.
 
     `weeks` labels each history row with its week relative to the new week (-1 = the week before, see weeks_of);
     rows of week >= 0 are ignored. The test's reference is weeks -gap-window .. -gap-1; every earlier or equal
     past week h with its own reference (h-gap-window .. h-gap-1) at least half present forms the null; with
-    `max_weeks`, only the latest that many of them (pass history back to -max_weeks-gap-window)."""
+    `max_weeks`, only the latest that many of them (pass history back to -max_weeks-gap-window).
+
+    `residuals` (one per history row, NaN where unknown): the model's errors; the weeks before `residual_before`
+    (default: before the test's reference window, -gap-window) are taken as out of sample for the model and form
+    its residual null (at most `max_weeks` of them), one more column of the family."""
     if window < 1 or gap < 0:
         raise ValueError(f"window must be >= 1 and gap >= 0 (got window={window}, gap={gap})")
     if not 0 < alpha < 1:
@@ -123,7 +217,12 @@ def learn_null(history: pd.DataFrame, weeks: np.ndarray, kinds: dict[str, str], 
     test_ref = ref_weeks(0)
     reference = history[np.isin(weeks, test_ref)].reset_index(drop=True)
     null = {c: _null(history[c], weeks, null_weeks, ref_weeks, kind) for c, kind in kinds.items()}
-    return WeeklyNull(dict(kinds), reference, null, tuple(null_weeks), tuple(test_ref), window, gap, alpha)
+    residual = None
+    if residuals is not None:
+        residual = learn_residual_null(residuals, weeks, max_weeks=max_weeks,
+                                       before=-gap - window if residual_before is None else residual_before)
+    return WeeklyNull(dict(kinds), reference, null, tuple(null_weeks), tuple(test_ref), window, gap, alpha,
+                      residual)
 
 
 def _null(col: pd.Series, weeks: np.ndarray, null_weeks: list[int], ref_weeks, kind: str) -> tuple[float, ...]:
@@ -231,9 +330,13 @@ def weeks_of(times: pd.Series, week_start: pd.Timestamp) -> np.ndarray:
 
 
 def alarm_summary(null: WeeklyNull, current: pd.DataFrame, features: list[str], *, target: str | None = None,
-                  prediction: str | None = None, evidently: dict | None = None) -> dict:
+                  prediction: str | None = None, evidently: dict | None = None,
+                  residuals: np.ndarray | None = None) -> dict:
     """The drift summary the decision reads, calibrated: per feature, target and prediction the statistic, its
     week-to-week threshold and the verdict; `alarm` = any of them drifted (family-wise rate `alpha`).
+
+    `residuals`: the model's errors on the new week's rows (required when the null has a residual null): under
+    `residual` the same keys as the target's plus the errors' median and mean absolute size, new week vs pool.
 
     `evidently`: drift_summary() verdicts of the same columns (Evidently's fixed thresholds), kept per column as
     `evidently_drifted` / `evidently` and in total under `evidently`, for people."""
@@ -255,7 +358,17 @@ def alarm_summary(null: WeeklyNull, current: pd.DataFrame, features: list[str], 
     for role, c in (("target", target), ("prediction", prediction)):
         if c is not None:
             summary[role] = {"column": c, **entry(c)}
-    summary["alarm"] = bool(drifted) or any(summary.get(r, {}).get("drifted", False) for r in ("target", "prediction"))
+    if null.residual is not None:
+        if residuals is None:
+            raise ValueError("the null has a residual column: pass the new week's residuals")
+        rflags = {k: f.to_dict() for k, f in null.residual_flags(residuals).items()}
+        # the headline numbers: the statistic furthest beyond (or closest to) its bound
+        head = max(rflags, key=lambda k: rflags[k]["ratio"] if rflags[k]["ratio"] is not None else -math.inf)
+        summary[RESIDUAL] = {"column": RESIDUAL, "by": head, **rflags[head],
+                             "drifted": any(f["drifted"] for f in rflags.values()), **rflags,
+                             "out_of_sample_weeks": len(null.residual.weeks), **null.residual.describe(residuals)}
+    summary["alarm"] = bool(drifted) or any(summary.get(r, {}).get("drifted", False)
+                                            for r in ("target", "prediction", RESIDUAL))
     summary["calibration"] = null.describe()
     summary["reference_rows"], summary["current_rows"] = int(len(null.reference)), int(len(current))
     if evidently is not None:
@@ -286,6 +399,16 @@ def describe_alarm(summary: dict) -> str:
         if e is not None:
             word = "target" if role == "target" else "predictions"
             parts.append(f"{word} shifted: {shift(e['column'], e)}" if e["drifted"] else f"{word} stable")
+    e = summary.get(RESIDUAL)
+    if e is not None:
+        if e["drifted"]:
+            sizes = (f"; median error {e['median']:.3g} vs {e['null_median_residual']:.3g}, mean absolute error "
+                     f"{e['mean_abs']:.3g} vs {e['null_mean_abs']:.3g} on {e['out_of_sample_weeks']} weeks it was "
+                     "not trained on" if e.get("median") is not None and e.get("null_mean_abs") is not None else "")
+            why = [shift(f"{k} of the errors", e[k]) for k in RESIDUAL_STATS if e[k]["drifted"]]
+            parts.append(f"the model's errors shifted: {'; '.join(why)}{sizes}")
+        else:
+            parts.append("the model's errors stable")
     cal = summary["calibration"]
     head = "drift alarm" if summary["alarm"] else "no drift alarm"
     return (f"{head}: {'; '.join(parts)} (calibrated on {cal['null_weeks']} past weeks, family-wise alpha "

@@ -1,5 +1,6 @@
 """Drift of the newest week against the training window: Evidently's HTML for people, calibrated alarms for the
-decision (each column's statistic against its own week-to-week variation over the landed history)."""
+decision (each column's statistic against its own week-to-week variation over the landed history, and the
+candidate's errors on the week against its errors on the landed weeks older than its training window)."""
 from __future__ import annotations
 
 from datetime import date
@@ -12,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ml.config import Params
-from ml.metrics import predict
+from ml.metrics import predict, row_loss
 from stages.common import write_json
 from tasks import lineage
 from tasks.context import WeekRun
@@ -48,14 +49,32 @@ def history_weeks(params: Params, as_of: date, gap: int = 0) -> list[date]:
     return training_weeks(as_of, params.drift.history_weeks + gap + params.window.train_weeks)
 
 
-def weekly_null(params: Params, history: pd.DataFrame, as_of: date, kinds: dict[str, str], gap: int = 0):
-    """The calibrated null for the week `as_of` from the landed `history` (rows of the weeks before it)."""
+def weekly_null(params: Params, history: pd.DataFrame, as_of: date, kinds: dict[str, str], gap: int = 0,
+                residuals: np.ndarray | None = None):
+    """The calibrated null for the week `as_of` from the landed `history` (rows of the weeks before it);
+    `residuals` (one per history row): the model's errors, whose weeks before its window are out of sample."""
     from ml.calibration import learn_null, weeks_of
     from ml.split import week_bounds
 
     weeks = weeks_of(history[params.source.time_column], week_bounds(as_of)[0])
     return learn_null(history, weeks, kinds, window=params.window.train_weeks, gap=gap,
-                      alpha=params.drift.alarm_rate, max_weeks=params.drift.history_weeks)
+                      alpha=params.drift.alarm_rate, max_weeks=params.drift.history_weeks, residuals=residuals)
+
+
+def residuals(model, frame: pd.DataFrame, target: str, task: str) -> np.ndarray:
+    """The model's error on each row: y - prediction (regression), log loss of the true class (classification);
+    NaN where the outcome is missing."""
+    y = frame[target]
+    known = y.notna().to_numpy()
+    out = np.full(len(frame), np.nan)
+    if known.any():
+        rows = frame[known]
+        pred = predict(model, rows, task)
+        if task == "regression":
+            out[known] = pd.to_numeric(rows[target], errors="coerce").to_numpy(dtype=float) - pred
+        else:
+            out[known] = row_loss(task, rows[target].to_numpy(), pred, getattr(model, "classes_", None))
+    return out
 
 
 @task(name="drift report (Evidently + calibrated alarms)", cache_policy=NO_CACHE)
@@ -85,7 +104,10 @@ def drift_report(ctx: WeekRun) -> dict:
             older = older[older[s.target].notna()].reset_index(drop=True)
             older[PREDICTION] = _point(model, older, s.task)
         history = reference if older is None else pd.concat([older, reference], ignore_index=True)
-        null = weekly_null(p, history, ctx.as_of, kinds)
+        # the model's errors: out of sample on the older weeks only (it was trained on the window)
+        errors = np.concatenate([residuals(model, older, s.target, s.task) if older is not None else [],
+                                 np.full(len(reference), np.nan)])
+        null = weekly_null(p, history, ctx.as_of, kinds, residuals=errors)
         numeric = [c for c, k in kinds.items() if k == "numerical"]
         categorical = [c for c, k in kinds.items() if k == "categorical"]
         evidently = drift_summary(reference, current, numeric, categorical, drift_share=p.drift.drift_share)
@@ -93,7 +115,8 @@ def drift_report(ctx: WeekRun) -> dict:
         # Evidently's dataset verdict is over the features only, as before
         n_ev = sum(evidently["columns"][c]["drifted"] for c in features)
         evidently["dataset_drift"] = bool(n_ev / len(features) >= p.drift.drift_share)
-        summary = alarm_summary(null, current, features, target=s.target, prediction=PREDICTION, evidently=evidently)
+        summary = alarm_summary(null, current, features, target=s.target, prediction=PREDICTION, evidently=evidently,
+                                residuals=residuals(model, current, s.target, s.task))
         html = ctx.run_dir / "drift_report.html"
         report = write_drift_report(reference, current, list(s.numeric_features), list(s.categorical_features),
                                     html, target=s.target if s.task == "regression" else None,
@@ -106,6 +129,7 @@ def drift_report(ctx: WeekRun) -> dict:
         mlflow.log_metrics({"share_drifted": summary["share_drifted"], "n_drifted": summary["n_drifted"],
                             "target_drifted": float(summary["target"]["drifted"]),
                             "prediction_drifted": float(summary["prediction"]["drifted"]),
+                            "residual_drifted": float(summary["residual"]["drifted"]),
                             "drift_alarm": float(summary["alarm"]),
                             "evidently_n_drifted": summary["evidently"]["n_drifted"]})
         log.info(f"drift: {describe_alarm(summary)}; Evidently's default thresholds would flag "
