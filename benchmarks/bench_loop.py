@@ -333,13 +333,21 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
     model = world.model(t)
     as_of = world.weeks[t]
     past = training_weeks(as_of, p.drift.history_weeks + p.window.train_weeks)
-    history = pd.concat([world.with_prediction(t, w) for w in past], ignore_index=True)
+    from tasks.drift import residuals
+
+    n = p.window.train_weeks
+    parts = [world.with_prediction(t, w) for w in past]
+    history = pd.concat(parts, ignore_index=True)
+    # the model's errors: out of sample on the weeks older than its training window only
+    errors = np.concatenate([residuals(model, f, s.target, s.task) if k < len(past) - n else np.full(len(f), np.nan)
+                             for k, f in enumerate(parts)])
     weeks = weeks_of(history[s.time_column], week_bounds(as_of)[0])
-    null = learn_null(history, weeks, kinds, window=p.window.train_weeks, alpha=p.drift.alarm_rate,
-                      max_weeks=p.drift.history_weeks)
+    null = learn_null(history, weeks, kinds, window=n, alpha=p.drift.alarm_rate, max_weeks=p.drift.history_weeks,
+                      residuals=errors)
     current = world.frames[t].assign(prediction=_point(model, world.frames[t], s.task))
     features = [*s.numeric_features, *s.categorical_features]
-    return alarm_summary(null, current, features, target=s.target, prediction="prediction")
+    return alarm_summary(null, current, features, target=s.target, prediction="prediction",
+                         residuals=residuals(model, current, s.target, s.task))
 
 
 def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
