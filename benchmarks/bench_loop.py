@@ -371,8 +371,11 @@ def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: boo
            "policies": [r.row() for r in rows], "log": rows[3].log,
            "alarm_rate": rows[3].alarms / max(sum(rows[3].actions.values()), 1)}
     if gate:  # the data gate on the same real weeks, as the weekly flow runs it (benchmarks/bench_gate.py)
+        import logging
+
         from benchmarks.bench_gate import run as gate_run
 
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # one line per suite otherwise
         g = gate_run(name, params, max_weeks, inject=False)
         out["gate"] = {"weeks": g["weeks"], "false_quarantines": g["false"]}
     return out
