@@ -17,7 +17,7 @@ import pytest
 from deployments.stack import load_env
 from tests.conftest import ROOT, free_port, prefect_api, tool_env, wait_final
 from tests.flows.conftest import committed_project
-from tests.flows.test_weekly_retrain import STRONG, WEAK
+from tests.flows.test_weekly_retrain import FEEBLE, STRONG
 
 pytestmark = pytest.mark.e2e
 OUT = ROOT / "tests" / "out"
@@ -43,7 +43,7 @@ def alive(pid: int) -> bool:
 def stack(tmp_path_factory):
     # The first champion is deliberately under-fitted, so a later week's candidate wins clearly (the A/B test).
     repo = committed_project(tmp_path_factory.mktemp("stack") / "repo", policy={"bootstrap_samples": 500},
-                             train={"hgb": WEAK})
+                             train={"hgb": FEEBLE})
     env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()), CT_SERVING_PORT=str(free_port()),
                    PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
     stack_cmd = [sys.executable, "-m", "deployments.stack"]
@@ -236,7 +236,8 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
     repo, c = stack["repo"], mlflow_client(stack)
     # A better recipe from this week on, and a policy that sends every promotion through an A/B test that can
     # finish (the planned 25-40k flights take 4-6 weeks of this traffic, within 60 days).
-    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"max_duration_days": 60})
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True, "max_slice_regression": 0.1},
+                ab={"max_duration_days": 60})
     fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-19"))
     assert fr["state_type"] == "COMPLETED", fr["state"]
     log = ABLog(store_url(repo))

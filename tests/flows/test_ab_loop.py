@@ -14,7 +14,7 @@ from ml.ab import CHALLENGER, assign
 from tests.conftest import edit_params
 from tests.deployments.conftest import Service, instances, outcomes_of, week
 from tests.flows.conftest import committed_project
-from tests.flows.test_weekly_retrain import MODEL, STRONG, WEAK, client
+from tests.flows.test_weekly_retrain import FEEBLE, MODEL, STRONG, client
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,10 @@ def loop(prefect_api, tmp_path_factory, flights):
     from stages.common import load_params
 
     repo = committed_project(tmp_path_factory.mktemp("ab") / "repo", policy={"bootstrap_samples": 500},
-                             train={"hgb": WEAK})
+                             train={"hgb": FEEBLE})
     ab_analysis.to_deployment(name="ab-analysis").apply()  # so the weekly flow can schedule the analysis
     s = {"repo": repo}
-    weekly_retrain(as_of="2013-05-05", project_dir=str(repo))  # the first champion (v1, under-fitted)
+    weekly_retrain(as_of="2013-05-05", project_dir=str(repo))  # the first champion (v1, stumps)
     # a better recipe, through an A/B test that can finish (25-40k planned flights: 4-6 weeks, within 60 days)
     edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True}, ab={"max_duration_days": 60})
     s["weekly"] = weekly_retrain(as_of="2013-05-12", project_dir=str(repo))

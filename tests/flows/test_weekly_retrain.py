@@ -17,6 +17,7 @@ HGB = {"loss": "absolute_error", "learning_rate": 0.1, "max_leaf_nodes": 31, "mi
        "l2_regularization": 0.0}
 WEAK = {**HGB, "max_iter": 15}  # a deliberately under-fitted recipe
 STRONG = {**HGB, "max_iter": 200}
+FEEBLE = {**HGB, "max_iter": 15, "max_leaf_nodes": 2}  # stumps: far behind STRONG, still ahead of the naive median
 
 
 def week(repo: Path, as_of: str, **kw):
