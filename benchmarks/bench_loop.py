@@ -52,7 +52,7 @@ from ml.metrics import PRIMARY, predict, row_loss  # noqa: E402
 from ml.models import build_baseline, build_model  # noqa: E402
 from ml.policy import AB_TEST, PROMOTE, ABPlan, ci_sd, decide, track_record  # noqa: E402
 from ml.split import slice_week, training_weeks  # noqa: E402
-from ml.stats import compare_losses, paired_bootstrap, time_blocks  # noqa: E402
+from ml.stats import compare_losses, paired_bootstrap, resampling_units  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 
@@ -120,15 +120,15 @@ class World:
         key = (i, w)
         if key not in self._pred:
             f = self._week(w)
+            from tasks.drift import PREDICTION, _point
+
             with threadpool_limits(self.params.train.threads or None):
-                self._pred[key] = f.assign(prediction=_point(self.model(i), f, self.s.task)) if len(f) else f
+                self._pred[key] = f.assign(**{PREDICTION: _point(self.model(i), f, self.s.task)}) if len(f) else f
         return self._pred[key]
 
     def blocks(self, j: int) -> np.ndarray:
         if j not in self._blocks:
-            pol, f = self.params.policy, self.frames[j]
-            self._blocks[j] = (f[pol.cluster_column].to_numpy() if pol.cluster_column else
-                               time_blocks(f[self.s.time_column], pol.block_hours))
+            self._blocks[j] = resampling_units(self.frames[j], self.params.policy, self.s.time_column)
         return self._blocks[j]
 
     def baseline(self, t: int) -> float:
@@ -329,16 +329,13 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
     bound): features, target and the candidate's predictions, against the landed history before the week."""
     from ml.calibration import alarm_summary, learn_null, weeks_of
     from ml.split import week_bounds
+    from tasks.drift import PREDICTION, _point, column_kinds, residuals
 
     p, s = world.params, world.s
-    kinds = {c: "numerical" for c in s.numeric_features} | {c: "categorical" for c in s.categorical_features}
-    kinds[s.target] = "numerical" if s.task == "regression" else "categorical"
-    kinds["prediction"] = "numerical"
+    kinds = column_kinds(p, prediction=True)
     model = world.model(t)
     as_of = world.weeks[t]
     past = training_weeks(as_of, p.drift.history_weeks + p.window.train_weeks)
-    from tasks.drift import residuals
-
     n = p.window.train_weeks
     parts = [world.with_prediction(t, w) for w in past]
     history = pd.concat(parts, ignore_index=True)
@@ -348,15 +345,10 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
     weeks = weeks_of(history[s.time_column], week_bounds(as_of)[0])
     null = learn_null(history, weeks, kinds, window=n, alpha=p.drift.alarm_rate, max_weeks=p.drift.history_weeks,
                       residuals=errors)
-    current = world.frames[t].assign(prediction=_point(model, world.frames[t], s.task))
+    current = world.frames[t].assign(**{PREDICTION: _point(model, world.frames[t], s.task)})
     features = [*s.numeric_features, *s.categorical_features]
-    return alarm_summary(null, current, features, target=s.target, prediction="prediction",
+    return alarm_summary(null, current, features, target=s.target, prediction=PREDICTION,
                          residuals=residuals(model, current, s.target, s.task))
-
-
-def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
-    pred = predict(model, frame, task)
-    return pred if task == "regression" else pred.max(axis=1)
 
 
 def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool = True) -> dict:

@@ -79,6 +79,16 @@ def time_blocks(times: pd.Series, hours: int) -> np.ndarray:
     return ((t - t.min()) // pd.Timedelta(hours=hours)).to_numpy()
 
 
+def resampling_units(frame: pd.DataFrame, policy, time_column: str | None = None) -> np.ndarray | None:
+    """The block bootstrap's unit for each row: `policy.cluster_column` when set, else contiguous
+    `policy.block_hours` blocks of `time_column`, else None (rows one by one)."""
+    if policy.cluster_column:
+        return frame[policy.cluster_column].to_numpy()
+    if time_column:
+        return time_blocks(frame[time_column], policy.block_hours)
+    return None
+
+
 def compare_losses(champion_loss: np.ndarray, candidate_loss: np.ndarray, holdout: pd.DataFrame, policy,
                    seed: int = 0, *, time_column: str | None = None) -> tuple[Comparison, list[dict]]:
     """The policy's evidence for one holdout: clustered paired CI + per-slice changes (flow and benchmarks).
@@ -86,12 +96,7 @@ def compare_losses(champion_loss: np.ndarray, candidate_loss: np.ndarray, holdou
     Resampling unit: `policy.cluster_column` when set; else contiguous blocks of `policy.block_hours` of
     `time_column` (hourly series are autocorrelated, so single rows would make the interval too narrow); rows
     only when neither is given."""
-    if policy.cluster_column:
-        clusters = holdout[policy.cluster_column].to_numpy()
-    elif time_column:
-        clusters = time_blocks(holdout[time_column], policy.block_hours)
-    else:
-        clusters = None
+    clusters = resampling_units(holdout, policy, time_column)
     comp = paired_bootstrap(champion_loss, candidate_loss, clusters, confidence=policy.confidence,
                             samples=policy.bootstrap_samples, seed=seed)
     slices = [row for col in policy.slice_columns

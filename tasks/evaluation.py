@@ -11,7 +11,7 @@ from ml.ab import loss_cv, plan_units
 from ml.metrics import PRIMARY, predict, row_loss, summarize
 from ml.policy import ABPlan, ci_sd, track_record
 from ml.policy import decide as apply_policy
-from ml.stats import Comparison, compare_losses, paired_bootstrap, time_blocks
+from ml.stats import Comparison, compare_losses, paired_bootstrap, resampling_units
 from stages.common import write_json
 from stages.ingest import batch_path
 from tasks import lineage, registry
@@ -82,18 +82,10 @@ def measure_freshness(ctx: WeekRun, raw: pd.DataFrame, y, cand_loss) -> dict | N
     version, until = stale
     model = mlflow.sklearn.load_model(f"models:/{p.registry.model_name}/{version}")
     stale_loss = row_loss(s.task, y, predict(model, raw, s.task), getattr(model, "classes_", None))
-    comp = paired_bootstrap(stale_loss, cand_loss, blocks(ctx.params, raw), confidence=p.policy.confidence,
-                            samples=p.policy.bootstrap_samples, seed=p.train.seed)
+    comp = paired_bootstrap(stale_loss, cand_loss, resampling_units(raw, p.policy, s.time_column),
+                            confidence=p.policy.confidence, samples=p.policy.bootstrap_samples, seed=p.train.seed)
     weeks = max(1, (ctx.as_of - timedelta(days=7) - until).days // 7)
     return {"gain": comp.rel_change / weeks, "se": ci_sd(comp) / weeks, "version": version, "weeks_apart": weeks}
-
-
-def blocks(params, frame: pd.DataFrame):
-    """The bootstrap's resampling unit for this frame, as compare_losses chooses it."""
-    pol, s = params.policy, params.source
-    if pol.cluster_column:
-        return frame[pol.cluster_column].to_numpy()
-    return time_blocks(frame[s.time_column], pol.block_hours)
 
 
 @task(name="decide: promote, A/B test, hold or reject", cache_policy=NO_CACHE)
