@@ -31,7 +31,6 @@ from ml.config import PolicyConfig
 from ml.stats import Comparison
 
 PROMOTE, AB_TEST, HOLD, REJECT = "promote", "ab_test", "hold", "reject"
-ACTIONS = (PROMOTE, AB_TEST, HOLD, REJECT)
 
 
 @dataclass(frozen=True)
