@@ -1,4 +1,4 @@
-"""The weekly retrain flow: ingest → validate → dvc repro → compare → drift → decide → act, all in MLflow.
+"""The weekly retrain flow: ingest → validate → search (Dask) → dvc repro → compare → drift → decide → act, in MLflow.
 
 Run one week with no server set up:  python -m flows.weekly_retrain --as-of 2013-06-02
 """
@@ -79,6 +79,7 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
     from tasks.drift import drift_report
     from tasks.evaluation import compare_with_champion, decide
     from tasks.registry import act
+    from tasks.search import search_week
     from tasks.training import log_candidate, reproduce
     from tasks.ui import publish
 
@@ -87,6 +88,7 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
     try:
         staged = ingest_batch(ctx)
         validate_batch(ctx, staged)
+        search_week(ctx)
         trained = reproduce(ctx)
         candidate = log_candidate(ctx, trained)
         compared = compare_with_champion(ctx)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -107,6 +108,16 @@ class TrainConfig:
     hgb: HGBParams = field(default_factory=HGBParams)
     linear: LinearParams = field(default_factory=LinearParams)
     mlp: MLPParams = field(default_factory=MLPParams)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Candidates fanned out each week (ml/search.py): the best on the validation weeks is what `train` fits."""
+
+    candidates: dict = field(default_factory=dict)  # name -> overrides of `train` ({}: the train section as is)
+    validation_weeks: int = 1  # the newest weeks of the training window that choose (never the holdout week)
+    workers: int = 2  # worker processes of the local Dask cluster (when no scheduler is given)
+    scheduler: str | None = None  # address of a running Dask scheduler; env DASK_SCHEDULER_ADDRESS does the same
 
 
 @dataclass(frozen=True)
@@ -299,6 +310,7 @@ class Params:
     source: SourceConfig
     window: WindowConfig
     train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -338,7 +350,37 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError("params: 'window.train_weeks' must be at least 1")
     _check_column_tolerances(params.validation)
     _check_derivations(s)
+    search_candidates(params)
     return params
+
+
+CANDIDATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def search_candidates(params: Params) -> dict[str, TrainConfig]:
+    """The declared candidates, each the `train` section with its overrides merged in (nested sections key by
+    key); errors name the candidate and the key."""
+    se = params.search
+    if se.workers < 1:
+        raise ConfigError(f"params: 'search.workers' must be at least 1, got {se.workers}")
+    if se.candidates and not 1 <= se.validation_weeks < params.window.train_weeks:
+        raise ConfigError(f"params: 'search.validation_weeks' must be at least 1 and less than "
+                          f"'window.train_weeks' ({params.window.train_weeks}), got {se.validation_weeks}")
+    base = dataclasses.asdict(params.train)
+    out = {}
+    for name, overrides in se.candidates.items():
+        where = f"search.candidates.{name}"
+        if not CANDIDATE_NAME.match(str(name)):
+            raise ConfigError(f"params: '{where}': a candidate's name is letters, digits, '_', '.' or '-'")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ConfigError(f"params: '{where}' must be a mapping of 'train' keys, got {overrides!r}")
+        merged = dict(base)
+        for k, v in (overrides or {}).items():  # unknown keys are named by parse_section
+            merged[k] = {**base[k], **v} if isinstance(base.get(k), dict) and isinstance(v, dict) else v
+        cfg = parse_section(TrainConfig, merged, where)
+        check_choice(cfg.family, FAMILIES, f"{where}.family")
+        out[str(name)] = cfg
+    return out
 
 
 def _check_column_tolerances(v: ValidationConfig) -> None:

@@ -769,7 +769,7 @@ def render_params(p: Profile, template: str) -> str:
             else:
                 head += (f"{line:<28} # {note}" if note else line).rstrip() + "\n"  # a space before '#' always
         head += "\n"
-    tail = _template_sections(template, ("train", "drift"))
+    tail = _template_sections(template, ("train", "search", "drift"))
     policy = _template_sections(template, ("policy",))
     policy = _set_line(policy, "cluster_column", _y(pol["cluster_column"]),
                        "resampling unit of the bootstrap (null: day-long time blocks, block_hours)")

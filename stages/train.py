@@ -1,37 +1,31 @@
-"""DVC stages `train` and `refit`: fit the configured model family and the naive baseline on the training window
-(`train`), or on the window moved one week on, so that it ends with the holdout week (`refit`: the model that is
-served once the candidate is chosen; the candidate itself is what was judged on the holdout)."""
+"""DVC stages `train` and `refit`: fit the chosen recipe (the `search` stage's choice, data/search/results.json, or
+the `train` section when no candidates are declared) and the naive baseline on the training window (`train`), or
+on the window moved one week on, so that it ends with the holdout week (`refit`: the model that is served once the
+candidate is chosen; the candidate itself is what was judged on the holdout)."""
 from __future__ import annotations
 
 import argparse
-import time
+import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from ml.config import Params
-from ml.models import build_baseline, build_model, model_family
+from ml.models import build_baseline, model_family
+from ml.search import chosen_train, fit_model
 from ml.split import week_bounds
 from stages.common import cli, fmt_int, load_params, write_json, write_pickle
 
 
-def fit_candidate(params: Params, train: pd.DataFrame):
-    """(model, baseline, info) fitted on the training frame."""
+def fit_candidate(params: Params, train: pd.DataFrame, search: dict | None = None):
+    """(model, baseline, info) fitted on the training frame, with the recipe the search chose."""
     s = params.source
-    from threadpoolctl import threadpool_limits
-
-    y = train[s.target].to_numpy()
-    model = build_model(s, params.train)
-    t0 = time.perf_counter()
-    with threadpool_limits(params.train.threads or None):  # the OpenMP/BLAS pools sklearn loaded
-        if params.train.threads and params.train.family == "mlp":
-            import torch
-
-            torch.set_num_threads(params.train.threads)  # torch keeps a pool of its own
-        model.fit(train, y)
-    fit_s = time.perf_counter() - t0
-    baseline = build_baseline(s).fit(train, y)
-    info = {"family": params.train.family, "estimator": model_family(model), "seed": params.train.seed,
+    recipe = chosen_train(params, search)
+    model, fit_s = fit_model(s, recipe, train)
+    baseline = build_baseline(s).fit(train, train[s.target].to_numpy())
+    info = {"family": recipe.family, "estimator": model_family(model), "seed": recipe.seed,
+            "candidate": (search or {}).get("chosen"), "train": dataclasses.asdict(recipe),
             "task": s.task, "target": s.target, "numeric_features": list(s.numeric_features),
             "categorical_features": list(s.categorical_features), "train_rows": len(train),
             "fit_seconds": round(fit_s, 3)}
@@ -51,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--train", default="data/prepared/train.parquet")
     ap.add_argument("--out", default="data/model")
+    ap.add_argument("--search", default="data/search/results.json", help="the search stage's choice")
     ap.add_argument("--refit-with", metavar="HOLDOUT", help="refit: add this holdout week and drop the oldest "
                     "training week (the window of the same length that ends with the holdout)")
     args = ap.parse_args(argv)
@@ -58,13 +53,15 @@ def main(argv: list[str] | None = None) -> None:
     train = pd.read_parquet(args.train)
     if args.refit_with:
         train = refit_window(params, train, pd.read_parquet(args.refit_with))
-    model, baseline, info = fit_candidate(params, train)
+    search = json.loads(Path(args.search).read_text()) if Path(args.search).exists() else None
+    model, baseline, info = fit_candidate(params, train, search)
     out = Path(args.out)
     write_pickle(out / "model.pkl", model)
     write_pickle(out / "baseline.pkl", baseline)
     write_json(out / "info.json", info)
     what = "refit (window ending with the holdout week)" if args.refit_with else "train"
-    print(f"{what}: {info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
+    chosen = f"candidate {info['candidate']}: " if info["candidate"] else ""
+    print(f"{what}: {chosen}{info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
           f"in {info['fit_seconds']:.1f} s")
 
 

@@ -51,7 +51,7 @@ def lock_hashes(project: Path) -> dict[str, str]:
     """Content hashes DVC recorded for the data and model of this run (from dvc.lock)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     out = {}
-    for stage in ("land", "prepare", "train", "evaluate"):
+    for stage in ("land", "prepare", "search", "train", "evaluate"):
         for entry in lock.get(stage, {}).get("deps", []) + lock.get(stage, {}).get("outs", []):
             if entry["path"].startswith("data/"):
                 out[entry["path"]] = entry.get("md5", "")
@@ -79,7 +79,7 @@ def _dvc_logs_once():
             dvc.addHandler(h)
 
 
-@task(name="dvc repro (land → prepare → train → evaluate, refit)", cache_policy=NO_CACHE)
+@task(name="dvc repro (search → train → evaluate, refit)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
     """Set the week in params.yaml, track data/raw, run the DVC pipeline; returns metrics and data hashes."""
     from dvc.repo import Repo
@@ -100,7 +100,8 @@ def reproduce(ctx: WeekRun) -> dict:
         info = json.loads(ctx.path("data", "model", "info.json").read_text())
         hashes = lock_hashes(ctx.project)
         key = metrics["metric"]
-        mlflow.log_params({"family": info["family"], "estimator": info["estimator"], "seed": info["seed"],
+        mlflow.log_params({"family": info["family"], "candidate": info.get("candidate") or "-",
+                           "estimator": info["estimator"], "seed": info["seed"],
                            "train_rows": info["train_rows"], "stages_run": ",".join(ran) or "none (cached)"})
         mlflow.log_metrics({f"holdout_{key}": metrics["model"][key], f"baseline_{key}": metrics["baseline"][key],
                             "fit_seconds": info["fit_seconds"]})
@@ -109,7 +110,8 @@ def reproduce(ctx: WeekRun) -> dict:
         mlflow.log_artifacts(str(ctx.path("data", "eval", "plots")), "plots")
         mlflow.log_artifact(str(ctx.path("dvc.lock")))
         mlflow.log_artifact(str(ctx.path("params.yaml")))
-        log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {info['family']} on "
+        chosen = f"candidate {info['candidate']}: " if info.get("candidate") else ""
+        log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {chosen}{info['family']} on "
                  f"{info['train_rows']:,} rows; holdout {key} {metrics['model'][key]:.2f} vs naive "
                  f"{metrics['baseline'][key]:.2f}")
     return {"metrics": metrics, "info": info, "hashes": hashes, "stages_run": ran}
@@ -173,16 +175,17 @@ def log_candidate(ctx: WeekRun, trained: dict) -> dict:
 
 
 def recipe_id(params) -> str:
-    """A short digest of what makes a model's recipe: task, target, features and the training section. The
-    freshness track record compares only models of the same recipe, so a recipe change is not counted as the
-    gain of newer data."""
+    """A short digest of what makes a model's recipe: task, target, features, the training section and the
+    candidate search (the procedure that picks the family week by week). The freshness track record compares only
+    models of the same recipe, so a recipe change is not counted as the gain of newer data."""
     import dataclasses
     import hashlib
 
-    s = params.source
+    s, se = params.source, params.search
+    search = {"candidates": se.candidates, "validation_weeks": se.validation_weeks} if se.candidates else None
     key = json.dumps({"task": s.task, "target": s.target, "numeric": list(s.numeric_features),
-                      "categorical": list(s.categorical_features), "train": dataclasses.asdict(params.train)},
-                     sort_keys=True, default=str)
+                      "categorical": list(s.categorical_features), "train": dataclasses.asdict(params.train),
+                      **({"search": search} if search else {})}, sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

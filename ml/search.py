@@ -1,0 +1,115 @@
+"""The weekly candidate search: the declared candidates (params `search.candidates`, each the `train` section with
+its overrides) are fitted on the training window less its newest `search.validation_weeks` weeks and scored on
+those weeks; the best is the recipe `train` then fits on the whole window.
+
+The holdout week, on which the chosen candidate meets the champion, plays no part in the choice, so that
+comparison carries no selection bias. Each candidate is independent of the others (one fit, one score): the
+weekly flow runs them as parallel tasks on a Dask cluster, the DVC stage `search` one after another; both call
+`score_candidate` and `choose`, so they reach the same choice. Pure: no Prefect, MLflow or DVC here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from datetime import timedelta
+
+import pandas as pd
+
+from ml.config import Params, SourceConfig, TrainConfig, parse_section, search_candidates
+from ml.metrics import PRIMARY, predict, summarize
+from ml.split import week_bounds
+
+
+class SearchError(ValueError):
+    """The search cannot choose: too few rows to fit or to score on, or every candidate failed to score."""
+
+
+def candidates(params: Params) -> dict[str, TrainConfig]:
+    """Name -> the effective training recipe of each declared candidate, in the declared order."""
+    return search_candidates(params)
+
+
+def validation_split(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, validation): the training window's rows before / in its newest `search.validation_weeks` weeks."""
+    t = params.source.time_column
+    cut = week_bounds(params.window.as_of)[0] - pd.Timedelta(days=7 * params.search.validation_weeks)
+    late = (train[t] >= cut).to_numpy()
+    fit, val = train[~late].reset_index(drop=True), train[late].reset_index(drop=True)
+    target = params.source.target
+    fit, val = fit[fit[target].notna()], val[val[target].notna()]
+    if len(fit) == 0 or len(val) == 0:
+        span = f"{(params.window.as_of - timedelta(days=7 * (params.search.validation_weeks + 1)))}.."
+        raise SearchError(f"search: the training window has {len(fit)} rows to fit and {len(val)} to validate on "
+                          f"(validation = the {params.search.validation_weeks} week(s) from {span}); "
+                          "lower 'search.validation_weeks' or widen 'window.train_weeks'")
+    return fit.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def fit_model(source: SourceConfig, train_cfg: TrainConfig, frame: pd.DataFrame):
+    """(fitted pipeline, seconds): one fit, with the thread pools held to `train.threads`."""
+    from threadpoolctl import threadpool_limits
+
+    from ml.models import build_model
+
+    model = build_model(source, train_cfg)
+    y = frame[source.target].to_numpy()
+    t0 = time.perf_counter()
+    with threadpool_limits(train_cfg.threads or None):  # the OpenMP/BLAS pools sklearn loaded
+        if train_cfg.threads and train_cfg.family == "mlp":
+            import torch
+
+            torch.set_num_threads(train_cfg.threads)  # torch keeps a pool of its own
+        model.fit(frame, y)
+    return model, time.perf_counter() - t0
+
+
+def score_candidate(source: SourceConfig, name: str, train_cfg: TrainConfig, fit: pd.DataFrame,
+                    validation: pd.DataFrame) -> dict:
+    """Fit one candidate on `fit`, score it on `validation`: {name, family, metric, value, ...} (JSON-ready)."""
+    model, seconds = fit_model(source, train_cfg, fit)
+    y = validation[source.target].to_numpy()
+    classes = getattr(model, "classes_", None)
+    scores = summarize(source.task, y, predict(model, validation, source.task), classes)
+    metric = PRIMARY[source.task]
+    return {"name": name, "family": train_cfg.family, "metric": metric, "value": float(scores[metric]),
+            "scores": scores, "fit_rows": int(len(fit)), "validation_rows": int(len(validation)),
+            "fit_seconds": round(seconds, 3), "train": dataclasses.asdict(train_cfg)}
+
+
+def choose(results: list[dict]) -> dict:
+    """The candidate with the lowest validation loss (ties: the first declared). Raises when none scored."""
+    ok = [r for r in results if math.isfinite(r.get("value", math.nan))]
+    if not ok:
+        raise SearchError(f"search: none of the {len(results)} candidates could be scored on the validation weeks")
+    return min(ok, key=lambda r: r["value"])
+
+
+def summary(params: Params, results: list[dict]) -> dict:
+    """What the `search` stage writes (data/search/results.json) and `train` reads: every candidate's score, best
+    first, and the chosen recipe. Without declared candidates the recipe is the `train` section as it is."""
+    base = {"as_of": params.window.as_of.isoformat(), "validation_weeks": params.search.validation_weeks,
+            "metric": PRIMARY[params.source.task]}
+    if not results:
+        return {**base, "chosen": None, "candidates": [], "train": dataclasses.asdict(params.train)}
+    best = choose(results)
+    # what is deterministic only (no timings): the same data and params write the same file, so a `dvc repro -f`
+    # of the search leaves train up to date
+    kept = [{k: v for k, v in r.items() if k not in ("fit_seconds", "worker_pid")} for r in results]
+    ranked = sorted(kept, key=lambda r: (not math.isfinite(r["value"]), r["value"]))
+    return {**base, "chosen": best["name"], "candidates": ranked, "train": best["train"],
+            "fit_rows": best["fit_rows"], "validation_rows": best["validation_rows"]}
+
+
+def chosen_train(params: Params, doc: dict | None) -> TrainConfig:
+    """The recipe `train` fits: the search's choice (results.json) or, with none, the `train` section."""
+    if not doc or doc.get("train") is None:
+        return params.train
+    return parse_section(TrainConfig, doc["train"], "data/search/results.json: train")
+
+
+def gap(results: list[dict]) -> float:
+    """Relative gap between the best and the runner-up (0 with fewer than two scored): how clear the choice was."""
+    v = sorted(r["value"] for r in results if math.isfinite(r["value"]))
+    return float((v[1] - v[0]) / v[0]) if len(v) > 1 and v[0] > 0 else 0.0
+
