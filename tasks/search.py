@@ -115,12 +115,15 @@ def search_candidates(ctx: WeekRun) -> dict:
         import mlflow
 
         for r in results:
-            with mlflow.start_run(run_name=f"candidate-{r['name']}", nested=True,
-                                  tags={"step": "search-candidate", "as_of": ctx.week, "candidate": r["name"]}):
+            with mlflow.start_run(run_name=f"candidate-{r['name']}", nested=True, experiment_id=ctx.experiment_id,
+                                  tags={"step": "search-candidate", "as_of": ctx.week, "candidate": r["name"],
+                                        "worker_pid": str(r["worker_pid"]),
+                                        "chosen": str(r["name"] == best["name"]).lower()}):
                 mlflow.log_params({"candidate": r["name"], **lineage.flatten(r["train"])})
                 mlflow.log_metrics({f"validation_{r['metric']}": r["value"], "fit_seconds": r["fit_seconds"]})
         mlflow.log_params({"candidates": len(results), "chosen": best["name"], "chosen_family": best["family"],
-                           "validation_weeks": p.search.validation_weeks, "where": where[:250]})
+                           "validation_weeks": p.search.validation_weeks, "where": where[:250],
+                           "worker_processes": len({r["worker_pid"] for r in results})})
         mlflow.log_metrics({f"chosen_validation_{best['metric']}": best["value"], "runner_up_gap": gap(results),
                             "wall_seconds": wall, "fit_seconds_total": fits})
         lineage.log_json(doc, "search/results.json")
