@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
-from deployments.ablog import ABLog, DuplicateFeedback, UnknownUnits, store_url, utcnow
+from deployments.ablog import ABLog, DuplicateFeedback, GroupCommit, UnknownUnits, store_url, utcnow
 from ml.ab import CHALLENGER, CHAMPION, assign
 
 log = logging.getLogger("serving")
@@ -322,6 +322,14 @@ class Service:
 
     # --- requests ----------------------------------------------------------------------------------------
     def predict(self, payload: Any) -> Any:
+        """Answer `payload`, its rows committed to the A/B log first (one transaction, in this thread)."""
+        response, rows, t0 = self.answer(payload)
+        self.store.log_predictions(rows)  # committed before anyone is answered
+        self.account(rows, t0)
+        return response
+
+    def answer(self, payload: Any) -> tuple[Any, list[dict], float]:
+        """(response, prediction-log rows, start time): the response may be sent only once the rows are logged."""
         t0 = time.perf_counter()
         snap = self.snapshot
         if snap.champion is None:
@@ -377,12 +385,14 @@ class Service:
             row.update(model_version=version, prediction=value, output=output, created_at=now)
             results.append({"request_id": row["request_id"], "unit_id": row["unit_id"], "prediction": shown,
                             "variant": row["variant"], "model_version": version, "fallback": row["fallback"]})
-        self.store.log_predictions(rows)  # committed before anyone is answered
+        return (results[0] if single else {"predictions": results}), rows, t0
+
+    def account(self, rows: list[dict], t0: float) -> None:
+        """Count the logged predictions and the request's latency (start to committed)."""
         for row in rows:
             self.metrics.predictions.labels(row["variant"], row["model_version"]).inc()
         self.metrics.breaker_state.set(1.0 if self.breaker.is_open() else 0.0)
         self.metrics.latency.observe(time.perf_counter() - t0)
-        return results[0] if single else {"predictions": results}
 
     def feedback(self, payload: Any) -> dict:
         if isinstance(payload, dict) and "outcomes" in payload:
@@ -479,13 +489,17 @@ def create_app(service: Service, *, watch: bool = True):
 
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    writer = GroupCommit(service.store)
+
     @asynccontextmanager
     async def lifespan(_app):
         service.reload()
+        writer.start()
         if watch:
             service.start_watching()
         yield
         service.stop_watching()
+        writer.stop()
 
     app = FastAPI(title="continuous-training prediction service", lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
@@ -513,9 +527,13 @@ def create_app(service: Service, *, watch: bool = True):
 
     @app.post("/predict")
     async def predict(request: Request):
-        # Inline on the event loop: a single-row prediction is a few ms of CPU under the GIL anyway, and a thread
-        # hop per request would cost more than it saves.
-        return JSONResponse(service.predict(await body_json(request, "predict")))
+        # The model inline on the event loop: a single-row prediction is a few ms of CPU under the GIL anyway, and
+        # a thread hop per request would cost more than it saves. The log write is the writer thread's (a group
+        # commit); the answer waits for it without holding up other requests.
+        response, rows, t0 = service.answer(await body_json(request, "predict"))
+        await writer.write(rows)
+        service.account(rows, t0)
+        return JSONResponse(response)
 
     @app.post("/feedback")
     async def feedback(request: Request):

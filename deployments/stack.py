@@ -1,7 +1,7 @@
 """The local stack: one command up, one command down.
 
-    python -m deployments.stack up       # Prefect server, MLflow server, work pool + worker, deployments,
-                                         # prediction service
+    python -m deployments.stack up       # Prefect server, MLflow server, Dask cluster, work pool + worker,
+                                         # deployments, prediction service
     python -m deployments.stack status
     python -m deployments.stack down     # stops exactly what `up` started (pid files in .stack/)
 
@@ -11,7 +11,11 @@ Everything binds to 127.0.0.1. Settings (environment):
   CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
   CT_MLFLOW_ARTIFACTS_DESTINATION          e.g. s3://bucket/mlflow (default: .stack/mlartifacts)
   CT_AB_STORE_URL                          the A/B prediction log, any SQLAlchemy URL (default: data/ab/ab.db)
-`up` writes .stack/env with PREFECT_API_URL, MLFLOW_TRACKING_URI and CT_SERVING_URL: `source .stack/env`.
+  CT_DASK_SCHEDULER                        a running Dask scheduler for the candidate search, e.g.
+                                           tcp://10.0.0.5:8786 (default: a scheduler and CT_DASK_WORKERS (2)
+                                           worker processes started here on CT_DASK_PORT (8786), kept running)
+`up` writes .stack/env with PREFECT_API_URL, MLFLOW_TRACKING_URI, DASK_SCHEDULER_ADDRESS and CT_SERVING_URL:
+`source .stack/env`.
 """
 from __future__ import annotations
 
@@ -45,7 +49,11 @@ def settings(project: Path) -> dict[str, str]:
     prefect_port = os.environ.get("CT_PREFECT_PORT", "4200")
     mlflow_port = os.environ.get("CT_MLFLOW_PORT", "5000")
     serving_port = os.environ.get("CT_SERVING_PORT", "8000")
+    dask_port = os.environ.get("CT_DASK_PORT", "8786")
     return {
+        "dask": os.environ.get("CT_DASK_SCHEDULER") or f"tcp://127.0.0.1:{dask_port}", "dask_port": dask_port,
+        "dask_own": "" if os.environ.get("CT_DASK_SCHEDULER") else "yes",
+        "dask_workers": os.environ.get("CT_DASK_WORKERS", "2"),
         "prefect_port": prefect_port, "mlflow_port": mlflow_port, "serving_port": serving_port,
         "serving": f"http://127.0.0.1:{serving_port}",
         "pool": os.environ.get("CT_WORK_POOL", "local-process"),
@@ -59,7 +67,8 @@ def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **QUIET, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "PREFECT_HOME": str(state_dir(project) / "prefect-home"), "PREFECT_API_URL": s["api"],
            "PREFECT_UI_URL": s["api"].removesuffix("/api"), "MLFLOW_TRACKING_URI": s["mlflow"],
-           "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project), "CT_SERVING_URL": s["serving"]}
+           "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project), "CT_SERVING_URL": s["serving"],
+           "DASK_SCHEDULER_ADDRESS": s["dask"]}
     return env
 
 
@@ -184,6 +193,8 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
         print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, ab-analysis/ab-analysis")
+    if s["dask_own"]:
+        start_dask(project, s, env)
     if worker:
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
                                   "--name", f"{s['pool']}-worker"], env)
@@ -195,12 +206,33 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     envfile = d / "env"
     envfile.write_text("".join(f"export {k}={env[k]}\n" for k in
                                ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL",
-                                "PREFECT_HOME", "CT_PROJECT_DIR", "CT_SERVING_URL")))
+                                "PREFECT_HOME", "CT_PROJECT_DIR", "CT_SERVING_URL", "DASK_SCHEDULER_ADDRESS",
+                                "CT_AB_STORE_URL") if env.get(k)))
     (d / "settings.json").write_text(json.dumps(s, indent=2))
     print(f"\nstack is up.  Prefect UI {s['api'].removesuffix('/api')}   MLflow UI {s['mlflow']}   "
-          f"predictions {s['serving']}\n"
+          f"predictions {s['serving']}   Dask {s['dask']}\n"
           f"use it from a shell:  source .stack/env && prefect deployment run 'weekly-retrain/weekly'")
     return s
+
+
+def start_dask(project: Path, s: dict[str, str], env: dict[str, str]) -> None:
+    """A Dask scheduler and its worker processes, kept running: each weekly run's candidates go to workers that
+    already imported the model libraries. The workers report their task runs to this stack's Prefect API."""
+    denv = {**env, "DASK_LOGGING__DISTRIBUTED": "warning"}
+    start(project, "dask-scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                                      s["dask_port"], "--no-dashboard"], denv)
+    start(project, "dask-workers", [str(BIN / "dask"), "worker", s["dask"], "--nworkers", s["dask_workers"],
+                                    "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], denv)
+    from distributed import Client
+
+    try:
+        with Client(s["dask"], timeout=60) as client:
+            client.wait_for_workers(int(s["dask_workers"]), timeout=120)
+    except (OSError, TimeoutError) as e:
+        tail = "".join((state_dir(project) / f"{n}.log").read_text(errors="replace")[-1000:]
+                       for n in ("dask-scheduler", "dask-workers"))
+        raise StackError(f"Dask cluster at {s['dask']} did not come up: {e}\n{tail}") from None
+    print(f"dask: scheduler at {s['dask']} with {s['dask_workers']} worker processes")
 
 
 def load_env(project: Path) -> dict[str, str]:
@@ -209,7 +241,7 @@ def load_env(project: Path) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
 
 
-NAMES = ("serving", "worker", "mlflow-server", "prefect-server")  # stop order: the API last
+NAMES = ("serving", "worker", "dask-workers", "dask-scheduler", "mlflow-server", "prefect-server")  # the API last
 
 
 def down(project: Path) -> None:

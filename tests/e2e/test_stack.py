@@ -2,6 +2,7 @@
 Prefect UI in headless Chromium, and `down` leaving no process behind (also when a test fails)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from deployments.stack import load_env
-from tests.conftest import ROOT, free_port, prefect_api, tool_env, wait_final
+from tests.conftest import ROOT, free_port, postgres_server, prefect_api, tool_env, wait_final
 from tests.flows.conftest import committed_project
 from tests.flows.test_weekly_retrain import FEEBLE, STRONG
 
 pytestmark = pytest.mark.e2e
 OUT = ROOT / "tests" / "out"
 CHROMIUM = Path("/usr/bin/chromium")
-NAMES = ("prefect-server", "mlflow-server", "worker", "serving")
+NAMES = ("prefect-server", "mlflow-server", "dask-scheduler", "dask-workers", "worker", "serving")
 MODEL = "flight-delay"
 
 
@@ -39,13 +40,42 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request, tmp_path_factory):
+    """The stack as `make up` starts it, on SQLite files (the default) or with the Prefect API, the MLflow tracking
+    store and the A/B prediction log on a PostgreSQL server of its own: the same scenario runs on both."""
+    with contextlib.ExitStack() as backends:
+        stores = {}
+        if request.param == "postgresql":
+            pg = backends.enter_context(postgres_server())
+            stores = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg["url"]("asyncpg", "prefect"),
+                      "CT_MLFLOW_BACKEND_STORE_URI": pg["url"]("psycopg2", "mlflow"),
+                      "CT_AB_STORE_URL": pg["url"]("psycopg2", "ablog")}
+            backends.enter_context(environment(CT_AB_STORE_URL=stores["CT_AB_STORE_URL"]))  # the tests' own reads
+        yield from _stack(tmp_path_factory, request.param, stores)
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stack(tmp_path_factory, backend: str, stores: dict[str, str]):
     # The first champion is deliberately under-fitted, so a later week's candidate wins clearly (the A/B test).
-    repo = committed_project(tmp_path_factory.mktemp("stack") / "repo", policy={"bootstrap_samples": 500},
-                             train={"hgb": FEEBLE})
+    repo = committed_project(tmp_path_factory.mktemp(f"stack-{backend}") / "repo",
+                             policy={"bootstrap_samples": 500}, train={"hgb": FEEBLE})
     env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()), CT_SERVING_PORT=str(free_port()),
-                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
+                   CT_DASK_PORT=str(free_port()),
+                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", **stores)
     stack_cmd = [sys.executable, "-m", "deployments.stack"]
     started = {}
     try:
@@ -55,8 +85,11 @@ def stack(tmp_path_factory):
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
         settings = json.loads((repo / ".stack" / "settings.json").read_text())
         run_env = {**env, **load_env(repo)}
+        if stores:  # the servers really are on PostgreSQL
+            assert settings["backend"] == stores["CT_MLFLOW_BACKEND_STORE_URI"]
+            assert "postgresql" in (repo / ".stack" / "env").read_text()  # CT_AB_STORE_URL for `source .stack/env`
         yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
-               "serving": settings["serving"],
+               "serving": settings["serving"], "backend": backend,
                "ui": settings["api"].removesuffix("/api")}
     finally:
         started = started or pids(repo)
@@ -282,3 +315,29 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
     (run,) = c.search_runs([c.get_experiment_by_name("ab-analysis").experiment_id],
                            f"tags.`ab.experiment_id` = '{exp['id']}'")
     assert run.data.tags["decision"] == "promote" and run.data.metrics["srm_p_value"] > 0.001
+
+
+def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack, weekly_run):
+    """With candidates declared, a weekly run through the deployment sends them to the long-lived Dask workers that
+    `up` started (DASK_SCHEDULER_ADDRESS), each a nested MLflow run on the tracking server, and leaves the DVC
+    pipeline up to date."""
+    from tests.conftest import edit_params
+    from tests.flows.test_search import CANDIDATES
+
+    repo, c = stack["repo"], mlflow_client(stack)
+    edit_params(repo, search={"candidates": CANDIDATES})
+    fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-06-02"))
+    assert fr["state_type"] == "COMPLETED", fr["state"]
+    exp = c.get_experiment_by_name("weekly-retrain")
+    runs = c.search_runs([exp.experiment_id], "tags.step = 'search-candidate' and tags.as_of = '2013-06-02'")
+    assert sorted(r.data.tags["candidate"] for r in runs) == sorted(CANDIDATES)
+    workers = pids(repo)["dask-workers"]
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    for r in runs:  # fitted in a worker process of the stack's cluster: worker <- nanny <- `dask worker`
+        pid = int(r.data.tags["worker_pid"])
+        assert alive(pid) and workers in (parent(pid), parent(parent(pid))), (r.data.tags, workers)
+    assert "up to date" in subprocess.run(["dvc", "status"], cwd=repo, env=stack["env"], capture_output=True,
+                                          text=True).stdout
