@@ -78,6 +78,7 @@ bench: setup
 	python benchmarks/bench_gate.py
 	python benchmarks/bench_alarms.py
 	python benchmarks/bench_scale.py
+	python benchmarks/bench_ablog.py
 	python benchmarks/bench_flow.py
 	python benchmarks/bench_deploy.py
 	python benchmarks/bench_serve.py
