@@ -12,8 +12,8 @@ Targets: flow/bare <= 1.3x at 1x and <= 1.1x at 10x; time and memory growing no 
 memory at 10x <= 8 GiB.
 
 Fan-out:
-On a copy of the project with its declared candidates (params.yaml `search`: six, all three families) and the
-default week, after `dvc repro prepare`:
+On a copy of the project with six candidates of all three families (ml.search.EXAMPLE) and the default week,
+after `dvc repro prepare`:
 - sequential: the DVC stage's own path (stages.search.run_search), one process, one candidate after another;
 - fan-out, fresh cluster: the weekly flow's `search-candidates` subflow as a weekly run calls it, on a local Dask
   cluster of `--workers` processes started for the run (start-up included), MLflow logging and `dvc commit`
@@ -178,14 +178,17 @@ def fanout(reps: int, workers: int, scale: int = 1) -> dict:
     from prefect import flow
     from prefect.client.orchestration import get_client
 
+    from ml.search import EXAMPLE
     from stages.common import load_params
     from stages.search import run_search
     from tasks import lineage
     from tasks.context import WeekRun
     from tasks.search import search_candidates, task_runner
+    from tests.conftest import edit_params
 
     with tempfile.TemporaryDirectory() as tmp:
-        repo = make_project(Path(tmp) / "repo", search=True)
+        repo = make_project(Path(tmp) / "repo")
+        edit_params(repo, search={"candidates": EXAMPLE})
         run(["dvc", "repro", "-q", "prepare"], repo)
         params = load_params(repo / "params.yaml")
         params = dataclasses.replace(params, search=dataclasses.replace(params.search, workers=workers))

@@ -116,6 +116,7 @@ class SearchConfig:
 
     candidates: dict = field(default_factory=dict)  # name -> overrides of `train` ({}: the train section as is)
     validation_weeks: int = 1  # the newest weeks of the training window that choose (never the holdout week)
+    min_gain: float = 0.0  # the first declared candidate stays unless another is better by more than this share
     workers: int = 2  # worker processes of the local Dask cluster (when no scheduler is given)
     scheduler: str | None = None  # address of a running Dask scheduler; env DASK_SCHEDULER_ADDRESS does the same
 

@@ -20,6 +20,12 @@ from ml.config import Params, SourceConfig, TrainConfig, parse_section, search_c
 from ml.metrics import PRIMARY, predict, summarize
 from ml.split import week_bounds
 
+# The six candidates the benchmarks measure (benchmarks/bench_search.py, bench_scale.py) and params.yaml shows:
+# three boosted-tree settings, two ridge penalties, the PyTorch MLP; the first is the `train` section as it is.
+EXAMPLE = {"hgb": {}, "hgb-small": {"hgb": {"max_leaf_nodes": 15, "min_samples_leaf": 50}},
+           "hgb-slow": {"hgb": {"learning_rate": 0.05, "max_iter": 400}}, "linear": {"family": "linear"},
+           "linear-strong": {"family": "linear", "linear": {"alpha": 30.0}}, "mlp": {"family": "mlp"}}
+
 
 class SearchError(ValueError):
     """The search cannot choose: too few rows to fit or to score on, or every candidate failed to score."""
@@ -86,22 +92,29 @@ def longest_first(declared: dict[str, TrainConfig]) -> list[str]:
     return sorted(declared, key=lambda n: -cost(declared[n]))  # stable: declared order among equals
 
 
-def choose(results: list[dict]) -> dict:
-    """The candidate with the lowest validation loss (ties: the first declared). Raises when none scored."""
+def choose(results: list[dict], min_gain: float = 0.0) -> dict:
+    """The candidate with the lowest validation loss (ties: the first declared), except that the first declared
+    candidate (the incumbent recipe) stays unless another beats it by more than `min_gain` (relative): one week of
+    validation is noisy, and chasing a hair's difference picks a worse model about as often as a better one.
+    Raises when none scored."""
     ok = [r for r in results if math.isfinite(r.get("value", math.nan))]
     if not ok:
         raise SearchError(f"search: none of the {len(results)} candidates could be scored on the validation weeks")
-    return min(ok, key=lambda r: r["value"])
+    best = min(ok, key=lambda r: r["value"])
+    first = results[0]
+    if first in ok and best is not first and best["value"] > first["value"] * (1 - min_gain):
+        return first
+    return best
 
 
 def summary(params: Params, results: list[dict]) -> dict:
     """What the `search` stage writes (data/search/results.json) and `train` reads: every candidate's score, best
     first, and the chosen recipe. Without declared candidates the recipe is the `train` section as it is."""
     base = {"as_of": params.window.as_of.isoformat(), "validation_weeks": params.search.validation_weeks,
-            "metric": PRIMARY[params.source.task]}
+            "min_gain": params.search.min_gain, "metric": PRIMARY[params.source.task]}
     if not results:
         return {**base, "chosen": None, "candidates": [], "train": dataclasses.asdict(params.train)}
-    best = choose(results)
+    best = choose(results, params.search.min_gain)
     # what is deterministic only (no timings): the same data and params write the same file, so a `dvc repro -f`
     # of the search leaves train up to date
     kept = [{k: v for k, v in r.items() if k not in ("fit_seconds", "worker_pid")} for r in results]

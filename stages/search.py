@@ -32,12 +32,15 @@ def run_search(params, train: pd.DataFrame, log=print) -> dict:
 def describe(doc: dict) -> str:
     if doc["chosen"] is None:
         return "search: no candidates declared (search.candidates); train fits the train section as it is"
-    best = doc["candidates"][0]
-    runner = f"; next {doc['candidates'][1]['name']} {doc['candidates'][1]['value']:.4g}" \
-        if len(doc["candidates"]) > 1 else ""
+    by = {c["name"]: c for c in doc["candidates"]}
+    best, top = by[doc["chosen"]], doc["candidates"][0]
+    kept = (f" (kept: {top['name']} {top['value']:.4g} is not more than {doc['min_gain']:.0%} better)"
+            if top["name"] != best["name"] else "")
+    runner = [c for c in doc["candidates"] if c["name"] != best["name"]][:1]
+    nxt = f"; next {runner[0]['name']} {runner[0]['value']:.4g}" if runner and not kept else ""
     return (f"search: chose {doc['chosen']} ({best['family']}) of {len(doc['candidates'])} candidates: validation "
             f"{doc['metric']} {best['value']:.4g} on {fmt_int(doc['validation_rows'])} rows of the newest "
-            f"{doc['validation_weeks']} training week(s){runner}")
+            f"{doc['validation_weeks']} training week(s){kept}{nxt}")
 
 
 @cli

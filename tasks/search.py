@@ -109,7 +109,7 @@ def search_candidates(ctx: WeekRun) -> dict:
     results = sorted((f.result() for f in futures), key=lambda r: list(declared).index(r["name"]))
     wall = time.perf_counter() - t0
     doc = summary(p, results)
-    best = choose(results)
+    best = choose(results, p.search.min_gain)
     fits = sum(r["fit_seconds"] for r in results)
     t1 = time.perf_counter()
     parent_id = _log_runs(ctx, p, results, best, where, wall)

@@ -198,7 +198,8 @@ def recipe_id(params) -> str:
     import hashlib
 
     s, se = params.source, params.search
-    search = {"candidates": se.candidates, "validation_weeks": se.validation_weeks} if se.candidates else None
+    search = ({"candidates": se.candidates, "validation_weeks": se.validation_weeks, "min_gain": se.min_gain}
+              if se.candidates else None)
     key = json.dumps({"task": s.task, "target": s.target, "numeric": list(s.numeric_features),
                       "categorical": list(s.categorical_features), "train": dataclasses.asdict(params.train),
                       **({"search": search} if search else {})}, sort_keys=True, default=str)

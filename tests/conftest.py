@@ -61,10 +61,8 @@ def wait_final(base: str, run_id: str, timeout: float = 420) -> dict:
         time.sleep(1)
 
 
-def make_project(dest: Path, search: bool = False) -> Path:
-    """Copy the project's pipeline files into `dest`, then `git init` + `dvc init` there. Without `search`, no
-    candidate search (one fit of the `train` section a week, as the tests of everything else need); the tests of
-    the search itself keep the declared candidates."""
+def make_project(dest: Path) -> Path:
+    """Copy the project's pipeline files into `dest`, then `git init` + `dvc init` there."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -75,30 +73,10 @@ def make_project(dest: Path, search: bool = False) -> Path:
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    if not search:
-        no_search(dest / "params.yaml")
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)
     return dest
-
-
-def no_search(path: Path) -> None:
-    """`search.candidates: {}` in a params.yaml, its layout and comments kept (flows.init reads it as a template)."""
-    out, section, skipping = [], None, False
-    for line in path.read_text().splitlines(keepends=True):
-        if line[:1].strip() and not line.startswith("#"):
-            section = line.split(":", 1)[0]
-        if skipping and line.startswith("    "):
-            continue
-        skipping = False
-        if section == "search" and line.startswith("  candidates:"):
-            out.append("  candidates: {}\n")
-            skipping = True
-            continue
-        out.append(line)
-    path.write_text("".join(out))
-    assert yaml.safe_load(path.read_text())["search"]["candidates"] == {}, path
 
 
 def edit_params(repo: Path, **sections) -> dict:

@@ -105,3 +105,11 @@ def test_without_candidates_train_fits_the_train_section():
     assert doc["chosen"] is None and chosen_train(p, doc) == p.train
     assert chosen_train(p, None) == p.train
     assert isinstance(chosen_train(p, {"train": dataclasses.asdict(TrainConfig(family="linear"))}), TrainConfig)
+
+
+def test_the_first_declared_stays_unless_another_beats_it_by_more_than_min_gain():
+    r = [{"name": "incumbent", "value": 10.0}, {"name": "close", "value": 9.95}, {"name": "far", "value": 9.0}]
+    assert choose(r[:2], min_gain=0.01)["name"] == "incumbent"  # 0.5 % better: within the validation's noise
+    assert choose(r[:2], min_gain=0.0)["name"] == "close"
+    assert choose(r, min_gain=0.05)["name"] == "far"  # 10 % better
+    assert choose([{"name": "broken", "value": float("nan")}, *r[1:]], min_gain=0.5)["name"] == "far"
