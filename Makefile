@@ -77,6 +77,7 @@ bench: setup
 	python benchmarks/bench_loop.py
 	python benchmarks/bench_gate.py
 	python benchmarks/bench_alarms.py
+	python benchmarks/bench_search.py
 	python benchmarks/bench_scale.py
 	python benchmarks/bench_ablog.py
 	python benchmarks/bench_flow.py
