@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -105,7 +106,9 @@ def search_candidates(ctx: WeekRun) -> dict:
     log.info(f"search: {len(declared)} candidates on {where}; fit on {len(fit):,} rows, validated on "
              f"{len(val):,} rows of the newest {p.search.validation_weeks} training week(s)")
     t0 = time.perf_counter()
-    futures = [score.submit(p.source, name, declared[name], fit, val) for name in longest_first(declared)]
+    with warnings.catch_warnings():  # each task carries its frames (a few MB each): Dask's advice is not for us
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        futures = [score.submit(p.source, name, declared[name], fit, val) for name in longest_first(declared)]
     results = sorted((f.result() for f in futures), key=lambda r: list(declared).index(r["name"]))
     wall = time.perf_counter() - t0
     doc = summary(p, results)
