@@ -21,7 +21,6 @@ import json
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,21 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_alarms import eligible_weeks  # noqa: E402
 from bench_gate import datasets, load_frame  # noqa: E402
 
 GAINS = (0.0, 0.01, 0.02, 0.05)  # the choice's min_gain, each from the same fits
 
 
 def weeks_of(frame: pd.DataFrame, params, n: int) -> list:
-    s, k = params.source, params.window.train_weeks
-    first, last = frame[s.time_column].min().date(), frame[s.time_column].max().date()
-    as_of = params.window.as_of
-    while as_of - timedelta(days=7 * (k + 1)) >= first:
-        as_of -= timedelta(days=7)
-    all_weeks = []
-    while as_of <= last:
-        all_weeks.append(as_of)
-        as_of += timedelta(days=7)
+    """n evenly spaced weeks of those with a full training window before them (as bench_alarms iterates)."""
+    all_weeks = eligible_weeks(frame, params)
     step = max(1, len(all_weeks) // n)
     return all_weeks[::step][:n]
 
