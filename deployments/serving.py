@@ -10,6 +10,11 @@
     GET  /metrics   Prometheus
     POST /reload    re-read the registry aliases and the running experiment now (also done every few seconds)
 
+Bound to 127.0.0.1 by default. With CT_SERVING_TOKEN set (in the environment, never in params.yaml or git),
+/predict, /feedback and /reload require `Authorization: Bearer <token>`; bound to any other address, the service
+refuses to start without one. A refused request is answered 401 and logs nothing; /health and /metrics stay open
+(load balancers and Prometheus).
+
 A unit goes to the challenger when a stable hash of (experiment id, unit id) falls below the experiment's share,
 so a unit always meets the same variant. Models are loaded in the background when an alias moves and swapped
 in one step: requests in flight finish on the models they started with. A challenger that fails is answered
@@ -19,9 +24,12 @@ for by the champion and counted; after `breaker_errors` failures in a row the ch
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
 import logging
 import math
+import sys
 import threading
 import time
 import uuid
@@ -483,8 +491,35 @@ def _instances(payload: Any, max_batch: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
-def create_app(service: Service, *, watch: bool = True):
-    """The FastAPI app around a Service; the registry is read once at start-up, then every reload_seconds."""
+TOKEN_VARIABLE = "CT_SERVING_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def serving_token(host: str, environ: dict[str, str]) -> str | None:
+    """The token clients must present, from the environment; a service bound beyond loopback without one is
+    refused (ValueError naming the variable)."""
+    token = environ.get(TOKEN_VARIABLE, "").strip() or None
+    if token is None and not is_loopback(host):
+        raise ValueError(f"the service would be reachable from other machines ({host}) without authentication: "
+                         f"set {TOKEN_VARIABLE} to a secret (e.g. `export {TOKEN_VARIABLE}=$(openssl rand -hex 32)`) "
+                         f"and give it to clients as `Authorization: Bearer <token>`, or bind to 127.0.0.1")
+    if token is not None and len(token) < 16:
+        raise ValueError(f"{TOKEN_VARIABLE} is {len(token)} characters long: use at least 16 random characters")
+    return token
+
+
+def create_app(service: Service, *, watch: bool = True, token: str | None = None):
+    """The FastAPI app around a Service; the registry is read once at start-up, then every reload_seconds.
+    With `token`, /predict, /feedback and /reload answer 401 to a request without `Authorization: Bearer <token>`."""
     from contextlib import asynccontextmanager
 
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -520,13 +555,24 @@ def create_app(service: Service, *, watch: bool = True):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BadRequest(400, f"malformed JSON: {e}") from None
 
+    expected = f"Bearer {token}".encode() if token else None
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):  # constant time: the token is not guessable byte by byte
+            raise BadRequest(401, "missing or wrong token: send `Authorization: Bearer <token>` (CT_SERVING_TOKEN)")
+
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, e: BadRequest):
         service.metrics.rejected.labels(request.url.path, str(e.status)).inc()
-        return JSONResponse({"error": e.message, "field": e.field}, status_code=e.status)
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return JSONResponse({"error": e.message, "field": e.field}, status_code=e.status, headers=headers)
 
     @app.post("/predict")
     async def predict(request: Request):
+        authorize(request)
         # The model inline on the event loop: a single-row prediction is a few ms of CPU under the GIL anyway, and
         # a thread hop per request would cost more than it saves. The log write is the writer thread's (a group
         # commit); the answer waits for it without holding up other requests.
@@ -537,6 +583,7 @@ def create_app(service: Service, *, watch: bool = True):
 
     @app.post("/feedback")
     async def feedback(request: Request):
+        authorize(request)
         return JSONResponse(service.feedback(await body_json(request, "feedback")))
 
     @app.get("/health")
@@ -545,8 +592,10 @@ def create_app(service: Service, *, watch: bool = True):
         return JSONResponse(h, status_code=200 if h["champion_version"] else 503)
 
     @app.post("/reload")
-    async def reload():
+    async def reload(request: Request):
         import anyio
+
+        authorize(request)
 
         swapped = await anyio.to_thread.run_sync(service.reload)
         return JSONResponse({"swapped": swapped, **service.health()})
@@ -579,18 +628,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", help="default: ab.serving.host (127.0.0.1)")
     ap.add_argument("--port", type=int, help="default: ab.serving.port (8000)")
     args = ap.parse_args(argv)
+    import os
+
+    project = Path(args.project_dir).resolve()
+    from stages.common import load_params
+
+    sv = load_params(project / "params.yaml").ab.serving
+    host, port = args.host or sv.host, args.port or sv.port
+    try:
+        token = serving_token(host, dict(os.environ))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from tasks.lineage import quiet_libraries
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     quiet_libraries()
-    project = Path(args.project_dir).resolve()
-    service, where = build_service(project)
-    host, port = args.host or where["host"], args.port or where["port"]
+    service, _ = build_service(project)
     log.info(f"prediction service for '{service.model_name}' on http://{host}:{port} "
-             f"(registry {service.tracking_uri}; log {service.store.url})")
-    uvicorn.run(create_app(service), host=host, port=port, access_log=False, log_level="warning")
+             f"(registry {service.tracking_uri}; log {service.store.url}; "
+             f"{'token required' if token else 'no token: loopback only'})")
+    uvicorn.run(create_app(service, token=token), host=host, port=port, access_log=False, log_level="warning")
     return 0
 
 

@@ -15,17 +15,22 @@ from deployments.serving import PROJECT
 
 
 class ServiceProcess:
-    """`python -m deployments.serving` for one project on 127.0.0.1, started and stopped by its owner."""
+    """`python -m deployments.serving` for one project on 127.0.0.1, started and stopped by its owner; with
+    `token`, the service requires it (CT_SERVING_TOKEN) and this client sends it."""
 
     def __init__(self, project: Path, port: int, env: dict[str, str] | None = None, log: Path | None = None,
-                 timeout: float = 120):
+                 timeout: float = 120, token: str | None = None):
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log or project / "serving.log"
         self._log = open(self.log_path, "ab")
+        env = dict(env or os.environ)
+        if token:
+            env["CT_SERVING_TOKEN"] = token
         self.proc = subprocess.Popen([sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
                                       "--host", "127.0.0.1", "--port", str(port)], cwd=PROJECT, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env or dict(os.environ))
-        self.http = httpx.Client(base_url=self.url, timeout=60)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.http = httpx.Client(base_url=self.url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"} if token else None)
         end = time.time() + timeout
         while True:
             try:

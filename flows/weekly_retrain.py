@@ -75,6 +75,9 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
         dry_run: decide and log, but register nothing and move no alias.
         project_dir: the project checkout to run in (default: this one).
     """
+    ctx = check_parameters(project_dir or str(PROJECT), as_of, source, dry_run)
+    # The steps' libraries load once the parameters are known to be good: a bad parameter fails, and a good run
+    # shows its first task, without waiting for pandas, sklearn and MLflow to import.
     from tasks.data import ingest_batch, validate_batch
     from tasks.drift import drift_report
     from tasks.evaluation import compare_with_champion, decide
@@ -83,7 +86,7 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
     from tasks.training import log_candidate, reproduce
     from tasks.ui import publish
 
-    ctx = open_lineage(check_parameters(project_dir or str(PROJECT), as_of, source, dry_run))
+    ctx = open_lineage(ctx)
     ok = False
     try:
         staged = ingest_batch(ctx)
