@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
 from deployments.ablog import ABLog, DuplicateFeedback, GroupCommit, UnknownUnits, store_url, utcnow
+from deployments.net import is_loopback
 from ml.ab import CHALLENGER, CHAMPION, assign
 
 log = logging.getLogger("serving")
@@ -492,16 +492,6 @@ def _instances(payload: Any, max_batch: int) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ HTTP
 TOKEN_VARIABLE = "CT_SERVING_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
 
 
 def serving_token(host: str, environ: dict[str, str]) -> str | None:

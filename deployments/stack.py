@@ -5,7 +5,15 @@
     python -m deployments.stack status
     python -m deployments.stack down     # stops exactly what `up` started (pid files in .stack/)
 
-Everything binds to 127.0.0.1. Settings (environment):
+Everything binds to 127.0.0.1 unless CT_BIND_HOST says otherwise. Bound to any other address (or with
+CT_STACK_AUTH=1), the servers' own authentication is on, with credentials taken from the environment only
+(`up` stops, naming what is missing, before it starts anything):
+  PREFECT_SERVER_API_AUTH_STRING           user:password for the Prefect API and UI (clients: PREFECT_API_AUTH_STRING,
+                                           set to the same for everything the stack starts)
+  MLFLOW_TRACKING_USERNAME / _PASSWORD     MLflow's basic-auth app; this user is its admin
+  CT_SERVING_TOKEN                         the prediction service's bearer token (/predict, /feedback, /reload)
+The Dask scheduler and workers stay on 127.0.0.1 (Dask has no authentication of its own).
+Settings (environment):
   CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process),
   CT_WORKER_QUERY_SECONDS (1: how often the worker asks the API for runs to start)
   PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
@@ -36,6 +44,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from deployments.net import is_loopback
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
@@ -56,14 +66,19 @@ def settings(project: Path) -> dict[str, str]:
     mlflow_port = os.environ.get("CT_MLFLOW_PORT", "5000")
     serving_port = os.environ.get("CT_SERVING_PORT", "8000")
     dask_port = os.environ.get("CT_DASK_PORT", "8786")
+    bind = os.environ.get("CT_BIND_HOST", "127.0.0.1")
+    # clients on this machine reach a wildcard bind through loopback
+    here = "127.0.0.1" if bind in ("0.0.0.0", "::", "[::]") else (f"[{bind}]" if ":" in bind.strip("[]") else bind)
+    auth = not is_loopback(bind) or os.environ.get("CT_STACK_AUTH", "") not in ("", "0", "false")
     return {
+        "bind": bind, "auth": "yes" if auth else "",
         "dask": os.environ.get("CT_DASK_SCHEDULER") or f"tcp://127.0.0.1:{dask_port}", "dask_port": dask_port,
         "dask_own": "" if os.environ.get("CT_DASK_SCHEDULER") else "yes",
         "dask_workers": os.environ.get("CT_DASK_WORKERS", "2"),
         "prefect_port": prefect_port, "mlflow_port": mlflow_port, "serving_port": serving_port,
-        "serving": f"http://127.0.0.1:{serving_port}",
+        "serving": f"http://{here}:{serving_port}",
         "pool": os.environ.get("CT_WORK_POOL", "local-process"),
-        "api": f"http://127.0.0.1:{prefect_port}/api", "mlflow": f"http://127.0.0.1:{mlflow_port}",
+        "api": f"http://{here}:{prefect_port}/api", "mlflow": f"http://{here}:{mlflow_port}",
         "backend": os.environ.get("CT_MLFLOW_BACKEND_STORE_URI", f"sqlite:///{(d / 'mlflow.db').resolve()}"),
         "artifacts": os.environ.get("CT_MLFLOW_ARTIFACTS_DESTINATION", str((d / "mlartifacts").resolve())),
         "dvc_remote": os.environ.get("CT_DVC_REMOTE", ""),
@@ -79,7 +94,47 @@ def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
            "DASK_SCHEDULER_ADDRESS": s["dask"]}
     if s.get("s3_endpoint"):
         env["MLFLOW_S3_ENDPOINT_URL"] = s["s3_endpoint"]  # the MLflow server's artifact proxy
+    if s.get("auth") and env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]  # the worker, flows, Dask, CLI
     return env
+
+
+AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                  "CT_SERVING_TOKEN")
+
+
+def check_auth(s: dict[str, str]) -> None:
+    """With authentication on, every credential must be in the environment before anything starts."""
+    if not s["auth"]:
+        return
+    missing = [k for k in AUTH_VARIABLES if not os.environ.get(k, "").strip()]
+    why = f"bound to {s['bind']} (CT_BIND_HOST)" if not is_loopback(s["bind"]) else "CT_STACK_AUTH is on"
+    if missing:
+        raise StackError(f"the stack is {why}, so its servers require authentication: set {', '.join(missing)} in "
+                         f"the environment (never in params.yaml or git); see `python -m deployments.stack --help`")
+    if ":" not in os.environ["PREFECT_SERVER_API_AUTH_STRING"]:
+        raise StackError("PREFECT_SERVER_API_AUTH_STRING must be user:password")
+    from deployments.serving import serving_token
+
+    try:
+        serving_token(s["bind"], dict(os.environ))
+    except ValueError as e:
+        raise StackError(str(e)) from None
+
+
+def mlflow_auth_config(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """MLflow's basic-auth app: its user store in .stack/, the admin from the environment, no access by default.
+    The password reaches the server through MLFLOW_AUTH_ADMIN_PASSWORD, never through a file."""
+    path = state_dir(project) / "mlflow-auth.ini"
+    path.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                    f"database_uri = sqlite:///{(state_dir(project) / 'mlflow-auth.db').resolve()}\n"
+                    f"admin_username = {env['MLFLOW_TRACKING_USERNAME']}\n"
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    import secrets
+
+    return {**env, "MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_AUTH_ADMIN_PASSWORD": env["MLFLOW_TRACKING_PASSWORD"],
+            # the UI's CSRF key: the user's, or a fresh one per start (UI sessions then log in again)
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)}
 
 
 def free_port() -> int:
@@ -184,17 +239,20 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     env = base_env(project, s)
     d = state_dir(project)
     d.mkdir(parents=True, exist_ok=True)
+    check_auth(s)
     Path(s["artifacts"]).mkdir(parents=True, exist_ok=True) if "://" not in s["artifacts"] else None
     for url in (s["artifacts"], s["dvc_remote"]):
         if url.startswith("s3://"):
             check_bucket(url, s["s3_endpoint"])
     if s["dvc_remote"]:
         dvc_remote(project, s, env)
-    start(project, "prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+    start(project, "prefect-server", [str(BIN / "prefect"), "server", "start", "--host", s["bind"],
                                       "--port", s["prefect_port"]], env)
+    auth_app = ["--app-name", "basic-auth"] if s["auth"] else []
     start(project, "mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri", s["backend"],
-                                     "--artifacts-destination", s["artifacts"], "--host", "127.0.0.1",
-                                     "--port", s["mlflow_port"], "--workers", "1"], env)
+                                     "--artifacts-destination", s["artifacts"], "--host", s["bind"],
+                                     "--port", s["mlflow_port"], "--workers", "1", *auth_app],
+          mlflow_auth_config(project, env) if s["auth"] else env)
     wait_http(f"{s['api']}/health", "prefect-server", project)
     print(f"prefect-server: healthy at {s['api']}")
     wait_http(f"{s['mlflow']}/health", "mlflow-server", project)
@@ -218,14 +276,16 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
                                   "--name", f"{s['pool']}-worker"], wenv)
     if serving:
         start(project, "serving", [sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
-                                   "--host", "127.0.0.1", "--port", s["serving_port"]], env)
+                                   "--host", s["bind"], "--port", s["serving_port"]], env)
         wait_http(f"{s['serving']}/health", "serving", project, ok=(200, 503))  # 503: no @champion yet
         print(f"serving: answering at {s['serving']} (/predict, /feedback, /health, /metrics)")
     envfile = d / "env"
     envfile.write_text("".join(f"export {k}={env[k]}\n" for k in
                                ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL",
                                 "PREFECT_HOME", "CT_PROJECT_DIR", "CT_SERVING_URL", "DASK_SCHEDULER_ADDRESS",
-                                "CT_AB_STORE_URL") if env.get(k)))
+                                "CT_AB_STORE_URL") if env.get(k))
+                       # a reference to the user's variable, not its value: no credential is written to a file
+                       + ('export PREFECT_API_AUTH_STRING="$PREFECT_SERVER_API_AUTH_STRING"\n' if s["auth"] else ""))
     (d / "settings.json").write_text(json.dumps(s, indent=2))
     print(f"\nstack is up.  Prefect UI {s['api'].removesuffix('/api')}   MLflow UI {s['mlflow']}   "
           f"predictions {s['serving']}   Dask {s['dask']}\n"
@@ -279,10 +339,14 @@ def start_dask(project: Path, s: dict[str, str], env: dict[str, str]) -> None:
     print(f"dask: scheduler at {s['dask']} with {s['dask_workers']} worker processes")
 
 
-def load_env(project: Path) -> dict[str, str]:
-    """The variables `up` wrote to .stack/env (PREFECT_API_URL, MLFLOW_TRACKING_URI, ...)."""
+def load_env(project: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables `up` wrote to .stack/env (PREFECT_API_URL, MLFLOW_TRACKING_URI, ...), as `source` would set
+    them in a shell whose environment is `environ` (default: this process's)."""
+    from string import Template
+
     lines = (state_dir(project) / "env").read_text().splitlines()
-    return dict(line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
+    pairs = (line.removeprefix("export ").split("=", 1) for line in lines if line.strip())
+    return {k: Template(v.strip('"')).safe_substitute(os.environ if environ is None else environ) for k, v in pairs}
 
 
 NAMES = ("serving", "worker", "dask-workers", "dask-scheduler", "mlflow-server", "prefect-server")  # the API last
@@ -302,7 +366,7 @@ def status(project: Path) -> dict[str, int | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down", "status"])
     ap.add_argument("--project-dir", default=str(PROJECT))
     ap.add_argument("--no-deploy", action="store_true")

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from deployments.ablog import ABLog, store_url
-from deployments.serving import is_loopback, serving_token
+from deployments.net import is_loopback
+from deployments.serving import serving_token
 from deployments.traffic import ServiceProcess
 from tests.conftest import ROOT, free_port, tool_env
 from tests.deployments.conftest import instances, register, serving_project, train, week

@@ -47,3 +47,19 @@ def test_the_dvc_remote_goes_to_the_machine_local_config_and_receives_a_push(tmp
         assert "s3://ct/dvc" in (repo / ".dvc" / "config.local").read_text()
         assert "1 file pushed" in run(["dvc", "push"], repo, **s3["env"]).stdout
         assert list((s3["root"] / "ct" / "dvc" / "files" / "md5").rglob("*"))
+
+
+def test_exposed_without_credentials_up_names_every_missing_one_and_starts_nothing(tmp_path):
+    repo = make_project(tmp_path / "repo")
+    bare = {k: "" for k in ("PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                            "CT_SERVING_TOKEN")}
+    for extra, why in (({"CT_BIND_HOST": "0.0.0.0"}, "bound to 0.0.0.0"), ({"CT_STACK_AUTH": "1"}, "CT_STACK_AUTH")):
+        p = stack_up(repo, **bare, **extra)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert why in p.stderr and "Traceback" not in p.stderr
+        for name in bare:
+            assert name in p.stderr, (name, p.stderr)
+        assert not list((repo / ".stack").glob("*.pid"))
+    p = stack_up(repo, **{**bare, "PREFECT_SERVER_API_AUTH_STRING": "admin:pw", "MLFLOW_TRACKING_USERNAME": "admin",
+                          "MLFLOW_TRACKING_PASSWORD": "pw", "CT_SERVING_TOKEN": "short"}, CT_BIND_HOST="0.0.0.0")
+    assert p.returncode == 1 and "CT_SERVING_TOKEN is 5 characters long" in p.stderr, p.stderr
