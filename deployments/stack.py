@@ -16,6 +16,11 @@ The Dask scheduler and workers stay on 127.0.0.1 (Dask has no authentication of 
 Settings (environment):
   CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process),
   CT_WORKER_QUERY_SECONDS (1: how often the worker asks the API for runs to start)
+  CT_HEARTBEAT_SECONDS (30), CT_UNRESPONSIVE_SECONDS (3 heartbeats): a flow run silent that long is marked
+                                           Crashed by an automation `up` installs (deployments/automations.py)
+  CT_ALERT_WEBHOOK_URL                     alerts (run Failed / Crashed, batch quarantined, promotion, A/B test
+                                           started, rollback, experiment ended undecided) POSTed there as JSON
+                                           {"subject", "body"} through a Prefect notification block
   PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
   CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
   CT_MLFLOW_ARTIFACTS_DESTINATION          e.g. s3://bucket/mlflow (default: .stack/mlartifacts)
@@ -266,12 +271,18 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
         print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, ab-analysis/ab-analysis")
+    try:
+        print(run([sys.executable, "-m", "deployments.automations", "install"], env, project).strip())
+    except StackError as e:
+        raise StackError(f"automations not installed: {str(e)[-1500:]}") from None
     if s["dask_own"]:
         start_dask(project, s, env)
     if worker:
         # The worker asks for scheduled runs every second (Prefect's default is 10 s, i.e. a 5 s wait on average
         # between `prefect deployment run` and the run starting); a query is one small request to a local API.
-        wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("CT_WORKER_QUERY_SECONDS", "1")}
+        # Its flow runs send a heartbeat every CT_HEARTBEAT_SECONDS: the automation marks a silent one Crashed.
+        wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("CT_WORKER_QUERY_SECONDS", "1"),
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": os.environ.get("CT_HEARTBEAT_SECONDS", "30")}
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
                                   "--name", f"{s['pool']}-worker"], wenv)
     if serving:

@@ -17,13 +17,15 @@ from flows.weekly_retrain import PROJECT
 def rollback_champion(model: str | None = None, project_dir: str | None = None) -> dict:
     """Move @champion back to the version kept as @previous-champion; the demoted version stays registered."""
     from stages.common import load_params
-    from tasks import lineage, registry
+    from tasks import alerts, lineage, registry
 
     root = Path(project_dir or PROJECT).resolve()
     params = load_params(root / "params.yaml")
     lineage.ensure_experiment(root, params.registry.experiment)
     out = registry.rollback(model or params.registry.model_name)
     get_run_logger().info(f"rollback: {out['model']} @champion is v{out['champion']} again (v{out['demoted']} demoted)")
+    alerts.announce(alerts.ROLLED_BACK, f"model.{out['model']}", f"{out['model']} @champion is v{out['champion']} "
+                    f"again; v{out['demoted']} demoted", version=out["champion"])
     return out
 
 

@@ -15,7 +15,7 @@ from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, decide_ab, loss_cv, plan_units
 from ml.config import Params
 from ml.metrics import row_loss
-from tasks import lineage
+from tasks import alerts, lineage
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
 from tasks.registry import PREVIOUS, alias_version
@@ -175,12 +175,16 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
         client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
         out.update(champion=version, challenger=None, previous=champ_now, moved=True)
         logger.info(f"act: {name} v{version} is now @champion (v{champ_now} kept as @previous-champion)")
+        alerts.announce(alerts.PROMOTED, f"model.{name}", f"{name} v{version} is @champion after A/B experiment "
+                        f"{experiment['id']}: {decision['summary']}", version=version)
     elif action == ROLLBACK:
         client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
         out.update(challenger=None, moved=True)
         logger.info(f"act: @challenger v{version} removed; @champion stays v{champ_now}")
     else:
         logger.info(f"act: nothing moved; the experiment stops routing traffic ({decision['summary']})")
+        alerts.announce(alerts.UNFINISHABLE, f"model.{name}", f"A/B experiment {experiment['id']} ended without a "
+                        f"decision: {decision['summary']}", version=version)
     client.set_model_version_tag(name, version, "ab.decision", decision["action"])
     client.set_model_version_tag(name, version, "ab.summary", decision["summary"][:4900])
     with open_log(Path(project), params) as log:

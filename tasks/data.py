@@ -16,7 +16,7 @@ from ml.split import EmptyWeekError, slice_week, training_weeks, week_bounds, we
 from stages.common import write_json, write_parquet
 from stages.ingest import backfill, batch_path, quarantine_frame
 from stages.prepare import read_batches
-from tasks import lineage
+from tasks import alerts, lineage
 from tasks.context import WeekRun
 from tasks.retry import retry_if_transient
 
@@ -67,6 +67,8 @@ def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
         return prepare_frame(read_table(p, s.na_values), s, str(p), file_name=p.name, strict=False)
     except SourceError as e:
         where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, [str(e)], file=p)
+        alerts.announce(alerts.QUARANTINED, f"week.{ctx.week}", f"batch of week {week_label(ctx.as_of)} "
+                        f"quarantined in {where}: {e}", quarantine=str(where))
         raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: {e}") from None
 
 
@@ -152,6 +154,8 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         if not report.success:
             where = quarantine(ctx, Path(staged), report.result, report.failures)
             mlflow.set_tag("quarantine", str(where))
+            alerts.announce(alerts.QUARANTINED, f"week.{ctx.week}", f"batch of week {week_label(ctx.as_of)} "
+                            f"quarantined in {where}: {'; '.join(report.failures)[:1500]}", quarantine=str(where))
             reasons = "\n".join(f"  - {f}" for f in report.failures)
             log.error(f"validate: week {week_label(ctx.as_of)} FAILED {report.n_failed} of {report.n_expectations} "
                       f"expectations; batch quarantined in {where}")

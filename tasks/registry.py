@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from stages.common import write_json
-from tasks import lineage
+from tasks import alerts, lineage
 from tasks.context import WeekRun
 from tasks.retry import retry_if_transient
 
@@ -134,6 +134,9 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info(f"act: {name} v{version} is now @champion" + (f" (v{previous} kept as @previous-champion; "
                  f"roll back with `python -m flows.rollback`)" if previous else ""))
+        alerts.announce(alerts.PROMOTED, f"model.{name}", f"{name} v{version} is @champion (week {ctx.week}"
+                        + (f", v{previous} kept as @previous-champion): " if previous else "): ")
+                        + decision["summary"], version=version)
         ended = end_experiments_on_promotion(ctx.project, ctx.params, version)
         if ended:
             log.info(f"act: A/B experiment {', '.join(ended)} ended (superseded by this promotion)")
@@ -153,6 +156,9 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
                    "planned_units": exp["planned_units"], "metric": exp["metric"], "week": ctx.week,
                    "reason": decision["summary"], "analysis_run": scheduled}
         client.set_model_version_tag(name, version, "ab_request", json.dumps(request))
+        alerts.announce(alerts.AB_STARTED, f"model.{name}", f"{name} v{version} is @challenger in A/B experiment "
+                        f"{exp['id']} ({exp['share']:.0%} of units, until {request['planned_end'][:10]}): "
+                        f"{decision['summary']}", version=version)
         write_json(ctx.run_dir / "ab_request.json", request)
         out["ab_request"] = request
         log.info(f"act: {name} v{version} is @challenger; A/B experiment {exp['id']} started "

@@ -183,6 +183,38 @@ def s3_server(bucket: str = "ct"):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def webhook_receiver():
+    """A real HTTP server on 127.0.0.1 that records every JSON body POSTed to it (what an alerting webhook gets);
+    yields (url, received list)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                received.append(json.loads(body))
+            except ValueError:
+                received.append({"raw": body.decode(errors="replace")})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def flights_repo(tmp_path: Path) -> Path:
     return make_project(tmp_path / "repo")

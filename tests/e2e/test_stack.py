@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from deployments.stack import load_env
-from tests.conftest import ROOT, free_port, postgres_server, prefect_api, s3_server, tool_env, wait_final
+from tests.conftest import (
+    ROOT,
+    free_port,
+    postgres_server,
+    prefect_api,
+    s3_server,
+    tool_env,
+    wait_final,
+    webhook_receiver,
+)
 from tests.flows.conftest import committed_project
 from tests.flows.test_weekly_retrain import FEEBLE, STRONG
 
@@ -46,18 +55,20 @@ def stack(request, tmp_path_factory):
     API, the MLflow tracking store and the A/B prediction log on a PostgreSQL server of its own, MLflow's artifacts
     and the DVC remote in an S3 object store of its own. The same scenario runs on both."""
     with contextlib.ExitStack() as backends:
-        stores = {}
+        alerts_url, alerts = backends.enter_context(webhook_receiver())
+        stores = {"CT_ALERT_WEBHOOK_URL": alerts_url}
         if request.param == "postgresql-s3":
             pg = backends.enter_context(postgres_server())
             s3 = backends.enter_context(s3_server())
-            stores = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg["url"]("asyncpg", "prefect"),
+            stores |= {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg["url"]("asyncpg", "prefect"),
                       "CT_MLFLOW_BACKEND_STORE_URI": pg["url"]("psycopg2", "mlflow"),
                       "CT_AB_STORE_URL": pg["url"]("psycopg2", "ablog"),
                       "CT_MLFLOW_ARTIFACTS_DESTINATION": f"s3://{s3['bucket']}/mlflow",
                       "CT_DVC_REMOTE": f"s3://{s3['bucket']}/dvc", "CT_S3_ENDPOINT_URL": s3["endpoint"],
                       **s3["env"]}
             backends.enter_context(environment(CT_AB_STORE_URL=stores["CT_AB_STORE_URL"]))  # the tests' own reads
-        yield from _stack(tmp_path_factory, request.param, stores, s3["root"] if stores else None)
+        objects = s3["root"] if request.param == "postgresql-s3" else None
+        yield from _stack(tmp_path_factory, request.param, stores, objects, alerts)
 
 
 @contextlib.contextmanager
@@ -74,13 +85,14 @@ def environment(**values: str):
                 os.environ[k] = v
 
 
-def _stack(tmp_path_factory, backend: str, stores: dict[str, str], objects: Path | None):
+def _stack(tmp_path_factory, backend: str, stores: dict[str, str], objects: Path | None, alerts: list[dict]):
     # The first champion is deliberately under-fitted, so a later week's candidate wins clearly (the A/B test).
     repo = committed_project(tmp_path_factory.mktemp(f"stack-{backend}") / "repo",
                              policy={"bootstrap_samples": 500}, train={"hgb": FEEBLE})
     env = tool_env(CT_PREFECT_PORT=str(free_port()), CT_MLFLOW_PORT=str(free_port()), CT_SERVING_PORT=str(free_port()),
                    CT_DASK_PORT=str(free_port()),
-                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", **stores)
+                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", CT_HEARTBEAT_SECONDS="30",
+                   CT_UNRESPONSIVE_SECONDS="60", **stores)
     stack_cmd = [sys.executable, "-m", "deployments.stack"]
     started = {}
     try:
@@ -90,11 +102,12 @@ def _stack(tmp_path_factory, backend: str, stores: dict[str, str], objects: Path
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
         settings = json.loads((repo / ".stack" / "settings.json").read_text())
         run_env = {**env, **load_env(repo)}
-        if stores:  # the servers really are on PostgreSQL
+        if objects:  # the servers really are on PostgreSQL
             assert settings["backend"] == stores["CT_MLFLOW_BACKEND_STORE_URI"]
             assert "postgresql" in (repo / ".stack" / "env").read_text()  # CT_AB_STORE_URL for `source .stack/env`
         yield {"repo": repo, "api": settings["api"], "mlflow": settings["mlflow"], "env": run_env,
-               "serving": settings["serving"], "backend": backend, "objects": objects,
+               "serving": settings["serving"], "backend": backend, "objects": objects, "alerts": alerts,
+               "stack_env": env,
                "ui": settings["api"].removesuffix("/api")}
     finally:
         started = started or pids(repo)
@@ -216,12 +229,15 @@ def flow_run_process(run_id: str):
     return None
 
 
-def test_killed_run_is_crashed_and_a_rerun_leaves_a_consistent_registry(stack, weekly_run):
+def test_a_run_whose_worker_dies_with_it_is_crashed_and_the_next_run_completes(stack, weekly_run):
+    """The worker and its flow-run process killed together mid-training: nothing is left to report the crash, so
+    the heartbeat automation marks the run Crashed within CT_UNRESPONSIVE_SECONDS (+ one heartbeat); the weekly
+    deployment's concurrency slot is freed, and after `up` restarts the worker the next run completes."""
     c = mlflow_client(stack)
     before = c.search_model_versions("name='flight-delay'")
     run_id = deployment_run(stack, "as_of=2013-05-12")
     end, proc = time.time() + 240, None
-    while time.time() < end:  # wait until training is under way, then kill the run's process
+    while time.time() < end:  # wait until training is under way, then kill the run's process and its worker
         tasks = prefect_api(stack["api"], "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
         if any(t["name"].startswith("dvc repro") and t["state_type"] == "RUNNING" for t in tasks):
             proc = flow_run_process(run_id)
@@ -229,11 +245,20 @@ def test_killed_run_is_crashed_and_a_rerun_leaves_a_consistent_registry(stack, w
                 break
         time.sleep(0.5)
     assert proc is not None, "never saw the flow run's process while training"
-    os.kill(proc.pid, signal.SIGKILL)
+    worker = pids(stack["repo"])["worker"]
+    for pid in (worker, proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    killed = time.time()
     fr = wait_final(stack["api"], run_id, timeout=180)
     assert fr["state_type"] == "CRASHED", fr["state"]
+    assert "no heartbeat" in fr["state"]["message"], fr["state"]
+    assert time.time() - killed < 60 + 30 + 30, "marked Crashed later than CT_UNRESPONSIVE_SECONDS + a heartbeat"
     assert len(c.search_model_versions("name='flight-delay'")) == len(before)  # nothing half-registered
 
+    restart = subprocess.run([sys.executable, "-m", "deployments.stack", "up", "--no-deploy", "--project-dir",
+                              str(stack["repo"])], cwd=stack["repo"], env=stack["stack_env"], capture_output=True,
+                             text=True, timeout=300)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
     again = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-12"))
     assert again["state_type"] == "COMPLETED", again["state"]
     after = c.search_model_versions("name='flight-delay'")
@@ -377,3 +402,27 @@ def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack
         assert alive(pid) and workers in (parent(pid), parent(parent(pid))), (r.data.tags, workers)
     assert "up to date" in subprocess.run(["dvc", "status"], cwd=repo, env=stack["env"], capture_output=True,
                                           text=True).stdout
+
+
+def test_alerts_reach_the_webhook_through_prefect_automations(stack, weekly_run, tmp_path):
+    """What happened in this module, as the webhook received it from Prefect's automations: the promotion, the
+    A/B test, the failed runs, the crashed run; and a quarantined batch, sent now."""
+    import pandas as pd
+
+    bad = pd.read_parquet(stack["repo"] / "data" / "raw" / "2013-05-05.parquet")
+    bad["time_hour"] = bad["time_hour"] + pd.Timedelta(days=14)
+    bad = bad.rename(columns={"dep_delay": "dep_delay_min"})  # breaks the data contract
+    bad.to_parquet(tmp_path / "bad.parquet")
+    fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-19", f"source={tmp_path / 'bad.parquet'}"))
+    assert fr["state_type"] == "FAILED"
+    wanted = {"ct.batch.quarantined": "week.2013-05-19", "ct.model.promoted": "model.flight-delay",
+              "ct.model.ab-test-started": "model.flight-delay", ": Failed": "parameter 'as_of'",
+              ": Crashed": "no heartbeat"}
+    end = time.time() + 90
+    while time.time() < end:
+        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
+        missing = [k for k, v in wanted.items() if not any(k in t and v in t for t in texts)]
+        if not missing:
+            break
+        time.sleep(2)
+    assert not missing, f"alerts not received: {missing}; received: {texts}"
