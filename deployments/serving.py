@@ -136,6 +136,7 @@ class Served:
     model: Any
     schema: list[Column]
     classification: bool
+    fast: Any = None  # ml.fastpath.RowPath when it reproduces the pipeline on this version's rows, else None
 
     @cached_property
     def _numeric(self) -> list[str]:
@@ -159,10 +160,10 @@ class Served:
 
     def predict(self, rows: list[dict[str, Any]]) -> list[tuple[Any, float | None, str | None]]:
         """(prediction for the client, value logged, JSON of class probabilities) per row."""
-        X = self.frame(rows)
         if not self.classification:
-            return [(float(v), float(v), None) for v in self.model.predict(X)]
-        proba = self.model.predict_proba(X)
+            values = self.fast.predict(rows) if self.fast else self.model.predict(self.frame(rows))
+            return [(float(v), float(v), None) for v in values]
+        proba = self.fast.predict_proba(rows) if self.fast else self.model.predict_proba(self.frame(rows))
         classes = [c.item() if hasattr(c, "item") else c for c in self.model.classes_]
         out = []
         for p in proba:
@@ -267,17 +268,47 @@ class Service:
         mlflow.set_registry_uri(self.tracking_uri)
         info = mlflow.models.get_model_info(uri)
         schema = schema_from_signature(info.signature)
+        fast = None
         if "sklearn" in info.flavors:
-            model = mlflow.sklearn.load_model(uri)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+            model = mlflow.sklearn.load_model(local)
+            fast = self._fast_path(version, model, local, info.run_id)
         else:  # any other flavour through the generic interface
             model = mlflow.pyfunc.load_model(uri)
-        served = Served(version, model, schema, hasattr(model, "predict_proba") and hasattr(model, "classes_"))
+        served = Served(version, model, schema, hasattr(model, "predict_proba") and hasattr(model, "classes_"),
+                        fast)
         try:  # the first call pays for lazy imports and caches; not a client's
             served.predict([_example(schema)])
         except Exception:
             pass
         self._cache[version] = served
         return served
+
+    def _fast_path(self, version: str, model, local: str, run_id: str | None):
+        """The pipeline's row path without pandas (ml/fastpath.py), used only when it gives the pipeline's own
+        predictions (within 1e-6) on the model's input example, and the check at registration on the whole
+        holdout (tag `serving.fastpath` of the model's run) did not find a difference."""
+        from mlflow.models import Model
+
+        from ml.fastpath import agreement, compile_rows
+
+        path = compile_rows(model)
+        if path is None:
+            log.info(f"v{version}: served through the sklearn pipeline (no fast path for "
+                     f"{type(getattr(model, 'steps', [[None, model]])[-1][1]).__name__})")
+            return None
+        try:
+            registered = self._client().get_run(run_id).data.tags.get("serving.fastpath", "") if run_id else ""
+            example = Model.load(local).load_input_example(local)
+            diff = agreement(model, path, example) if example is not None else float("inf")
+        except Exception as e:  # noqa: BLE001 (any doubt: the pipeline)
+            registered, diff = f"check failed: {e}", float("inf")
+        if registered.startswith("differs") or not diff <= 1e-6:
+            why = registered if registered.startswith("differs") else f"max |difference| {diff:.3g} on its example"
+            log.warning(f"v{version}: fast path off, served through the sklearn pipeline ({why})")
+            return None
+        log.info(f"v{version}: fast path on ({registered or 'checked on its input example'})")
+        return path
 
     def reload(self) -> bool:
         """Read the aliases and the running experiment; load and swap in what changed. True if it swapped."""
@@ -453,6 +484,8 @@ class Service:
                 "experiment": {k: (str(v) if k in ("started_at", "planned_end") else v) for k, v in s.experiment.items()
                                if k in ("id", "share", "champion_version", "challenger_version", "started_at",
                                         "planned_end")} if s.experiment else None,
+                "fast_path": {"champion": bool(s.champion and s.champion.fast),
+                              "challenger": bool(s.challenger and s.challenger.fast)},
                 "breaker_open": self.breaker.is_open(), "last_reload_error": self.last_reload_error}
 
 

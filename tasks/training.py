@@ -137,6 +137,22 @@ def push_data(repo) -> dict[str, str]:
     return {"remote": url, "state": "yes", "summary": f"{count} file(s) to {name} ({url})"}
 
 
+def fastpath_check(model, holdout: pd.DataFrame, tolerance: float = 1e-6) -> str:
+    """Whether the serving fast path (ml/fastpath.py) gives this model's predictions on the whole holdout:
+    `verified: ...`, `differs: ...` (the service then keeps the pipeline) or `none: ...` (no fast path)."""
+    from ml.fastpath import agreement, compile_rows
+
+    path = compile_rows(model)
+    if path is None:
+        return f"none: no fast path for {type(model.steps[-1][1]).__name__}"
+    try:
+        diff = agreement(model, path, holdout)
+    except ValueError as e:
+        return f"differs: {str(e)[:200]}"
+    verdict = "verified" if diff <= tolerance else "differs"
+    return f"{verdict}: max |difference| {diff:.3g} on {len(holdout):,} holdout rows"
+
+
 def prime_schema(dataset, frame: pd.DataFrame, rows: int = 5000) -> None:
     """Give an MLflow dataset its schema from a sample's column types and the whole frame's nulls (vectorised).
     MLflow would infer it when the dataset is logged, row by row in Python: 6 s of a weekly run at 500k rows."""
@@ -202,7 +218,7 @@ def log_candidate(ctx: WeekRun, trained: dict) -> dict:
                                         code_paths=[str(ctx.path("ml"))], serialization_format="cloudpickle")
         until = trained_until(ctx.as_of, refit)
         mlflow.set_tags({"as_of": ctx.week, "trained_until": until.isoformat(), "refit": str(refit).lower(),
-                         "recipe": recipe_id(ctx.params),
+                         "recipe": recipe_id(ctx.params), "serving.fastpath": fastpath_check(model, holdout),
                          **{f"dvc.md5.{k}": v for k, v in hashes.items()}})
         what = "refit on the window ending with the holdout week" if refit else "candidate"
         log.info(f"log: {trained['info']['family']} {what} logged as {info.model_uri} (run {run.info.run_id[:8]})")

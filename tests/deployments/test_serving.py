@@ -56,6 +56,7 @@ def test_health_and_metrics_say_what_is_served(env):
     assert h.status_code == 200
     body = h.json()
     assert body["champion_version"] == env["versions"]["weak"] and body["experiment"] is None
+    assert body["fast_path"]["champion"] is True  # the default model's pipeline, without pandas
     metrics = env["svc"].http.get("/metrics").text
     assert 'ct_model_version{alias="champion"} 1.0' in metrics and "ct_predict_seconds_bucket" in metrics
 
