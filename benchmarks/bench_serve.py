@@ -46,6 +46,7 @@ RIDGE_COLUMNS = ["dep_delay", "distance", "hour", "day_of_week", "visib"]
 TARGET_P99_MS, TARGET_SPEEDUP = 5.0, 2.0
 REFERENCE = {"p50_ms": 6.5, "p99_ms": 13.0, "req_per_s": 148}  # baseline, tiny Ridge, measured earlier here
 BLOCKS = 4
+CLIENTS = 8
 CHECK_ROWS = 5
 
 
@@ -200,6 +201,40 @@ class Target:
                 "mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "req_per_s": len(ms) / self.seconds}
 
 
+def concurrent(target: Target, rows: list[dict], n: int, clients: int = CLIENTS) -> dict:
+    """`clients` threads, each with its own keep-alive connection, sending n requests in all; latency per
+    request and throughput over the whole burst."""
+    import threading
+
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        mine = []
+        with httpx.Client(timeout=30) as client:
+            for i in range(k, n, clients):
+                t0 = time.perf_counter()
+                r = client.post(target.url, json=target.body(rows[i % len(rows)], 10_000_000 + i))
+                mine.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    with lock:
+                        errors[0] += 1
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    ms = np.array(lat) * 1000
+    return {"clients": clients, "requests": len(ms), "errors": errors[0], "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "req_per_s": len(ms) / seconds}
+
+
 def bench_pair(label: str, tracking_uri: str, rows: list[dict], work: Path, args) -> dict:
     env = tool_env(MLFLOW_TRACKING_URI=tracking_uri)
     project = work / "project"
@@ -234,6 +269,7 @@ def bench_pair(label: str, tracking_uri: str, rows: list[dict], work: Path, args
             n = block if k < BLOCKS - 1 else args.requests - block * (BLOCKS - 1)
             for t in ((ours, base) if k % 2 == 0 else (base, ours)):
                 t.run(client, rows, args.warmup + k * block, n, timed=True)
+        many = {t.name: concurrent(t, rows, args.requests) for t in (ours, base)}
         health = client.get(f"http://127.0.0.1:{ours_port}/health").json()
     o, b = ours.stats(), base.stats()
     return {"rows_cycled": len(rows), "columns": list(rows[0]), "startup_s": {"ours": ours_ready, "mlflow_serve":
@@ -242,6 +278,8 @@ def bench_pair(label: str, tracking_uri: str, rows: list[dict], work: Path, args
             "prediction_check": {"rows": check, "max_abs_diff": max(c["abs_diff"] for c in check),
                                  "same": all(c["abs_diff"] <= 1e-6 for c in check)},
             "throughput_ratio": o["req_per_s"] / b["req_per_s"], "p99_ratio": o["p99_ms"] / b["p99_ms"],
+            "concurrent": many,
+            "concurrent_throughput_ratio": many["ours"]["req_per_s"] / many["mlflow serve"]["req_per_s"],
             "target_p99_met": o["p99_ms"] <= TARGET_P99_MS,
             "target_throughput_met": o["req_per_s"] / b["req_per_s"] >= TARGET_SPEEDUP}
 
@@ -262,6 +300,13 @@ def report(results: dict) -> None:
               f"{'met' if r['target_throughput_met'] else 'NOT met'}); p99 ours/baseline {r['p99_ratio']:.2f}; "
               f"our p99 {r['ours']['p99_ms']:.2f} ms (target <= {TARGET_P99_MS:g} ms: "
               f"{'met' if r['target_p99_met'] else 'NOT met'})")
+        m = r["concurrent"]
+        print(f"{label}: {CLIENTS} concurrent clients: ours p50 {m['ours']['p50_ms']:.2f} ms, p99 "
+              f"{m['ours']['p99_ms']:.2f} ms, {m['ours']['req_per_s']:.0f} req/s; mlflow serve p50 "
+              f"{m['mlflow serve']['p50_ms']:.2f} ms, p99 {m['mlflow serve']['p99_ms']:.2f} ms, "
+              f"{m['mlflow serve']['req_per_s']:.0f} req/s; ours/baseline {r['concurrent_throughput_ratio']:.2f}x "
+              f"(errors {m['ours']['errors']} / {m['mlflow serve']['errors']}); fast path "
+              f"{'on' if r['ours_health'].get('fast_path', {}).get('champion') else 'off'}")
         print(f"{label}: same prediction on {len(c['rows'])} rows: {'yes' if c['same'] else 'NO'} "
               f"(max |diff| {c['max_abs_diff']:.2e}); served v{r['ours_answer']['model_version']} as "
               f"{r['ours_answer']['variant']}; start-up ours {r['startup_s']['ours']:.1f} s, "

@@ -283,7 +283,14 @@ def browser():
         b.close()
 
 
+def backend_agnostic(stack, what: str) -> None:
+    """The suite's time budget: what does not touch the stores runs on the default stack only."""
+    if stack["backend"] != "sqlite":
+        pytest.skip(f"{what} does not depend on the database or the object store: tested on the default stack")
+
+
 def test_prefect_ui_shows_the_run_its_tasks_and_the_decision(stack, weekly_run, browser):
+    backend_agnostic(stack, "the Prefect UI's rendering")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{stack['ui']}/runs/flow-run/{weekly_run['id']}", wait_until="networkidle")
     page.get_by_text("week-2013-05-05").first.wait_for(timeout=60_000)
@@ -382,6 +389,7 @@ def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack
     """With candidates declared, a weekly run through the deployment sends them to the long-lived Dask workers that
     `up` started (DASK_SCHEDULER_ADDRESS), each a nested MLflow run on the tracking server, and leaves the DVC
     pipeline up to date."""
+    backend_agnostic(stack, "the fan-out to the stack's Dask workers")
     from tests.conftest import edit_params
     from tests.flows.test_search import CANDIDATES
 
