@@ -38,12 +38,15 @@ dvc-demo: setup
 	dvc push -q || echo "dvc push failed: data stays in the local cache (.dvc/cache)"
 	dvc metrics show
 
-## browser: Debian's chromium for the browser checks of the e2e tier (root, or sudo without a password)
+## browser: Debian's chromium (the browser checks) and prometheus (the scrape test) for the e2e tier
+## (root, or sudo without a password)
 browser:
-	@command -v chromium >/dev/null || { \
+	@{ command -v chromium && command -v prometheus; } >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+	    prometheus >/dev/null; }
 	@chromium --version
+	@prometheus --version 2>&1 | head -1
 
 ## test: the whole suite: ml/, DVC on real data, flows (Prefect harness), e2e (servers + browser)
 test: setup browser
