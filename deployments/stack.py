@@ -270,7 +270,8 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     if deploy:
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
-        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, ab-analysis/ab-analysis")
+        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, live-monitor/live, "
+              "ab-analysis/ab-analysis")
     try:
         print(run([sys.executable, "-m", "deployments.automations", "install"], env, project).strip())
     except StackError as e:

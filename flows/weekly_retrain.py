@@ -97,8 +97,10 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
         compared = compare_with_champion(ctx)
         drift = drift_report(ctx)
         decision = decide(ctx, trained, compared, drift)
+        key = trained["metrics"]["metric"]
         tags = {**git_info(ctx.project), **{f"dvc.md5.{k}": v for k, v in trained["hashes"].items()},
-                "mlflow.run": ctx.parent_run_id}
+                "mlflow.run": ctx.parent_run_id, "holdout.metric": key,  # the promise the live monitor checks
+                "holdout.loss": repr(float(trained["metrics"]["model"][key]))}
         outcome = act(ctx, decision, candidate, tags)
         publish(ctx, decision, outcome, trained, drift)
         ok = True

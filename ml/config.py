@@ -157,6 +157,19 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """The live performance monitor (flows/live_monitor.py): the champion's loss on served predictions whose
+    outcomes arrived, against its holdout promise."""
+
+    days: int = 7  # the live window
+    label_delay_hours: float = 24.0  # outcomes arrive this late: younger predictions are not counted as missing
+    tolerance: float = 0.2  # degraded: live loss credibly above (1 + tolerance) x the holdout loss
+    alpha: float = 0.05  # false-alarm rate of the always-valid test, however often it is checked
+    min_outcomes: int = 100  # fewer outcomes: no verdict
+    retrain: bool = True  # on degradation, start weekly-retrain/weekly (the flow's `trigger` can veto)
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """When a candidate is promoted, sent to an A/B test, held or rejected (ml/policy.py says how)."""
 
@@ -315,6 +328,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     ab: ABConfig = field(default_factory=ABConfig)

@@ -10,7 +10,8 @@ PROMOTED = "ct.model.promoted"
 AB_STARTED = "ct.model.ab-test-started"
 ROLLED_BACK = "ct.model.rolled-back"
 UNFINISHABLE = "ct.experiment.cannot-finish"
-EVENTS = (QUARANTINED, PROMOTED, AB_STARTED, ROLLED_BACK, UNFINISHABLE)
+DEGRADED = "ct.model.degraded"
+EVENTS = (QUARANTINED, PROMOTED, AB_STARTED, ROLLED_BACK, UNFINISHABLE, DEGRADED)
 
 log = logging.getLogger(__name__)
 

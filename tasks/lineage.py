@@ -119,6 +119,25 @@ def step_run(ctx: WeekRun, step: str) -> Iterator[Any]:
         yield active
 
 
+def log_monitor_run(project: Path, experiment: str, name: str, out: dict[str, Any]) -> str:
+    """One MLflow run per look of a monitor: its verdict as tags, its figures as metrics, all of it as JSON."""
+    from mlflow import MlflowClient
+
+    exp = ensure_experiment(project, experiment)
+    client = MlflowClient()
+    tags = {"step": name, "status": str(out.get("status")), "degraded": str(bool(out.get("degraded"))).lower(),
+            "champion_version": str(out.get("champion_version") or ""), "reason": str(out.get("reason"))[:4900]}
+    if out.get("triggered_flow_run"):
+        tags["triggered_flow_run"] = out["triggered_flow_run"]
+    run = client.create_run(exp, run_name=name, tags=tags)
+    for k in ("live_loss", "promised_loss", "ratio", "predictions", "due", "outcomes_missing"):
+        if isinstance(out.get(k), (int, float)):
+            client.log_metric(run.info.run_id, k, float(out[k]))
+    client.log_text(run.info.run_id, json.dumps(out, indent=2, default=str), f"{name}.json")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 

@@ -1,0 +1,58 @@
+"""Live performance of the served champion against what its offline holdout promised (pure).
+
+The live loss is the mean per-unit loss over predictions whose outcome has arrived; the promise is the holdout
+loss recorded when the version was registered. "Degraded" means the live loss is credibly above the promise by
+more than `tolerance` (an ordinary week is allowed to be that much worse than the holdout week): a one-sided
+mixture SPRT on log(live / (promise x (1 + tolerance))), the same always-valid test the A/B analysis uses, so
+checking every day does not inflate the false-alarm rate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ml.ab import cs_halfwidth, mixture_tau
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    outcomes: int  # predictions with an outcome, in the window
+    live_loss: float
+    promised_loss: float
+    bound: float  # promised x (1 + tolerance)
+    ratio: float  # live / promised
+    ratio_low: float  # always-valid confidence sequence of live / promised
+    ratio_high: float
+    p_value: float  # always-valid, one-sided: live above the bound
+    degraded: bool
+    tolerance: float
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def live_check(loss: np.ndarray, promised: float, *, tolerance: float = 0.2, alpha: float = 0.05,
+               min_outcomes: int = 100) -> LiveCheck | None:
+    """The test on the per-unit losses seen so far; None with fewer than `min_outcomes` outcomes."""
+    x = np.asarray(loss, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < max(min_outcomes, 2) or promised <= 0:
+        return None
+    m = float(x.mean())
+    if m <= 0:
+        return LiveCheck(int(x.size), m, promised, promised * (1 + tolerance), 0.0, 0.0, 0.0, 1.0, False,
+                         tolerance, alpha)
+    bound = promised * (1 + tolerance)
+    est = math.log(m / bound)
+    var = max(float(x.var(ddof=1)) / (x.size * m * m), 1e-18)  # delta method: variance of log(mean)
+    tau = mixture_tau(max(tolerance, 0.05))
+    log_lr = 0.5 * math.log(var / (var + tau ** 2)) + est ** 2 * tau ** 2 / (2 * var * (var + tau ** 2))
+    p = float(min(1.0, math.exp(-log_lr))) if est > 0 else 1.0
+    h = cs_halfwidth(var, tau, alpha)
+    ratio = m / promised
+    return LiveCheck(outcomes=int(x.size), live_loss=m, promised_loss=promised, bound=bound, ratio=ratio,
+                     ratio_low=ratio * math.exp(-h), ratio_high=ratio * math.exp(h), p_value=p,
+                     degraded=p <= alpha, tolerance=tolerance, alpha=alpha)
