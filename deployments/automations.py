@@ -7,7 +7,7 @@
 - with CT_ALERT_WEBHOOK_URL: a notification block `ct-alerts` (Prefect's custom webhook: POST
   {"subject", "body"} as JSON) and alerts through it on a flow run Failed or Crashed, and on the pipeline's own
   events (tasks/alerts.py): a batch quarantined, a promotion, an A/B test started, a rollback, an experiment
-  that cannot finish.
+  that cannot finish, the champion's live performance degraded.
 
     python -m deployments.automations install      # PREFECT_API_URL of the stack in the environment
 """

@@ -19,7 +19,8 @@ Settings (environment):
   CT_HEARTBEAT_SECONDS (30), CT_UNRESPONSIVE_SECONDS (3 heartbeats): a flow run silent that long is marked
                                            Crashed by an automation `up` installs (deployments/automations.py)
   CT_ALERT_WEBHOOK_URL                     alerts (run Failed / Crashed, batch quarantined, promotion, A/B test
-                                           started, rollback, experiment ended undecided) POSTed there as JSON
+                                           started, rollback, experiment ended undecided, live degradation)
+                                           POSTed there as JSON
                                            {"subject", "body"} through a Prefect notification block
   PREFECT_SERVER_DATABASE_CONNECTION_URL   e.g. postgresql+asyncpg://user:pw@host/prefect (default: SQLite)
   CT_MLFLOW_BACKEND_STORE_URI              e.g. postgresql://user:pw@host/mlflow (default: SQLite in .stack/)
