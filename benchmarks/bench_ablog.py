@@ -17,18 +17,13 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-
-import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_serve import load_data, server, tiny_ridge  # noqa: E402
+from bench_serve import burst, load_data, server, tiny_ridge  # noqa: E402
 
 from tests.conftest import free_port, postgres_server, tool_env  # noqa: E402
 
@@ -38,33 +33,7 @@ CLIENTS = (1, 8)
 
 def load(url: str, rows: list[dict], n: int, clients: int, tag: str) -> dict:
     """n requests spread over `clients` threads, each with its own keep-alive connection."""
-    lat: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def client(k: int) -> None:
-        mine = []
-        with httpx.Client(timeout=30) as http:
-            for i in range(k, n, clients):
-                t0 = time.perf_counter()
-                r = http.post(url, json={"unit_id": f"{tag}-{i}", "features": rows[i % len(rows)]})
-                mine.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    with lock:
-                        errors[0] += 1
-        with lock:
-            lat.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    ms = np.array(lat) * 1000
-    return {"requests": n, "clients": clients, "errors": errors[0], "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "req_per_s": n / seconds}
+    return burst(url, lambda row, i: {"unit_id": f"{tag}-{i}", "features": row}, rows, n, clients)
 
 
 def bench_store(name: str, store_url: str, tracking_uri: str, rows: list[dict], work: Path, args) -> dict:

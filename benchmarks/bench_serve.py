@@ -201,9 +201,9 @@ class Target:
                 "mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "req_per_s": len(ms) / self.seconds}
 
 
-def concurrent(target: Target, rows: list[dict], n: int, clients: int = CLIENTS) -> dict:
-    """`clients` threads, each with its own keep-alive connection, sending n requests in all; latency per
-    request and throughput over the whole burst."""
+def burst(url: str, body, rows: list[dict], n: int, clients: int) -> dict:
+    """n requests (body(row, i) each) spread over `clients` threads, each with its own keep-alive connection;
+    latency per request and throughput over the whole burst."""
     import threading
 
     lat: list[float] = []
@@ -215,7 +215,7 @@ def concurrent(target: Target, rows: list[dict], n: int, clients: int = CLIENTS)
         with httpx.Client(timeout=30) as client:
             for i in range(k, n, clients):
                 t0 = time.perf_counter()
-                r = client.post(target.url, json=target.body(rows[i % len(rows)], 10_000_000 + i))
+                r = client.post(url, json=body(rows[i % len(rows)], i))
                 mine.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     with lock:
@@ -269,7 +269,8 @@ def bench_pair(label: str, tracking_uri: str, rows: list[dict], work: Path, args
             n = block if k < BLOCKS - 1 else args.requests - block * (BLOCKS - 1)
             for t in ((ours, base) if k % 2 == 0 else (base, ours)):
                 t.run(client, rows, args.warmup + k * block, n, timed=True)
-        many = {t.name: concurrent(t, rows, args.requests) for t in (ours, base)}
+        many = {t.name: burst(t.url, lambda row, i, t=t: t.body(row, 10_000_000 + i), rows, args.requests,
+                              CLIENTS) for t in (ours, base)}
         health = client.get(f"http://127.0.0.1:{ours_port}/health").json()
     o, b = ours.stats(), base.stats()
     return {"rows_cycled": len(rows), "columns": list(rows[0]), "startup_s": {"ours": ours_ready, "mlflow_serve":
