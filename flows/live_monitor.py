@@ -14,9 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.cli import run_flow
+from flows.drift_monitor import RETRAIN_DEPLOYMENT
 from flows.weekly_retrain import PROJECT
-
-RETRAIN_DEPLOYMENT = "weekly-retrain/weekly"
 
 
 @task(name="live loss of the champion vs its holdout promise", cache_policy=NO_CACHE)
