@@ -59,6 +59,9 @@ experiments = Table(
     Column("decided_at", DateTime),
     Column("decision", Text),  # the deciding analysis' summary
     Column("scheduled_run", String(80)),  # Prefect flow run of the analysis at the planned end
+    Column("kind", String(10), server_default="ab"),  # ab: a fixed split until decided | canary: a ramp (steps)
+    Column("step", Integer),  # canary: the current step (0-based); `share` is its share
+    Column("step_started_at", DateTime),  # canary: when the current step began
 )
 
 predictions = Table(
@@ -72,6 +75,7 @@ predictions = Table(
     Column("prediction", Float),  # regression value, or the probability of the predicted class
     Column("output", Text),  # classification: JSON {class: probability}
     Column("created_at", DateTime, nullable=False),
+    Column("latency_ms", Float),  # the answering model's time for this row (its call's time / rows in the call)
 )
 
 feedback = Table(
@@ -127,6 +131,7 @@ class ABLog:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_new_columns(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -140,7 +145,8 @@ class ABLog:
     # --- experiments ---------------------------------------------------------------------------------------
     def register_experiment(self, row: dict[str, Any]) -> list[str]:
         """Start an experiment; a running one of the same model is superseded. Returns the superseded ids."""
-        row = {**row, "status": RUNNING, **{k: naive_utc(row[k]) for k in ("started_at", "planned_end", "max_end")}}
+        row = {**row, "status": RUNNING, **{k: naive_utc(row[k]) for k in ("started_at", "planned_end", "max_end",
+                                                                            "step_started_at") if row.get(k)}}
         if isinstance(row.get("plan"), dict):
             row["plan"] = json.dumps(row["plan"])
         with self.engine.begin() as c:
@@ -225,14 +231,14 @@ class ABLog:
 
         q = (select(predictions.c.unit_id, predictions.c.variant, predictions.c.model_version,
                     predictions.c.fallback, predictions.c.prediction, predictions.c.output,
-                    predictions.c.created_at, feedback.c.outcome)
+                    predictions.c.created_at, predictions.c.latency_ms, feedback.c.outcome)
              .select_from(predictions.outerjoin(feedback, predictions.c.unit_id == feedback.c.unit_id))
              .where(predictions.c.experiment_id == experiment_id)
              .order_by(predictions.c.created_at, predictions.c.request_id))
         with self.engine.connect() as c:
             df = pd.DataFrame(c.execute(q).mappings().all(),
                               columns=["unit_id", "variant", "model_version", "fallback", "prediction", "output",
-                                       "created_at", "outcome"])
+                                       "created_at", "latency_ms", "outcome"])
         return df
 
     def answered_by(self, version: str, since) -> Any:
@@ -267,12 +273,33 @@ class ABLog:
                     "feedback": c.execute(select(func.count()).select_from(feedback)).scalar_one()}
 
 
+def _add_new_columns(engine) -> None:
+    """A log written by an older version gets the columns added since (all nullable): ALTER TABLE ADD COLUMN."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
+
+    for table in (experiments, predictions):
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have:
+                continue
+            default = f" DEFAULT '{col.server_default.arg}'" if col.server_default is not None else ""
+            try:
+                with engine.begin() as c:
+                    c.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} "
+                                   f"{col.type.compile(engine.dialect)}{default}"))
+            except DBAPIError:  # another process added it first
+                if col.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+
+
 def _experiment(r) -> dict | None:
     if r is None:
         return None
     d = dict(r)
-    for k in ("started_at", "planned_end", "max_end", "decided_at"):
-        d[k] = aware(d[k])
+    d["kind"] = d.get("kind") or "ab"
+    for k in ("started_at", "planned_end", "max_end", "decided_at", "step_started_at"):
+        d[k] = aware(d.get(k))
     d["plan"] = json.loads(d["plan"]) if d.get("plan") else None
     return d
 

@@ -330,8 +330,10 @@ class Service:
             self.last_reload_error = None
             old = self.snapshot
             new = Snapshot(champion, challenger, exp if challenger is not None else None)
-            same = (_v(old.champion), _v(old.challenger), (old.experiment or {}).get("id")) == \
-                   (_v(new.champion), _v(new.challenger), (new.experiment or {}).get("id"))
+            same = (_v(old.champion), _v(old.challenger), (old.experiment or {}).get("id"),
+                    (old.experiment or {}).get("share")) == \
+                   (_v(new.champion), _v(new.challenger), (new.experiment or {}).get("id"),
+                    (new.experiment or {}).get("share"))
             if same:
                 return False
             # One thread per prediction: single rows gain nothing from OpenMP, and its spinning threads stall for
@@ -344,7 +346,8 @@ class Service:
             keep = {_v(champion), _v(challenger)}
             self._cache = {k: m for k, m in self._cache.items() if k in keep}
             log.info(f"serving {self.model_name} champion v{_v(champion) or '-'}"
-                     + (f", challenger v{_v(challenger)} on {exp['share']:.0%} of units (experiment {exp['id']})"
+                     + (f", {'canary' if exp.get('kind') == 'canary' else 'challenger'} v{_v(challenger)} on "
+                        f"{exp['share']:.0%} of units (experiment {exp['id']})"
                         if exp and challenger else ", no experiment"))
             return True
 
@@ -396,9 +399,11 @@ class Service:
                 fallback = challenger_rows
             else:
                 try:
+                    t = time.perf_counter()
                     out = snap.challenger.predict([f for _, f in challenger_rows])
+                    ms = (time.perf_counter() - t) * 1000 / len(challenger_rows)
                     for (i, _), a in zip(challenger_rows, out, strict=True):
-                        answers[i] = (a, snap.challenger.version)
+                        answers[i] = (a, snap.challenger.version, ms)
                     self.breaker.succeeded()
                     fallback = []
                 except Exception as e:
@@ -414,14 +419,16 @@ class Service:
             by_variant[CHAMPION] = by_variant[CHAMPION] + fallback
         champion_rows = by_variant[CHAMPION]
         if champion_rows:
+            t = time.perf_counter()
             out = snap.champion.predict([f for _, f in champion_rows])
+            ms = (time.perf_counter() - t) * 1000 / len(champion_rows)
             for (i, _), a in zip(champion_rows, out, strict=True):
-                answers[i] = (a, snap.champion.version)
+                answers[i] = (a, snap.champion.version, ms)
         now = utcnow()
         results = []
         for i, row in enumerate(rows):
-            (shown, value, output), version = answers[i]
-            row.update(model_version=version, prediction=value, output=output, created_at=now)
+            (shown, value, output), version, ms = answers[i]
+            row.update(model_version=version, prediction=value, output=output, created_at=now, latency_ms=ms)
             results.append({"request_id": row["request_id"], "unit_id": row["unit_id"], "prediction": shown,
                             "variant": row["variant"], "model_version": version, "fallback": row["fallback"]})
         return (results[0] if single else {"predictions": results}), rows, t0
@@ -482,8 +489,8 @@ class Service:
         return {"status": "ok" if s.champion else "waiting for a champion", "model": self.model_name,
                 "champion_version": _v(s.champion), "challenger_version": _v(s.challenger),
                 "experiment": {k: (str(v) if k in ("started_at", "planned_end") else v) for k, v in s.experiment.items()
-                               if k in ("id", "share", "champion_version", "challenger_version", "started_at",
-                                        "planned_end")} if s.experiment else None,
+                               if k in ("id", "kind", "step", "share", "champion_version", "challenger_version",
+                                        "started_at", "planned_end")} if s.experiment else None,
                 "fast_path": {"champion": bool(s.champion and s.champion.fast),
                               "challenger": bool(s.challenger and s.challenger.fast)},
                 "breaker_open": self.breaker.is_open(), "last_reload_error": self.last_reload_error}

@@ -272,7 +272,7 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
         print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, live-monitor/live, "
-              "ab-analysis/ab-analysis")
+              "ab-analysis/ab-analysis, canary/canary")
     try:
         print(run([sys.executable, "-m", "deployments.automations", "install"], env, project).strip())
     except StackError as e:

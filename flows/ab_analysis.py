@@ -39,7 +39,7 @@ def load_experiment(project: str, experiment_id: str | None) -> tuple:
         exp = log.experiment(experiment_id) if experiment_id else log.running_experiment(params.registry.model_name)
     if exp is None:
         what = f"parameter 'experiment_id': no experiment '{experiment_id}'" if experiment_id else \
-            f"no running A/B experiment for model '{params.registry.model_name}'"
+            f"no running experiment (A/B test or canary rollout) for model '{params.registry.model_name}'"
         raise LookupError(f"{what} in {log.url}")
     return params, exp
 
@@ -94,6 +94,9 @@ def ab_analysis(experiment_id: str | None = None, act: bool = True, reschedule: 
     project = project_dir or str(PROJECT)
     log = get_run_logger()
     params, exp = load_experiment(project, experiment_id)
+    if exp["kind"] != "ab" and exp["status"] == "running":
+        raise LookupError(f"parameter 'experiment_id': {exp['id']} is a {exp['kind']} rollout, not an A/B test: "
+                         f"run `python -m flows.canary --experiment-id {exp['id']}`")
     if exp["status"] != "running":
         log.info(f"experiment {exp['id']} is {exp['status']} ({exp.get('decision')}); nothing to analyse")
         return {"experiment_id": exp["id"], "action": "none", "status": exp["status"], "summary": exp.get("decision")}

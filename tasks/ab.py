@@ -55,21 +55,28 @@ def start_experiment(project: Path, params: Params, *, challenger: str, champion
 
 def schedule_analysis(project: Path, params: Params, experiment: dict, when: datetime) -> str | None:
     """Schedule the ab-analysis deployment for `when`; None (with the reason logged) if it is not deployed."""
+    return schedule(project, params, experiment, when, ANALYSIS_DEPLOYMENT, "ab", "flows.ab_analysis")
+
+
+def schedule(project: Path, params: Params, experiment: dict, when: datetime, deployment: str, prefix: str,
+             module: str) -> str | None:
+    """Schedule `deployment` for the experiment at `when` and note the run on the experiment; None (with the
+    reason and the command to run by hand logged) if it is not deployed."""
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    what = deployment.split("/")[0]
     try:
-        run = run_deployment(ANALYSIS_DEPLOYMENT, parameters={"experiment_id": experiment["id"]},
-                             scheduled_time=when, timeout=0, as_subflow=False, tags=["ab-analysis"],
-                             flow_run_name=f"ab-{experiment['id']}-{when:%Y%m%dT%H%M}")
+        run = run_deployment(deployment, parameters={"experiment_id": experiment["id"]},
+                             scheduled_time=when, timeout=0, as_subflow=False, tags=[what],
+                             flow_run_name=f"{prefix}-{experiment['id']}-{when:%Y%m%dT%H%M}")
     except Exception as e:  # ObjectNotFound when nothing is deployed (in-process runs, tests, the demo)
-        logger.info(f"A/B analysis not scheduled ({ANALYSIS_DEPLOYMENT} is not deployed here: "
-                    f"{type(e).__name__}); run `python -m flows.ab_analysis` at {when:%Y-%m-%d %H:%M} UTC "
-                    "or any time before")
+        logger.info(f"{what} not scheduled ({deployment} is not deployed here: {type(e).__name__}); run "
+                    f"`python -m {module}` at {when:%Y-%m-%d %H:%M} UTC or any time before")
         return None
     with open_log(project, params) as log:
         log.set_experiment(experiment["id"], scheduled_run=str(run.id))
-    logger.info(f"A/B analysis scheduled: flow run {run.name} at {when:%Y-%m-%d %H:%M} UTC")
+    logger.info(f"{what} scheduled: flow run {run.name} at {when:%Y-%m-%d %H:%M} UTC")
     return str(run.id)
 
 

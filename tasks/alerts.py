@@ -8,10 +8,11 @@ import logging
 QUARANTINED = "ct.batch.quarantined"
 PROMOTED = "ct.model.promoted"
 AB_STARTED = "ct.model.ab-test-started"
+CANARY_STARTED = "ct.model.canary-started"
 ROLLED_BACK = "ct.model.rolled-back"
 UNFINISHABLE = "ct.experiment.cannot-finish"
 DEGRADED = "ct.model.degraded"
-EVENTS = (QUARANTINED, PROMOTED, AB_STARTED, ROLLED_BACK, UNFINISHABLE, DEGRADED)
+EVENTS = (QUARANTINED, PROMOTED, AB_STARTED, CANARY_STARTED, ROLLED_BACK, UNFINISHABLE, DEGRADED)
 
 log = logging.getLogger(__name__)
 

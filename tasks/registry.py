@@ -124,7 +124,27 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
     version = str(done[0].version) if done else register(ctx, candidate["model_uri"], candidate["run_id"], decision,
                                                      tags)
     out: dict[str, Any] = {"action": action, "version": version, "model": name}
-    if action == "promote":
+    champion = alias_version(name, CHAMPION)
+    if action == "promote" and ctx.params.canary.enabled and champion and champion != version:
+        from tasks.canary import schedule_look, start_canary
+
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        exp = start_canary(ctx.project, ctx.params, challenger=version, champion=champion,
+                           metric=decision["evidence"]["metric"], week=ctx.week, reason=decision["summary"])
+        if exp.get("superseded"):
+            log.info(f"act: experiment {', '.join(exp['superseded'])} superseded by this rollout")
+        c = ctx.params.canary
+        first = exp["started_at"] + timedelta(minutes=c.recheck_minutes)
+        scheduled = exp.get("scheduled_run") or schedule_look(ctx.project, ctx.params, exp, first)
+        out["canary"] = {"experiment_id": exp["id"], "steps": list(c.steps), "look": scheduled}
+        client.set_model_version_tag(name, version, "canary", json.dumps(out["canary"]))
+        alerts.announce(alerts.CANARY_STARTED, f"model.{name}", f"{name} v{version} ramps in as @challenger "
+                        f"(canary {exp['id']}: {' → '.join(f'{x:.0%}' for x in c.steps)}): {decision['summary']}",
+                        version=version)
+        log.info(f"act: {name} v{version} is @challenger on {c.steps[0]:.0%} of units (canary {exp['id']}; then "
+                 f"{' → '.join(f'{x:.0%}' for x in c.steps[1:])}, each step held {c.hold_hours:g} h and "
+                 f"{c.min_outcomes:,} outcomes); @champion stays v{champion} until the ramp completes")
+    elif action == "promote":
         from tasks.ab import end_experiments_on_promotion
 
         previous = alias_version(name, CHAMPION)

@@ -43,15 +43,17 @@ def test_a_week_without_data_is_one_short_block(week_without_data):
     assert "Traceback (most recent call last)" in text and f'EmptyWeekError("{NO_ROWS}' in text
 
 
-def test_no_running_experiment_is_one_line_and_not_retried(prefect_api, tmp_path, capsys):
-    from flows.ab_analysis import main
+@pytest.mark.parametrize("module,flow", [("flows.ab_analysis", "ab-analysis"), ("flows.canary", "canary")])
+def test_no_running_experiment_is_one_line_and_not_retried(prefect_api, tmp_path, capsys, module, flow):
+    import importlib
 
     repo = make_project(tmp_path / "repo")
-    assert main(["--project-dir", str(repo)]) == 1
+    assert importlib.import_module(module).main(["--project-dir", str(repo)]) == 1
     err = capsys.readouterr().err
-    assert "ab-analysis failed: no running A/B experiment for model 'flight-delay' in sqlite:///" in err, err
+    assert f"{flow} failed: no running experiment (A/B test or canary rollout) for model 'flight-delay' in " \
+           "sqlite:///" in err, err
     assert "Traceback" not in err
-    text = (repo / "data" / "logs" / "ab-analysis.log").read_text()
+    text = (repo / "data" / "logs" / f"{flow}.log").read_text()
     assert "Traceback (most recent call last)" in text and "Retry 1/2" not in text  # the task has retries=2
 
 
