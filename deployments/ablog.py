@@ -76,6 +76,7 @@ predictions = Table(
     Column("output", Text),  # classification: JSON {class: probability}
     Column("created_at", DateTime, nullable=False),
     Column("latency_ms", Float),  # the answering model's time for this row (its call's time / rows in the call)
+    Column("features", Text),  # JSON of the checked input features (lets another version be scored on them)
 )
 
 feedback = Table(
@@ -242,18 +243,18 @@ class ABLog:
         return df
 
     def answered_by(self, version: str, since) -> Any:
-        """Every prediction the given model version answered since `since` (naive UTC), oldest first, with the
-        unit's outcome (JSON text; None while it has not arrived): a pandas DataFrame."""
+        """Every prediction the given model version answered since `since` (naive UTC), oldest first, with its
+        input features and the unit's outcome (JSON text; None while absent): a pandas DataFrame."""
         import pandas as pd
 
         q = (select(predictions.c.unit_id, predictions.c.prediction, predictions.c.output, predictions.c.created_at,
-                    feedback.c.outcome)
+                    predictions.c.features, feedback.c.outcome)
              .select_from(predictions.outerjoin(feedback, predictions.c.unit_id == feedback.c.unit_id))
              .where(predictions.c.model_version == version, predictions.c.created_at >= since)
              .order_by(predictions.c.created_at, predictions.c.request_id))
         with self.engine.connect() as c:
             return pd.DataFrame(c.execute(q).mappings().all(),
-                                columns=["unit_id", "prediction", "output", "created_at", "outcome"])
+                                columns=["unit_id", "prediction", "output", "created_at", "features", "outcome"])
 
     def request_counts(self, experiment_id: str) -> dict[str, int]:
         """Requests per assigned variant, and how many challenger requests the champion answered instead."""

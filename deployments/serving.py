@@ -233,10 +233,11 @@ class Metrics:
 class Service:
     def __init__(self, *, model_name: str, tracking_uri: str, store: ABLog, max_body_bytes: int = 262_144,
                  max_batch: int = 500, reload_seconds: float = 2.0, breaker_errors: int = 5,
-                 breaker_cooldown_seconds: float = 30.0):
+                 breaker_cooldown_seconds: float = 30.0, log_features: bool = True):
         self.model_name, self.tracking_uri, self.store = model_name, tracking_uri, store
         self.max_body_bytes, self.max_batch, self.reload_seconds = max_body_bytes, max_batch, reload_seconds
         self.breaker = Breaker(breaker_errors, breaker_cooldown_seconds)
+        self.log_features = log_features
         self.metrics = Metrics()
         self.snapshot = Snapshot()
         self._cache: dict[str, Served] = {}  # version -> loaded model
@@ -390,7 +391,8 @@ class Service:
                                  f"{where}request_id")
             variant = assign(unit, exp["id"], exp["share"]) if exp else CHAMPION
             rows.append({"request_id": req_id or uuid.uuid4().hex, "unit_id": unit, "variant": variant,
-                         "experiment_id": exp["id"] if exp else None, "fallback": False})
+                         "experiment_id": exp["id"] if exp else None, "fallback": False,
+                         "features": json.dumps(feats) if self.log_features else None})
             by_variant[variant].append((i, feats))
         answers: dict[int, tuple] = {}
         challenger_rows = by_variant[CHALLENGER]
@@ -648,7 +650,7 @@ def build_service(project: Path) -> tuple[Service, dict]:
     service = Service(model_name=params.registry.model_name, tracking_uri=tracking_uri(project),
                       store=ABLog(store_url(project, params.ab.store)), max_body_bytes=sv.max_body_bytes,
                       max_batch=sv.max_batch, reload_seconds=sv.reload_seconds, breaker_errors=sv.breaker_errors,
-                      breaker_cooldown_seconds=sv.breaker_cooldown_seconds)
+                      breaker_cooldown_seconds=sv.breaker_cooldown_seconds, log_features=sv.log_features)
     return service, {"host": sv.host, "port": sv.port}
 
 

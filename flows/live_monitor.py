@@ -76,6 +76,64 @@ def measure(project: str, now: str | None = None) -> dict:
             "live_loss": check.live_loss, "ratio": check.ratio}
 
 
+@task(name="would @previous-champion have served better? (rollback)", cache_policy=NO_CACHE)
+def compare_previous(project: str, measured: dict, now: str | None = None) -> dict:
+    """Score @previous-champion on the logged features of the champion's recent units that have outcomes, and test
+    its per-unit loss against the champion's as served; roll back (registry aliases) when it is credibly lower."""
+    import json
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from deployments.ablog import ABLog, store_url
+    from ml.features import feature_frame
+    from ml.live import previous_check
+    from ml.metrics import row_loss
+    from stages.common import load_params
+    from tasks import registry
+    from tasks.ab import unit_losses
+
+    root = Path(project)
+    params = load_params(root / "params.yaml")
+    mon, name, s = params.monitor, params.registry.model_name, params.source
+    previous = registry.alias_version(name, registry.PREVIOUS)
+    if previous is None:
+        return {"rolled_back": False, "reason": f"no @{registry.PREVIOUS} to roll back to"}
+    at = datetime.fromisoformat(now).replace(tzinfo=None) if now else datetime.now(UTC).replace(tzinfo=None)
+    with ABLog(store_url(root, params.ab.store)) as log:
+        served = log.answered_by(measured["champion_version"], at - timedelta(days=mon.days))
+    served = served[(served["created_at"] <= at)].drop_duplicates("unit_id")
+    served = served[served["outcome"].notna() & served["features"].notna()]
+    if served.empty:
+        return {"rolled_back": False, "previous_version": previous,
+                "reason": "no served unit with an outcome has its features logged (ab.serving.log_features)"}
+    champion_loss = unit_losses(served.assign(variant="champion"), s.task)["champion"]
+    frame = feature_frame(pd.DataFrame([json.loads(f) for f in served["features"]]), s.numeric_features,
+                          s.categorical_features)
+    model = mlflow.sklearn.load_model(f"models:/{name}@{registry.PREVIOUS}")
+    outcome = served["outcome"].map(json.loads)
+    if s.task == "regression":
+        previous_loss = row_loss(s.task, outcome.to_numpy(dtype="float64"), model.predict(frame))
+    else:
+        previous_loss = row_loss(s.task, outcome.astype(str).to_numpy(), model.predict_proba(frame),
+                                 np.asarray(model.classes_).astype(str))
+    check = previous_check(champion_loss, previous_loss, alpha=mon.alpha, mde=params.ab.min_detectable_effect,
+                           min_outcomes=mon.min_outcomes)
+    if check is None:
+        return {"rolled_back": False, "previous_version": previous,
+                "reason": f"{len(served)} scored units: too few to compare v{previous} (monitor.min_outcomes)"}
+    line = (f"@previous-champion v{previous} on the same {check.units:,} units: {measured['metric']} "
+            f"{check.previous_loss:.3g} vs {check.champion_loss:.3g} served by v{measured['champion_version']} "
+            f"({check.change:+.1%}, always-valid {1 - mon.alpha:.0%} CI [{check.ci_low:+.1%}, {check.ci_high:+.1%}])")
+    out = {"rolled_back": False, "previous_version": previous, "check": check.to_dict()}
+    if not check.better:
+        return {**out, "reason": line + ": not credibly better, no rollback"}
+    moved = registry.rollback(name)
+    return {**out, "rolled_back": True, "champion": moved["champion"], "demoted": moved["demoted"],
+            "reason": line + f": rolled back, v{moved['champion']} is @champion again"}
+
+
 @flow(name="live-monitor", log_prints=True, persist_result=False)
 def live_monitor(trigger: bool = True, now: str | None = None, project_dir: str | None = None) -> dict:
     """Measure the champion's live loss; on a credible degradation (monitor.tolerance above its holdout promise),
@@ -91,6 +149,12 @@ def live_monitor(trigger: bool = True, now: str | None = None, project_dir: str 
     if out["degraded"]:
         alerts.announce(alerts.DEGRADED, f"model.{params.registry.model_name}", out["reason"],
                         version=str(out["champion_version"]))
+        if params.monitor.rollback:
+            out["rollback"] = compare_previous(str(root), out, now)
+            log.info(f"live-monitor: {out['rollback']['reason']}")
+            if out["rollback"]["rolled_back"]:
+                alerts.announce(alerts.ROLLED_BACK, f"model.{params.registry.model_name}",
+                                f"live monitor: {out['rollback']['reason']}", version=out["rollback"]["champion"])
         if trigger and params.monitor.retrain:
             from prefect.deployments import run_deployment
 
@@ -98,11 +162,13 @@ def live_monitor(trigger: bool = True, now: str | None = None, project_dir: str 
             out["triggered_flow_run"] = str(run.id)
             log.info(f"live-monitor: started {RETRAIN_DEPLOYMENT} run {run.name}")
     lineage.log_monitor_run(root, params.registry.experiment, "live-monitor", out)
-    verdict = ("degraded: retrain started" if out.get("triggered_flow_run") else
-               "degraded" if out["degraded"] else out["status"])
+    verdict = ("degraded" + (": rolled back" if out.get("rollback", {}).get("rolled_back") else "")
+               + (": retrain started" if out.get("triggered_flow_run") else "") if out["degraded"] else out["status"])
+    checked = f"Rollback check: {out['rollback']['reason']}\n\n" if "rollback" in out else ""
     table = "".join(f"| {d['day']} | {d['outcomes']:,} | {d['loss']:.3g} |\n" for d in out.get("per_day", []))
     create_markdown_artifact(key="live-monitor", description="The champion's live loss against its holdout promise",
                              markdown=f"# Live monitor: {verdict}\n\n{out['reason']}\n\n"
+                                      + checked
                                       + (f"| day | outcomes | live loss |\n|---|---|---|\n{table}" if table else ""))
     return out
 

@@ -167,6 +167,8 @@ class MonitorConfig:
     alpha: float = 0.05  # false-alarm rate of the always-valid test, however often it is checked
     min_outcomes: int = 100  # fewer outcomes: no verdict
     retrain: bool = True  # on degradation, start weekly-retrain/weekly (the flow's `trigger` can veto)
+    rollback: bool = False  # on degradation, put @previous-champion back when it is credibly better on the same
+    #                         recent traffic (scored on the logged features)
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ class ServingConfig:
     reload_seconds: float = 2.0  # how often the registry aliases and the running experiment are checked
     breaker_errors: int = 5  # consecutive challenger failures that open the circuit breaker ...
     breaker_cooldown_seconds: float = 30.0  # ... for this long (the champion answers meanwhile)
+    log_features: bool = True  # log each prediction's input features (the live monitor's rollback check needs them)
 
 
 @dataclass(frozen=True)

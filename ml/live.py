@@ -56,3 +56,35 @@ def live_check(loss: np.ndarray, promised: float, *, tolerance: float = 0.2, alp
     return LiveCheck(outcomes=int(x.size), live_loss=m, promised_loss=promised, bound=bound, ratio=ratio,
                      ratio_low=ratio * math.exp(-h), ratio_high=ratio * math.exp(h), p_value=p,
                      degraded=p <= alpha, tolerance=tolerance, alpha=alpha)
+
+
+@dataclass(frozen=True)
+class RollbackCheck:
+    """Would @previous-champion have served the same recent units better than the champion did?"""
+
+    units: int  # units with an outcome and logged features, scored by both
+    champion_loss: float
+    previous_loss: float
+    change: float  # previous / champion - 1 (negative: the previous version's loss is lower)
+    ci_low: float  # always-valid interval of `change`
+    ci_high: float
+    better: bool  # the whole interval below 0
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def previous_check(champion_loss: np.ndarray, previous_loss: np.ndarray, *, alpha: float = 0.05,
+                   mde: float = 0.05, min_outcomes: int = 100) -> RollbackCheck | None:
+    """The always-valid test of the A/B analysis on the two versions' per-unit losses over the same units (treated
+    as independent samples: conservative for paired data); None with fewer than `min_outcomes` units."""
+    from ml.ab import sequential_lift
+
+    a, b = np.asarray(champion_loss, dtype=np.float64), np.asarray(previous_loss, dtype=np.float64)
+    if a.size < max(min_outcomes, 2) or a.size != b.size or min(a.mean(), b.mean()) <= 0:
+        return None
+    lift = sequential_lift(a, b, alpha=alpha, mde=mde)
+    return RollbackCheck(units=int(a.size), champion_loss=lift.champion_mean, previous_loss=lift.challenger_mean,
+                         change=lift.lift, ci_low=lift.ci_low, ci_high=lift.ci_high, better=lift.ci_high < 0,
+                         alpha=alpha)

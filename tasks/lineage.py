@@ -129,6 +129,8 @@ def log_monitor_run(project: Path, experiment: str, name: str, out: dict[str, An
             "champion_version": str(out.get("champion_version") or ""), "reason": str(out.get("reason"))[:4900]}
     if out.get("triggered_flow_run"):
         tags["triggered_flow_run"] = out["triggered_flow_run"]
+    if "rollback" in out:
+        tags["rolled_back"] = str(bool(out["rollback"].get("rolled_back"))).lower()
     run = client.create_run(exp, run_name=name, tags=tags)
     for k in ("live_loss", "promised_loss", "ratio", "predictions", "due", "outcomes_missing"):
         if isinstance(out.get(k), (int, float)):

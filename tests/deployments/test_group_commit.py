@@ -74,3 +74,30 @@ def test_a_failed_commit_fails_the_requests_it_held_and_the_writer_goes_on(store
     assert "r2" not in got  # nothing of a failed transaction is kept
     assert ("r4" in got) == (other is None)  # a request that shared the failed commit is failed too, never lost
     assert "r5" in got
+
+
+def test_a_log_written_by_an_earlier_version_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as c:  # the tables as the first release wrote them
+        c.execute(sa.text("CREATE TABLE experiments (id VARCHAR(80) PRIMARY KEY, model VARCHAR(200) NOT NULL, "
+                          "champion_version VARCHAR(20) NOT NULL, challenger_version VARCHAR(20) NOT NULL, "
+                          "share FLOAT NOT NULL, metric VARCHAR(40) NOT NULL, started_at DATETIME NOT NULL, "
+                          "planned_end DATETIME NOT NULL, max_end DATETIME NOT NULL, planned_units INTEGER NOT NULL, "
+                          "plan TEXT, week VARCHAR(10), reason TEXT, status VARCHAR(20) NOT NULL, decided_at DATETIME, "
+                          "decision TEXT, scheduled_run VARCHAR(80))"))
+        c.execute(sa.text("CREATE TABLE predictions (request_id VARCHAR(80) PRIMARY KEY, unit_id VARCHAR(200) NOT "
+                          "NULL, experiment_id VARCHAR(80), variant VARCHAR(12) NOT NULL, model_version VARCHAR(20) "
+                          "NOT NULL, fallback BOOLEAN NOT NULL, prediction FLOAT, output TEXT, created_at DATETIME "
+                          "NOT NULL)"))
+        c.execute(sa.text("INSERT INTO experiments VALUES ('e1', 'm', '1', '2', 0.5, 'mae', '2026-01-01', "
+                          "'2026-01-08', '2026-01-22', 100, NULL, NULL, NULL, 'running', NULL, NULL, NULL)"))
+        c.execute(sa.text("INSERT INTO predictions VALUES ('r0', 'u0', NULL, 'champion', '1', 0, 1.5, NULL, "
+                          "'2026-01-01')"))
+    engine.dispose()
+    with ABLog(url) as log:
+        log.log_predictions([{**row(1), "latency_ms": 2.5, "features": '{"x": 1}'}])
+        assert log.running_experiment("m")["kind"] == "ab"  # the default of the added column
+        assert log.counts()["predictions"] == 2
+    cols = {c["name"] for c in sa.inspect(sa.create_engine(url)).get_columns("predictions")}
+    assert {"latency_ms", "features"} <= cols

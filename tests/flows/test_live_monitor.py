@@ -3,6 +3,7 @@ keeps its holdout promise is left alone; once outcomes show it credibly worse, t
 evidence, sends the degradation event and starts a weekly retrain through the deployment."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 from deployments.ablog import ABLog, store_url
+from deployments.traffic import request_rows
 from ml.features import feature_frame
 from stages.common import load_params
+from tests.conftest import edit_params
 from tests.conftest import prefect_api as api_call
 from tests.deployments.conftest import MODEL, register, train, week
 from tests.flows.conftest import committed_project
@@ -20,16 +23,20 @@ from tests.flows.conftest import committed_project
 NOW = datetime(2013, 5, 27, 12, 0, tzinfo=UTC)
 
 
-def serve(project, params, model, version: str, frame, shift: float, start: datetime, missing: int = 0) -> None:
-    """Log the champion's predictions for `frame` over the 3 days before `start`, then their outcomes (`shift`
-    added: a world that moved away from the model), leaving the first `missing` of them without an outcome."""
+def serve(project, params, model, version: str, frame, shift: float, start: datetime, missing: int = 0,
+          skew: float = 0.0) -> None:
+    """Log the champion's predictions for `frame` (with their input features, as the service does) over the 3 days
+    before `start`, then their outcomes (`shift` added: a world that moved away from the model), leaving the first
+    `missing` of them without an outcome. `skew` is added to what was served (a broken feed in production)."""
     s = params.source
-    pred = model.predict(feature_frame(frame, s.numeric_features, s.categorical_features))
+    pred = model.predict(feature_frame(frame, s.numeric_features, s.categorical_features)) + skew
     spacing = timedelta(days=3) / len(frame)
+    features = [json.dumps(r["features"]) for r in request_rows(frame, s.numeric_features, s.categorical_features,
+                                                                 s.unit_id)]
     rows = [{"request_id": uuid.uuid4().hex, "unit_id": u, "experiment_id": None, "variant": "champion",
              "model_version": version, "fallback": False, "prediction": float(p), "output": None,
-             "created_at": (start - timedelta(days=3) + i * spacing).replace(tzinfo=None)}  # naive UTC
-            for i, (u, p) in enumerate(zip(frame[s.unit_id], pred, strict=True))]
+             "created_at": (start - timedelta(days=3) + i * spacing).replace(tzinfo=None),  # naive UTC
+             "features": f} for i, (u, p, f) in enumerate(zip(frame[s.unit_id], pred, features, strict=True))]
     with ABLog(store_url(project)) as log:
         log.log_predictions(rows)
         outcomes = list(zip(frame[s.unit_id], frame[s.target].astype(float) + shift, strict=True))
@@ -101,3 +108,43 @@ def prefect_api_post(path: str, body: dict) -> dict:
     from prefect.settings import PREFECT_API_URL
 
     return api_call(PREFECT_API_URL.value(), path, body)
+
+
+@pytest.fixture(scope="module")
+def skewed(prefect_api, tmp_path_factory, flights):
+    """monitor.rollback on: a champion whose served predictions went wrong (a broken feed adds 40 min), while
+    @previous-champion, scored on the same logged features, would have served the units well."""
+    import mlflow
+
+    from flows.live_monitor import live_monitor
+
+    project = committed_project(tmp_path_factory.mktemp("rollback") / "repo")
+    edit_params(project, monitor={"rollback": True, "retrain": False})
+    params = load_params(project / "params.yaml")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    holdout = week(flights, "2013-05-19")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    models = {}
+    for alias in ("previous-champion", "champion"):
+        model = models[alias] = train(flights, params, "2013-05-19", max_iter=60)
+        version = register(uri, params, model, holdout, alias)
+        client.set_model_version_tag(MODEL, version, "holdout.metric", "mae")
+        client.set_model_version_tag(MODEL, version, "holdout.loss", repr(float(
+            np.abs(model.predict(holdout) - holdout[params.source.target]).mean())))
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    serve(project, params, models["champion"], champion, week(flights, "2013-05-26").iloc[:1500], 0.0, NOW,
+          skew=40.0)
+    out = live_monitor(now=NOW.isoformat(), project_dir=str(project))
+    return {"out": out, "client": client, "champion": str(champion),
+            "aliases": {a: str(v) for a, v in client.get_registered_model(MODEL).aliases.items()}}
+
+
+def test_with_rollback_on_a_degraded_champion_gives_way_to_a_previous_one_that_serves_better(skewed):
+    out, champion = skewed["out"], skewed["champion"]
+    assert out["degraded"] is True, out["reason"]
+    rb = out["rollback"]
+    assert rb["rolled_back"] is True and rb["check"]["ci_high"] < 0, rb["reason"]
+    assert rb["check"]["units"] == 1500 and "rolled back" in rb["reason"]
+    assert skewed["aliases"] == {"champion": rb["previous_version"]}  # the demoted version keeps its registration
+    assert rb["demoted"] == champion and "rolled_back_at" in skewed["client"].get_model_version(MODEL, champion).tags
+    assert "triggered_flow_run" not in out  # monitor.retrain off here
