@@ -242,6 +242,19 @@ class ABLog:
                                        "created_at", "latency_ms", "outcome"])
         return df
 
+    def first_served(self, units: list[str]) -> dict[str, tuple[str, float | None, str | None]]:
+        """unit -> (variant, prediction, output) of the first prediction each unit was served."""
+        out: dict[str, tuple] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(units), 500):
+                rows = c.execute(select(predictions.c.unit_id, predictions.c.variant, predictions.c.prediction,
+                                        predictions.c.output)
+                                 .where(predictions.c.unit_id.in_(units[i:i + 500]))
+                                 .order_by(predictions.c.created_at, predictions.c.request_id)).all()
+                for unit, variant, value, output in rows:
+                    out.setdefault(unit, (variant, value, output))
+        return out
+
     def answered_by(self, version: str, since) -> Any:
         """Every prediction the given model version answered since `since` (naive UTC), oldest first, with its
         input features and the unit's outcome (JSON text; None while absent): a pandas DataFrame."""

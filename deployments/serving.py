@@ -224,6 +224,12 @@ class Metrics:
         self.reload_errors = Counter("ct_model_reload_errors", "Failed registry reads or model loads", registry=r)
         self.latency = Histogram("ct_predict_seconds", "Time in /predict (validation, models, log)", registry=r,
                                  buckets=(.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1))
+        self.model_time = Histogram("ct_model_seconds", "Time in the model per call, per variant", ["variant"],
+                                    registry=r, buckets=(.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, 1))
+        self.outcome_loss = Counter("ct_outcome_loss", "Loss of the served prediction, summed over outcomes (absolute "
+                                    "error; log loss of the observed class)", ["variant"], registry=r)
+        self.outcomes_scored = Counter("ct_outcomes_scored", "Outcomes scored against the served prediction",
+                                       ["variant"], registry=r)
         self.version = Gauge("ct_model_version", "Version served under each alias", ["alias"], registry=r)
         self.breaker_state = Gauge("ct_breaker_open", "1 while the challenger's circuit breaker is open",
                                    registry=r)
@@ -403,7 +409,9 @@ class Service:
                 try:
                     t = time.perf_counter()
                     out = snap.challenger.predict([f for _, f in challenger_rows])
-                    ms = (time.perf_counter() - t) * 1000 / len(challenger_rows)
+                    took = time.perf_counter() - t
+                    self.metrics.model_time.labels(CHALLENGER).observe(took)
+                    ms = took * 1000 / len(challenger_rows)
                     for (i, _), a in zip(challenger_rows, out, strict=True):
                         answers[i] = (a, snap.challenger.version, ms)
                     self.breaker.succeeded()
@@ -423,7 +431,9 @@ class Service:
         if champion_rows:
             t = time.perf_counter()
             out = snap.champion.predict([f for _, f in champion_rows])
-            ms = (time.perf_counter() - t) * 1000 / len(champion_rows)
+            took = time.perf_counter() - t
+            self.metrics.model_time.labels(CHAMPION).observe(took)
+            ms = took * 1000 / len(champion_rows)
             for (i, _), a in zip(champion_rows, out, strict=True):
                 answers[i] = (a, snap.champion.version, ms)
         now = utcnow()
@@ -484,7 +494,29 @@ class Service:
         except DuplicateFeedback as e:
             raise BadRequest(409, f"{e}; nothing was recorded from this call", "unit_id") from None
         self.metrics.feedback.inc(n)
+        self._score(parsed)
         return {"recorded": n}
+
+    def _score(self, outcomes: list[tuple[str, Any]]) -> None:
+        """Live loss per variant for /metrics: each outcome against the prediction its unit was first served."""
+        try:
+            served = self.store.first_served([u for u, _ in outcomes])
+            for unit, y in outcomes:
+                row = served.get(unit)
+                if row is None:
+                    continue
+                variant, value, output = row
+                if output:  # classification: log loss of the observed class under the served probabilities
+                    p = json.loads(output).get(str(y), 0.0)
+                    loss = -math.log(min(max(p, 1e-15), 1.0))
+                elif value is not None:
+                    loss = abs(float(y) - value)
+                else:
+                    continue
+                self.metrics.outcome_loss.labels(variant).inc(loss)
+                self.metrics.outcomes_scored.labels(variant).inc()
+        except Exception as e:  # noqa: BLE001 (a metric never fails a recorded outcome)
+            log.warning(f"live loss not counted for {len(outcomes)} outcome(s): {type(e).__name__}: {e}")
 
     def health(self) -> dict:
         s = self.snapshot

@@ -29,6 +29,10 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
     lines = [f"# Week {ctx.week}: {ICON.get(decision['action'], decision['action'])}", "",
              f"**{decision['summary']}**", "", "## Evidence", *[f"- {r}" for r in decision["reasons"]], "",
              f"Registered: {outcome.get('model', '')} v{version}" if version else "Registered: nothing (dry run)",
+             *([f"Canary rollout `{outcome['canary']['experiment_id']}`: "
+                + " → ".join(f"{x:.0%}" for x in outcome["canary"]["steps"])
+                + "; @champion moves when the ramp completes (`python -m flows.canary` to look now)"]
+               if outcome.get("canary") else []),
              "", f"Lineage: {where}; drift report `{drift['report']['html']}`", ""]
     drifted = [f"`{c}` ({v['method']} {v['statistic']:.3g})" for c, v in drift["columns"].items() if v["drifted"]]
     lines.append(f"Drifted columns: {', '.join(drifted) if drifted else 'none'}")

@@ -8,10 +8,12 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 import yaml
 
+from deployments.ablog import ABLog, store_url
 from deployments.traffic import ServiceProcess, send_outcomes, send_predictions
 from tests.conftest import ROOT, free_port, tool_env
 from tests.deployments.conftest import instances, outcomes_of, register, serving_project, train, week
@@ -57,6 +59,7 @@ def test_prometheus_scrapes_the_service_and_the_dashboard_queries_evaluate(tmp_p
             send_outcomes(svc.http, outcomes_of(traffic, params))
             assert svc.http.post("/predict", json={"unit_id": "x"}).status_code == 422
             wait_for(base, "sum(ct_feedback_total)", len(traffic), tmp_path)
+            wait_for(base, 'sum(ct_outcomes_scored_total{variant="champion"})', len(traffic), tmp_path)
             wait_for(base, 'sum(ct_requests_rejected_total{endpoint="/predict",status="422"})', 1, tmp_path)
             dashboard = json.loads(DASHBOARD.read_text())
             exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
@@ -67,6 +70,14 @@ def test_prometheus_scrapes_the_service_and_the_dashboard_queries_evaluate(tmp_p
             by_variant = query(base, "sum by (variant) (rate(ct_predictions_total[5m]))")["data"]["result"]
             assert {r["metric"]["variant"] for r in by_variant} == {"champion"} and float(by_variant[0]["value"][1]) > 0
             assert float(query(base, "sum(ct_predictions_total)")["data"]["result"][0]["value"][1]) == len(traffic)
+            # the live loss Prometheus sees is the MAE of what was served against the outcomes that arrived
+            live = query(base, "sum(ct_outcome_loss_total) / sum(ct_outcomes_scored_total)")["data"]["result"]
+            with ABLog(store_url(project)) as log:
+                counts = log.counts()
+                frame = log.answered_by("1", datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None))  # naive UTC
+            mae = (frame["outcome"].astype(float) - frame["prediction"]).abs().mean()
+            assert counts["feedback"] == len(traffic) and float(live[0]["value"][1]) == pytest.approx(mae, rel=1e-6)
+            assert query(base, 'sum(ct_model_seconds_count{variant="champion"})')["data"]["result"]
         finally:
             prom.terminate()
             prom.wait(20)

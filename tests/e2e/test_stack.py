@@ -110,11 +110,16 @@ def _stack(tmp_path_factory, backend: str, stores: dict[str, str], objects: Path
                "stack_env": env,
                "ui": settings["api"].removesuffix("/api")}
     finally:
-        started = started or pids(repo)
-        down = subprocess.run([*stack_cmd, "down", "--project-dir", str(repo)], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=120)
-        left = {n: p for n, p in started.items() if alive(p)}
-        assert down.returncode == 0 and not left, f"processes left after down: {left}\n{down.stdout}{down.stderr}"
+        stop_stack(repo, env, started)
+
+
+def stop_stack(repo: Path, env: dict[str, str], started: dict[str, int]) -> None:
+    """`down`, then no process `up` started (pid files read at start-up, or now) may be left."""
+    started = started or pids(repo)
+    down = subprocess.run([sys.executable, "-m", "deployments.stack", "down", "--project-dir", str(repo)], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=120)
+    left = {n: p for n, p in started.items() if alive(p)}
+    assert down.returncode == 0 and not left, f"processes left after down: {left}\n{down.stdout}{down.stderr}"
 
 
 def deployment_run(stack, *params: str, name: str = "weekly-retrain/weekly") -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from deployments.stack import load_env
 from tests.conftest import free_port, tool_env
-from tests.e2e.test_stack import alive, pids
+from tests.e2e.test_stack import pids, stop_stack
 from tests.flows.conftest import committed_project
 
 pytestmark = pytest.mark.e2e
@@ -91,8 +91,4 @@ def test_an_authenticated_stack_refuses_anonymous_requests_and_runs_the_week(tmp
                          auth=basic(f"ct-admin:{mlflow_pw}"))
         assert code == 200 and exp["experiment"]["name"] == "weekly-retrain", exp  # made by the flow, signed in
     finally:
-        started = started or pids(repo)
-        down = subprocess.run([*stack, "down", "--project-dir", str(repo)], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=120)
-        left = {n: p for n, p in started.items() if alive(p)}
-        assert down.returncode == 0 and not left, f"processes left after down: {left}\n{down.stdout}{down.stderr}"
+        stop_stack(repo, env, started)
