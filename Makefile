@@ -5,6 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test files run on 2 processes (a module's tests stay together, so its stack or fixtures start once): the e2e
+# stack scenario on one, the rest beside it. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # No telemetry from any tool; a generous start-up budget for Prefect's temporary server.
 export DO_NOT_TRACK := true
@@ -51,12 +55,12 @@ browser:
 ## test: the whole suite: ml/, DVC on real data, flows (Prefect harness), e2e (servers + browser)
 test: setup browser
 	python -m ruff check .
-	python -m pytest $(PYTEST_ARGS)
+	python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## test-fast: everything but the e2e tier (no servers, no browser)
 test-fast: setup
 	python -m ruff check .
-	python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	python -m pytest $(XDIST) -m "not e2e" $(PYTEST_ARGS)
 
 ## up / down / status: the local stack (Prefect server + worker, MLflow server, deployments)
 up: setup
