@@ -165,8 +165,8 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
             out.update(share=0.0, moved=True)
             log.set_experiment(experiment["id"], status="rolled_back", decided_at=now, decision=decision["summary"])
             logger.info(f"act: canary v{version} rolled back; @champion v{champ_now} serves every unit")
-            alerts.announce(alerts.ROLLED_BACK, f"model.{name}", f"canary v{version} of {name} rolled back, "
-                            f"v{champ_now} stays @champion: {decision['summary']}", version=version)
+            alerts.announce(alerts.ROLLED_BACK, f"model.{name}", f"canary rollout {experiment['id']} rolled back: "
+                            f"v{champ_now} stays @champion; {decision['summary']}", version=version)
     client.set_model_version_tag(name, version, "canary.decision", action)
     client.set_model_version_tag(name, version, "canary.summary", decision["summary"][:4900])
     return out

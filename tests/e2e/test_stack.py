@@ -451,6 +451,69 @@ def test_the_monitors_start_retrains_on_drift_and_on_degraded_live_performance(s
         raise AssertionError(f"no degradation alert received; received: {texts}")
 
 
+def test_a_canary_of_a_worse_model_is_rolled_back_by_the_deployed_canary_flow(stack, weekly_run, flights):
+    """A rollout on the running stack: the service routes the first step's share to the new model by itself; real
+    outcomes show it worse than the champion; the `canary/canary` deployment, run by the worker, rolls it back and
+    the alert arrives; the service serves the champion alone again."""
+    backend_agnostic(stack, "the canary deployment's wiring")
+    import dataclasses
+
+    import httpx
+    import pandas as pd
+
+    from deployments.ablog import ABLog, store_url
+    from deployments.traffic import request_rows, send_outcomes, send_predictions
+    from ml.models import build_model
+    from stages.common import load_params
+    from tasks.canary import start_canary
+    from tests.conftest import edit_params
+    from tests.deployments.conftest import register, week
+
+    repo, c = stack["repo"], mlflow_client(stack)
+    edit_params(repo, canary={"steps": [0.3, 1.0], "hold_hours": 0, "min_outcomes": 100, "max_step_hours": 1})
+    params = load_params(repo / "params.yaml")
+    champion = str(c.get_model_version_by_alias(MODEL, "champion").version)
+    # a broken release: fitted on targets off by an hour
+    frame = pd.concat([week(flights, w) for w in ("2013-05-12", "2013-05-19")])
+    train = dataclasses.replace(params.train, hgb=dataclasses.replace(params.train.hgb, max_iter=30))
+    broken = build_model(params.source, train).fit(frame, frame[params.source.target] + 60)
+    version = register(stack["mlflow"], params, broken, week(flights, "2013-05-26"), alias="challenger")
+    exp = start_canary(repo, params, challenger=version, champion=champion, metric="mae", week="test",
+                       reason="e2e")
+    s = params.source
+    traffic = week(flights, "2013-06-02").iloc[800:2300]  # units the live-monitor test did not use
+    with httpx.Client(base_url=stack["serving"], timeout=60) as http:
+        end = time.time() + 60
+        while (http.get("/health").json()["experiment"] or {}).get("id") != exp["id"]:
+            assert time.time() < end, http.get("/health").json()
+            time.sleep(0.5)
+        served = send_predictions(http, request_rows(traffic, s.numeric_features, s.categorical_features,
+                                                     s.unit_id))
+        assert 0.25 < sum(r["variant"] == "challenger" for r in served) / len(served) < 0.35
+        assert send_outcomes(http, list(zip(traffic[s.unit_id], traffic[s.target].astype(float),
+                                            strict=True))) == len(served)
+        look = wait_final(stack["api"], deployment_run(stack, f"experiment_id={exp['id']}", name="canary/canary"),
+                          timeout=240)
+        assert look["state_type"] == "COMPLETED", look["state"]
+        with ABLog(store_url(repo)) as log:
+            done = log.experiment(exp["id"])
+        assert done["status"] == "rolled_back" and "live loss" in done["decision"], done["decision"]
+        assert "challenger" not in c.get_registered_model(MODEL).aliases
+        assert str(c.get_model_version_by_alias(MODEL, "champion").version) == champion
+        end = time.time() + 60
+        while http.get("/health").json()["experiment"] is not None:
+            assert time.time() < end
+            time.sleep(0.5)
+    end, texts = time.time() + 90, []
+    while time.time() < end:
+        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
+        if any("ct.model.rolled-back" in t and exp["id"] in t for t in texts):
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError(f"no rollback alert received; received: {texts}")
+
+
 def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack, weekly_run):
     """With candidates declared, a weekly run through the deployment sends them to the long-lived Dask workers that
     `up` started (DASK_SCHEDULER_ADDRESS), each a nested MLflow run on the tracking server, and leaves the DVC
