@@ -6,7 +6,6 @@ Scheduled by the weekly flow at the experiment's planned end; safe to run at any
 """
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.cli import run_flow
+from flows.cli import experiment_main
 from flows.weekly_retrain import PROJECT
 from tasks.retry import retry_if_transient
 
@@ -115,13 +114,7 @@ def ab_analysis(experiment_id: str | None = None, act: bool = True, reschedule: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiment-id", help="default: the running experiment")
-    ap.add_argument("--no-act", action="store_true", help="analyse and log, move no alias")
-    ap.add_argument("--project-dir", default=str(PROJECT))
-    args = ap.parse_args(argv)
-    return run_flow(ab_analysis, args.project_dir, lambda r: f"{r['experiment_id']}: {r['summary']}",
-                    experiment_id=args.experiment_id, act=not args.no_act)
+    return experiment_main(ab_analysis, __doc__, argv, PROJECT, "experiment", "analyse and log, move no alias")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ look; each look schedules the next (canary.recheck_minutes later) while the roll
 """
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.ab_analysis import load_experiment
-from flows.cli import run_flow
+from flows.cli import experiment_main
 from flows.weekly_retrain import PROJECT
 from tasks.retry import retry_if_transient
 
@@ -94,13 +93,7 @@ def canary(experiment_id: str | None = None, act: bool = True, reschedule: bool 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiment-id", help="default: the running rollout")
-    ap.add_argument("--no-act", action="store_true", help="check and log, change nothing")
-    ap.add_argument("--project-dir", default=str(PROJECT))
-    args = ap.parse_args(argv)
-    return run_flow(canary, args.project_dir, lambda r: f"{r['experiment_id']}: {r['summary']}",
-                    experiment_id=args.experiment_id, act=not args.no_act)
+    return experiment_main(canary, __doc__, argv, PROJECT, "rollout", "check and log, change nothing")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,16 @@ def flow_logging(log_file: Path, header: str) -> Iterator[Callable[[str, Any], N
         to_file.close()
         for h, f in saved:
             h.setFormatter(f)
+
+
+def experiment_main(flow, doc: str, argv: list[str] | None, project: Path, what: str, no_act: str) -> int:
+    """The command line of a flow that looks at one experiment (ab-analysis, canary): --experiment-id, --no-act."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--experiment-id", help=f"default: the running {what}")
+    ap.add_argument("--no-act", action="store_true", help=no_act)
+    ap.add_argument("--project-dir", default=str(project))
+    args = ap.parse_args(argv)
+    return run_flow(flow, args.project_dir, lambda r: f"{r['experiment_id']}: {r['summary']}",
+                    experiment_id=args.experiment_id, act=not args.no_act)

@@ -47,10 +47,16 @@ def start_experiment(project: Path, params: Params, *, challenger: str, champion
                "planned_end": start + timedelta(days=ab.duration_days),
                "max_end": start + timedelta(days=ab.max_duration_days), "planned_units": plan.units,
                "plan": plan.to_dict(), "week": week, "reason": reason}
-        superseded = log.register_experiment(row)
-        exp = log.experiment(row["id"])
-        exp["superseded"] = superseded
-        return exp
+        return register(log, row)
+
+
+def register(log: ABLog, row: dict) -> dict:
+    """Register an experiment row (superseding a running one of the model) and read it back, with the ids of the
+    experiments it superseded under "superseded"."""
+    superseded = log.register_experiment(row)
+    exp = log.experiment(row["id"])
+    exp["superseded"] = superseded
+    return exp
 
 
 def schedule_analysis(project: Path, params: Params, experiment: dict, when: datetime) -> str | None:

@@ -26,7 +26,7 @@ from ml.canary import (
 )
 from ml.config import Params
 from tasks import alerts, lineage
-from tasks.ab import open_log, schedule, unit_losses
+from tasks.ab import open_log, register, schedule, unit_losses
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
 from tasks.registry import PREVIOUS, alias_version
@@ -56,10 +56,7 @@ def start_canary(project: Path, params: Params, *, challenger: str, champion: st
                "max_end": start + timedelta(hours=c.max_step_hours * ramp), "planned_units": c.min_outcomes * ramp,
                "plan": {"steps": list(c.steps), "hold_hours": c.hold_hours, "min_outcomes": c.min_outcomes},
                "week": week, "reason": reason}
-        superseded = log.register_experiment(row)
-        exp = log.experiment(row["id"])
-        exp["superseded"] = superseded
-        return exp
+        return register(log, row)
 
 
 def schedule_look(project: Path, params: Params, experiment: dict, when: datetime) -> str | None:
