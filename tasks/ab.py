@@ -209,10 +209,8 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
 def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict, decision: dict,
                   outcome: dict) -> str:
     """One MLflow run per look, in the ab.experiment MLflow experiment."""
-    import time
 
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
     exp_id = lineage.ensure_experiment(project, params.ab.experiment)
     ev = decision["evidence"]
@@ -232,12 +230,22 @@ def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict
                "outcomes_champion": len(traffic[CHAMPION]), "outcomes_challenger": len(traffic[CHALLENGER]),
                "srm_p_value": ev["srm"]["assigned_p"], "srm_outcome_p_value": ev["srm"]["outcome_p"],
                "planned_units": ev["planned_units"], "fallbacks": traffic["requests"]["fallbacks"]}
+    return finish_look(client, rid, metrics, lift, {"experiment": experiment, "decision": decision,
+                                                    "outcome": outcome}, "analysis.json")
+
+
+def finish_look(client, rid: str, metrics: dict, lift: dict, record: dict, artifact: str) -> str:
+    """Close the MLflow run of one look at an experiment: its figures and the lift's as metrics, the whole record
+    as a JSON artifact."""
+    import time
+
+    from mlflow.entities import Metric
+
     for k in ("lift", "ci_low", "ci_high", "p_value", "champion_mean", "challenger_mean"):
         if k in lift:
             metrics[k] = lift[k]
     now_ms = int(time.time() * 1000)
     client.log_batch(rid, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()])
-    client.log_text(rid, json.dumps({"experiment": experiment, "decision": decision, "outcome": outcome},
-                                    indent=2, default=str), "analysis.json")
+    client.log_text(rid, json.dumps(record, indent=2, default=str), artifact)
     client.set_terminated(rid)
     return rid

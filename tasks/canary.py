@@ -5,7 +5,6 @@ to it by the same stable hash as an A/B test (salted by the rollout's id), so a 
 as the share grows."""
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ml.canary import (
 )
 from ml.config import Params
 from tasks import alerts, lineage
-from tasks.ab import open_log, register, schedule, unit_losses
+from tasks.ab import finish_look, open_log, register, schedule, unit_losses
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
 from tasks.registry import PREVIOUS, alias_version
@@ -176,10 +175,8 @@ def _naive_now() -> datetime:
 def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict, decision: dict,
                   outcome: dict) -> str:
     """One MLflow run per look, in the ab.experiment MLflow experiment (beside the A/B analyses)."""
-    import time
 
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
     exp_id = lineage.ensure_experiment(project, params.ab.experiment)
     client = MlflowClient()
@@ -197,14 +194,6 @@ def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict
     for v in (CHAMPION, CHALLENGER):
         if len(traffic["latency"][v]) > 0:
             metrics[f"latency_p95_ms_{'old' if v == CHAMPION else 'new'}"] = np.percentile(traffic["latency"][v], 95)
-    lift = decision["evidence"].get("lift") or {}
-    for k in ("lift", "ci_low", "ci_high", "champion_mean", "challenger_mean"):
-        if k in lift:
-            metrics[k] = lift[k]
-    now_ms = int(time.time() * 1000)
-    client.log_batch(rid, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()])
-    client.log_text(rid, json.dumps({"experiment": experiment, "decision": decision, "outcome": outcome},
-                                    indent=2, default=str), "canary.json")
-    client.set_terminated(rid)
-    return rid
+    return finish_look(client, rid, metrics, decision["evidence"].get("lift") or {},
+                       {"experiment": experiment, "decision": decision, "outcome": outcome}, "canary.json")
 
