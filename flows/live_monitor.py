@@ -116,8 +116,12 @@ def compare_previous(project: str, measured: dict, now: str | None = None) -> di
     if s.task == "regression":
         previous_loss = row_loss(s.task, outcome.to_numpy(dtype="float64"), model.predict(frame))
     else:
-        previous_loss = row_loss(s.task, outcome.astype(str).to_numpy(), model.predict_proba(frame),
-                                 np.asarray(model.classes_).astype(str))
+        # labels compared as text, as the served probabilities are logged; row_loss needs them in sorted order
+        # (text order differs from numeric order: 10 sorts before 2)
+        classes = np.asarray(model.classes_).astype(str)
+        order = np.argsort(classes)
+        previous_loss = row_loss(s.task, outcome.astype(str).to_numpy(), model.predict_proba(frame)[:, order],
+                                 classes[order])
     check = previous_check(champion_loss, previous_loss, alpha=mon.alpha, mde=params.ab.min_detectable_effect,
                            min_outcomes=mon.min_outcomes)
     if check is None:
