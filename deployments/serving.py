@@ -499,6 +499,8 @@ class Service:
 
     def _score(self, outcomes: list[tuple[str, Any]]) -> None:
         """Live loss per variant for /metrics: each outcome against the prediction its unit was first served."""
+        from ml.metrics import EPS  # (imports pandas: not at start-up)
+
         try:
             served = self.store.first_served([u for u, _ in outcomes])
             for unit, y in outcomes:
@@ -508,7 +510,7 @@ class Service:
                 variant, value, output = row
                 if output:  # classification: log loss of the observed class under the served probabilities
                     p = json.loads(output).get(str(y), 0.0)
-                    loss = -math.log(min(max(p, 1e-15), 1.0))
+                    loss = -math.log(min(max(p, EPS), 1.0))  # clipped as ml.metrics.row_loss does
                 elif value is not None:
                     loss = abs(float(y) - value)
                 else:

@@ -122,8 +122,7 @@ def decide_step(*, steps: list[float], step: int, held_hours: float, hold_hours:
                 evidence: dict | None = None) -> StepDecision:
     """What to do at a look at step `step`, given its guardrails and how long / how much it has been held."""
     share = steps[step]
-    last = step == len(steps) - 1
-    nxt = None if last else steps[step + 1]
+    nxt = steps[step + 1] if step + 1 < len(steps) else 1.0  # the last step is the whole traffic
     lines = [f"{g.name}: {'ok' if g.ok else 'FAILED' if g.ok is False else 'not enough data'}: {g.detail}"
              for g in guardrails]
     where = f"step {step + 1} of {len(steps)} ({share:.0%} of units)"
@@ -146,7 +145,7 @@ def decide_step(*, steps: list[float], step: int, held_hours: float, hold_hours:
                                 f"(canary.max_step_hours {max_step_hours:g}); the old champion stays", step, share,
                                 None, guardrails, lines, ev)
         return StepDecision(HOLD, f"hold {where}: {'; '.join(waiting)}", step, share, share, guardrails, lines, ev)
-    if last or nxt is None or nxt >= 1:
+    if nxt >= 1:
         return StepDecision(COMPLETE, f"complete: {where} passed every guardrail; the new model serves all units",
                             step, share, 1.0, guardrails, lines, ev)
     return StepDecision(ADVANCE, f"advance: {where} passed every guardrail; next {nxt:.0%} of units", step, share,

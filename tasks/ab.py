@@ -18,7 +18,7 @@ from ml.metrics import row_loss
 from tasks import alerts, lineage
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
-from tasks.registry import PREVIOUS, alias_version
+from tasks.registry import alias_version, promote_challenger
 from tasks.retry import retry_if_transient
 
 ANALYSIS_DEPLOYMENT = "ab-analysis/ab-analysis"
@@ -183,9 +183,7 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
     client = MlflowClient()
     version = experiment["challenger_version"]
     if action == PROMOTE:
-        client.set_registered_model_alias(name, PREVIOUS, champ_now)  # first, so a crash never loses it
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        promote_challenger(client, name, version, champ_now)
         out.update(champion=version, challenger=None, previous=champ_now, moved=True)
         logger.info(f"act: {name} v{version} is now @champion (v{champ_now} kept as @previous-champion)")
         alerts.announce(alerts.PROMOTED, f"model.{name}", f"{name} v{version} is @champion after A/B experiment "

@@ -12,6 +12,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployments.ablog import utcnow
 from ml.ab import CHALLENGER, CHAMPION
 from ml.canary import (
     ADVANCE,
@@ -28,7 +29,7 @@ from tasks import alerts, lineage
 from tasks.ab import finish_look, open_log, register, schedule, unit_losses
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
-from tasks.registry import PREVIOUS, alias_version
+from tasks.registry import alias_version, promote_challenger
 from tasks.retry import retry_if_transient
 
 CANARY_DEPLOYMENT = "canary/canary"
@@ -134,11 +135,11 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
                    f"ramped v{version} over v{experiment['champion_version']}); nothing moved")
         decision.update(action="ended", summary=summary)
         with open_log(Path(project), params) as log:
-            log.set_experiment(experiment["id"], status="superseded", decided_at=_naive_now(), decision=summary)
+            log.set_experiment(experiment["id"], status="superseded", decided_at=utcnow(), decision=summary)
         logger.info(f"act: {summary}")
         return {**out, "action": "ended"}
     client = MlflowClient()
-    now = _naive_now()
+    now = utcnow()
     with open_log(Path(project), params) as log:
         if action == ADVANCE:
             log.set_experiment(experiment["id"], share=decision["next_share"], step=experiment["step"] + 1,
@@ -148,9 +149,7 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
                         f"(step {experiment['step'] + 2} of {len(experiment['plan']['steps'])})")
             return out
         if action == COMPLETE:
-            client.set_registered_model_alias(name, PREVIOUS, champ_now)  # first, so a crash never loses it
-            client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-            client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+            promote_challenger(client, name, version, champ_now)
             out.update(champion=version, previous=champ_now, share=1.0, moved=True)
             log.set_experiment(experiment["id"], status="promoted", decided_at=now, decision=decision["summary"])
             logger.info(f"act: {name} v{version} is now @champion (v{champ_now} kept as @previous-champion)")
@@ -168,14 +167,9 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
     return out
 
 
-def _naive_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict, decision: dict,
                   outcome: dict) -> str:
     """One MLflow run per look, in the ab.experiment MLflow experiment (beside the A/B analyses)."""
-
     from mlflow import MlflowClient
 
     exp_id = lineage.ensure_experiment(project, params.ab.experiment)

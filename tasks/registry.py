@@ -124,7 +124,7 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
     version = str(done[0].version) if done else register(ctx, candidate["model_uri"], candidate["run_id"], decision,
                                                      tags)
     out: dict[str, Any] = {"action": action, "version": version, "model": name}
-    champion = alias_version(name, CHAMPION)
+    champion = alias_version(name, CHAMPION) if action in ("promote", "ab_test") else None
     if action == "promote" and ctx.params.canary.enabled and champion and champion != version:
         from tasks.canary import schedule_look, start_canary
 
@@ -147,7 +147,7 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
     elif action == "promote":
         from tasks.ab import end_experiments_on_promotion
 
-        previous = alias_version(name, CHAMPION)
+        previous = champion
         if previous and previous != version:
             client.set_registered_model_alias(name, PREVIOUS, previous)  # first, so a crash never loses it
             out["previous"] = previous
@@ -164,7 +164,7 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
         from tasks.ab import schedule_analysis, start_experiment
 
         client.set_registered_model_alias(name, CHALLENGER, version)
-        exp = start_experiment(ctx.project, ctx.params, challenger=version, champion=alias_version(name, CHAMPION),
+        exp = start_experiment(ctx.project, ctx.params, challenger=version, champion=champion,
                                metric=decision["evidence"]["metric"], week=ctx.week, reason=decision["summary"],
                                champion_loss_cv=decision.get("champion_loss_cv"))
         if exp.get("superseded"):
@@ -190,6 +190,14 @@ def act(ctx: WeekRun, decision: dict, candidate: dict, lineage_tags: dict[str, s
         log.info(f"act: {name} v{version} registered as rejected; @champion unchanged")
     lineage.set_tags(ctx.parent_run_id, {"registered_version": version, "decision": action})
     return out
+
+
+def promote_challenger(client, name: str, version: str, previous: str) -> None:
+    """@challenger `version` becomes @champion; the version it replaces is kept as @previous-champion (set first,
+    so a crash never loses it)."""
+    client.set_registered_model_alias(name, PREVIOUS, previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.delete_registered_model_alias(name, CHALLENGER)
 
 
 def rollback(name: str) -> dict:
