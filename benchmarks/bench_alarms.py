@@ -201,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=d.alarm_rate)
     ap.add_argument("--refit-weeks", type=int, default=4, help="fit a new model every this many weeks")
     ap.add_argument("--out", default=str(ROOT / "tests" / "out" / "bench_alarms.json"))
-    args = ap.parse_args(argv)
-    wanted = set(args.datasets.split(",")) if args.datasets else None
+    ap.add_argument("--data", help="your own files instead (the flows.init flag; other init flags pass through)")
+    ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
+    args, extra = ap.parse_known_args(argv)
+    wanted = set(args.datasets.split(",")) if args.datasets and not args.data else None
     results = []
-    for name, params in datasets().items():
+    for name, params in datasets(args.data, args.target, extra).items():
         if wanted and name not in wanted:
             continue
         t0 = time.perf_counter()

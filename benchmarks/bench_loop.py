@@ -51,7 +51,7 @@ from ml.ab import CHALLENGER, assign, decide_ab, loss_cv, plan_units  # noqa: E4
 from ml.metrics import PRIMARY, predict, row_loss  # noqa: E402
 from ml.models import build_baseline, build_model  # noqa: E402
 from ml.policy import AB_TEST, PROMOTE, ABPlan, ci_sd, decide, track_record  # noqa: E402
-from ml.split import slice_week, training_weeks  # noqa: E402
+from ml.split import slice_week, training_weeks, weeks_with_rows, window_weeks  # noqa: E402
 from ml.stats import compare_losses, paired_bootstrap, resampling_units  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
@@ -75,9 +75,12 @@ class World:
         while as_of <= last + timedelta(days=1):
             weeks.append(as_of)
             as_of += timedelta(days=7)
-        self.weeks = weeks[: max_weeks + 2] if max_weeks else weeks
         self.frame = frame
         self._weeks_cache: dict[date, pd.DataFrame] = {}
+        # a feed silent for weeks: those weeks are not replayed, and the windows reach back over them
+        self.has_rows = weeks_with_rows(t[frame[self.s.target].notna()], weeks[0])
+        weeks = [w for w in weeks if not self._week(w).empty]
+        self.weeks = weeks[: max_weeks + 2] if max_weeks else weeks
         self.frames = [self._week(w) for w in self.weeks]
         self._models: dict[int, object] = {}
         self._loss: dict[tuple[int, int], np.ndarray] = {}
@@ -91,8 +94,8 @@ class World:
         return self._weeks_cache[w]
 
     def window(self, i: int) -> pd.DataFrame:
-        w = self.weeks[0] + timedelta(days=7 * i)
-        parts = [self._week(x) for x in training_weeks(w, self.params.window.train_weeks)]
+        w = self.weeks[i] if i < len(self.weeks) else self.weeks[-1] + timedelta(days=7 * (i - len(self.weeks) + 1))
+        parts = [self._week(x) for x in window_weeks(w, self.params.window.train_weeks, self.has_rows)]
         return pd.concat([p for p in parts if not p.empty], ignore_index=True)
 
     def model(self, i: int):
@@ -410,13 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print (d)'s weekly decisions")
     ap.add_argument("--no-gate", action="store_true", help="skip the data gate's false-quarantine count")
     ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--data", help="your own files instead (the flows.init flag; other init flags pass through)")
+    ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
+    args, extra = ap.parse_known_args(argv)
     from benchmarks.bench_gate import datasets
     from ml.sources import load_source
 
-    params = datasets()
+    params = datasets(args.data, args.target, extra)
     results = []
-    for name in args.datasets.split(","):
+    for name in (list(params) if args.data else args.datasets.split(",")):
         p = params[name]
         res = run(name, p, load_source(p.source, ROOT), args.max_weeks, gate=not args.no_gate)
         print_table(res)

@@ -36,8 +36,7 @@ def check_parameters(project: str, as_of: str | None, source: str | None, dry_ru
     params = load_params(root / "params.yaml")
     ctx = WeekRun(project=root, params=params, as_of=resolve_as_of(params, root, as_of), dry_run=dry_run,
                   source=source)
-    check_week(ctx)
-    return ctx
+    return check_week(ctx, skip_silent=as_of is None or str(as_of).lower() == "next")
 
 
 @task(name="open lineage run (MLflow, git, params)", retries=2, retry_delay_seconds=[2, 10],

@@ -141,8 +141,15 @@ class ValidationConfig:
     quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)  # learned quantile checks on numeric features
     quantile_tolerance: float = 1.0  # ... each within the reference's value +- tol x reference IQR
     quantile_exempt: tuple[str, ...] = ()  # numeric features without learned quantile checks
-    # per column, wider tolerances than the defaults above: {column: {nulls|categories|quantiles: tolerance}}
+    # per column, wider tolerances than the defaults above: {column: {nulls|categories|quantiles: tolerance}};
+    # the weekly contract may widen them further when the accepted weeks need it (ml/contract.py)
     column_tolerances: dict = field(default_factory=dict)
+    # tolerances a person fixed: used exactly, never learned ({column: {family: tolerance}})
+    pinned: dict = field(default_factory=dict)
+    learn_weeks: int = 52  # value rules' tolerances and ranges follow the accepted weeks of the last year
+    false_alarm_rate: float = 0.01  # ... calibrated to reject at most this share of those weeks together
+    learn_ranges: bool = False  # `ranges` widen to the accepted weeks' extremes +- 1/4 of their spread (flows.init
+    #                             sets it: its ranges come from the history; hand-set ranges stay as written)
 
 
 @dataclass(frozen=True)
@@ -440,15 +447,20 @@ def _check_canary(c: CanaryConfig) -> None:
 
 
 def _check_column_tolerances(v: ValidationConfig) -> None:
-    for column, tols in v.column_tolerances.items():
-        if not isinstance(tols, dict):
-            raise ConfigError(f"params: 'validation.column_tolerances.{column}' must be a mapping like "
-                              f"{{quantiles: 1.5}}, got {tols!r}")
-        for family, tol in tols.items():
-            check_choice(family, ("nulls", "categories", "quantiles"), f"validation.column_tolerances.{column}")
-            if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-                raise ConfigError(f"params: 'validation.column_tolerances.{column}.{family}' must be a number "
-                                  f">= 0, got {tol!r}")
+    for key in ("column_tolerances", "pinned"):
+        for column, tols in getattr(v, key).items():
+            if not isinstance(tols, dict):
+                raise ConfigError(f"params: 'validation.{key}.{column}' must be a mapping like "
+                                  f"{{quantiles: 1.5}}, got {tols!r}")
+            for family, tol in tols.items():
+                check_choice(family, ("nulls", "categories", "quantiles"), f"validation.{key}.{column}")
+                if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+                    raise ConfigError(f"params: 'validation.{key}.{column}.{family}' must be a number "
+                                      f">= 0, got {tol!r}")
+    if v.learn_weeks < 0:
+        raise ConfigError(f"params: 'validation.learn_weeks' must be 0 (no learning) or more, got {v.learn_weeks}")
+    if not 0 <= v.false_alarm_rate < 1:
+        raise ConfigError(f"params: 'validation.false_alarm_rate' must be in [0, 1), got {v.false_alarm_rate}")
 
 
 def _check_derivations(s: SourceConfig) -> None:
@@ -492,7 +504,7 @@ def column_keys(params: Params) -> dict[str, list[str]]:
             "evaluate.slice_column": [params.evaluate.slice_column] if params.evaluate.slice_column else [],
             "validation.required": list(v.required), "validation.null_exempt": list(v.null_exempt),
             "validation.quantile_exempt": list(v.quantile_exempt), "validation.ranges": list(v.ranges),
-            "validation.column_tolerances": list(v.column_tolerances),
+            "validation.column_tolerances": list(v.column_tolerances), "validation.pinned": list(v.pinned),
             "policy.cluster_column": [p.cluster_column] if p.cluster_column else [],
             "policy.slice_columns": list(p.slice_columns)}
     return {k: [c for c in cols if c not in ("_file", "_row")] for k, cols in keys.items() if cols}

@@ -80,7 +80,9 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     if uid_from:
         derived[uid] = pd.concat([synthesise_unit_id(df, cfg_unit, name) for name, df in per_file.items()],
                                  ignore_index=True)
-    sub_daily = bool((times.dt.tz_convert(timezone).dt.floor("D") != times.dt.tz_convert(timezone)).any())
+    # several readings a day (not one a day at a time of day that moves with the clocks, as in UTC offsets)
+    steps = pd.Series(np.sort(times.unique())).diff().dropna()
+    sub_daily = bool(len(steps)) and steps.median() < pd.Timedelta(hours=20)
     calendar = ["hour", "day_of_week", "month"] if sub_daily else ["day_of_week", "month"]
     for name, values in calendar_columns(times, tuple(calendar), timezone).items():
         derived[name] = values
@@ -190,7 +192,19 @@ def _looks_like_time(col: pd.Series) -> bool:
     sample = col.dropna().astype(str).head(200)
     if not sample.str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}", regex=True).all():
         return False
-    return bool(pd.to_datetime(sample, errors="coerce", format="mixed").notna().mean() > 0.99)
+    return bool(_to_times(sample).notna().mean() > 0.99)
+
+
+def _to_times(text: pd.Series) -> pd.Series:
+    """Times from text; offsets that differ within the column (daylight saving time) are normalised to UTC."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas' note on mixed offsets: handled below
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    if not pd.api.types.is_datetime64_any_dtype(parsed):
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+    return parsed
 
 
 def _time_parts(data: pd.DataFrame) -> dict:
@@ -212,7 +226,7 @@ def _time_parts(data: pd.DataFrame) -> dict:
 
 def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, dict]:
     """A date-only time column plus an hour column (0..23) make an hourly time."""
-    t = pd.to_datetime(data[time].dropna().astype(str).head(5000), errors="coerce", format="mixed")
+    t = _to_times(data[time].dropna().astype(str).head(5000))
     parts = _time_parts(data)
     if (t.dt.normalize() == t).all() and "hour" in parts:
         name = "time" if "time" not in data.columns else "event_time"
@@ -297,12 +311,13 @@ def _unit_id(files: dict[str, pd.DataFrame], derived: pd.DataFrame, cfg: SourceC
 
 
 def _is_row_counter(files: dict[str, pd.DataFrame], column: str) -> bool:
-    """An integer column that counts rows 1, 2, 3 ... (or from 0) in every file: it carries no information."""
+    """An integer column that numbers the rows of every file (1, 2, 3 ..., with gaps where rows were left out):
+    it carries no information but the row's place, a proxy of time."""
     for df in files.values():
         if column not in df.columns or not pd.api.types.is_integer_dtype(df[column]):
             return False
         v = df[column].to_numpy()
-        if len(v) < 2 or not (np.diff(v) == 1).all() or v[0] not in (0, 1):
+        if len(v) < 2 or not (np.diff(v) >= 1).all() or v[0] < 0 or v[-1] - v[0] > 2 * len(v):
             return False
     return True
 
@@ -404,8 +419,9 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
     cal = calibrate(need, defaults, protect=(("quantiles", target),))
     notes.extend(cal.notes)
     checked = [c for c in numeric if c not in cal.quantile_exempt]
-    notes.append(f"validation: ranges for {len(ranges)} numeric column(s) from the history's robust spread; "
-                 f"learned quantile checks on {len(checked)} ({', '.join(checked) or 'none'})")
+    notes.append(f"validation: ranges for {len(ranges)} numeric column(s) from the history's robust spread (each "
+                 f"week they widen with the accepted weeks, validation.learn_ranges); learned quantile checks on "
+                 f"{len(checked)} ({', '.join(checked) or 'none'})")
     return {"min_rows": min_rows, "required": required, "null_exempt": cal.null_exempt, "ranges": ranges,
             "quantile_exempt": cal.quantile_exempt, "row_count_tolerance": cal.row_count_tolerance,
             "column_tolerances": cal.column_tolerances, "_replay": need, "_calibration": cal}
@@ -747,13 +763,18 @@ def render_params(p: Profile, template: str) -> str:
             ("required", v["required"], "never null (time and unit id always)"),
             ("null_tolerance", 0.05, "learned: other columns' null share <= reference share + 5 points"),
             ("null_exempt", v["null_exempt"], "null share too variable week to week for that check"),
-            ("ranges", v["ranges"], "fixed: [min, max] from the history's robust spread"),
+            ("ranges", v["ranges"], "[min, max] from the history's robust spread; widened each week to the "
+             "accepted weeks' own (learn_ranges), never narrowed; >= 0 stays >= 0"),
             ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
             ("quantiles", [0.25, 0.5, 0.75], None),
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
             ("quantile_exempt", v["quantile_exempt"], "weekly quantiles too variable: their shifts are drift"),
             ("column_tolerances", v["column_tolerances"], "wider per column, to the history's own week-to-week "
-             f"variation: the learned rules together reject <= {FALSE_ALARM_RATE:.0%} of its weeks")]),
+             f"variation: the learned rules together reject <= {FALSE_ALARM_RATE:.0%} of its weeks"),
+            ("pinned", {}, "tolerances a person fixed, used exactly: {column: {quantiles: 2.0}}"),
+            ("learn_weeks", 52, "value rules (ranges, tolerances) follow the accepted weeks of the last year"),
+            ("false_alarm_rate", FALSE_ALARM_RATE, "... calibrated to reject at most this share of them"),
+            ("learn_ranges", True, "ranges widen to the accepted weeks' extremes +- 1/4 of their spread")]),
     }
     m = p.summary
     head = (f"# Written by `python -m flows.init` from {s['path']}\n# ({m['rows']:,} rows in {m['files']} file(s), "

@@ -52,12 +52,26 @@ def validation_split(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
     return fit.reset_index(drop=True), val.reset_index(drop=True)
 
 
+def rare_classes(source: SourceConfig, train_cfg: TrainConfig, frame: pd.DataFrame) -> dict:
+    """Classes with fewer rows in `frame` than a leaf of the model may hold ({class: rows}): too few to learn, and
+    gradient boosting's updates for them diverge (probabilities of 0 and 1 for every row), so they are left out
+    of the fit; their rows are scored as any class the model never saw."""
+    if source.task != "classification":
+        return {}
+    counts = frame[source.target].value_counts()
+    return {k: int(n) for k, n in counts[counts < max(2, train_cfg.hgb.min_samples_leaf)].items()}
+
+
 def fit_model(source: SourceConfig, train_cfg: TrainConfig, frame: pd.DataFrame):
-    """(fitted pipeline, seconds): one fit, with the thread pools held to `train.threads`."""
+    """(fitted pipeline, seconds): one fit, with the thread pools held to `train.threads`; rows of classes too
+    rare to learn (`rare_classes`) are left out of it."""
     from threadpoolctl import threadpool_limits
 
     from ml.models import build_model
 
+    rare = rare_classes(source, train_cfg, frame)
+    if rare and len(rare) < frame[source.target].nunique() - 1:
+        frame = frame[~frame[source.target].isin(list(rare))]
     model = build_model(source, train_cfg)
     y = frame[source.target].to_numpy()
     t0 = time.perf_counter()

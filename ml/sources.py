@@ -236,8 +236,12 @@ def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC") -> 
         unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
         parsed = pd.to_datetime(col, unit=unit, errors="coerce", utc=True)
     else:
-        parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
-        if parsed.dtype == object:  # mixed offsets: normalise through UTC
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # pandas' note on mixed offsets: handled below
+            parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
+        if not pd.api.types.is_datetime64_any_dtype(parsed):  # mixed offsets: normalise through UTC
             parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
     bad = parsed.isna() & col.notna()
     if bad.any():

@@ -35,6 +35,8 @@ class Expectation:
     type: str  # GX class name, e.g. "ExpectColumnValuesToNotBeNull"
     kwargs: dict = field(hash=False)
     description: str
+    # quantile rules: each quantile's linear trend over the reference weeks, projected to the week judged
+    trend: tuple = field(default=(), hash=False, compare=False)
 
     @property
     def column(self) -> str | None:
@@ -250,6 +252,7 @@ def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: p
     pooled = values.quantile(qs, interpolation="nearest").to_numpy()
     full = envelope_weeks(pd.Series(weeks).value_counts())
     # week by week with Series.quantile: groupby's "nearest" rounds ties differently from GX's
+    full = sorted(full)
     per_week = pd.DataFrame([values[weeks == w].quantile(qs, interpolation="nearest").to_numpy() for w in full])
     lows = np.minimum(pooled, per_week.min().to_numpy()) if len(per_week) else pooled
     highs = np.maximum(pooled, per_week.max().to_numpy()) if len(per_week) else pooled
@@ -263,7 +266,17 @@ def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: p
         "ExpectColumnQuantileValuesToBeBetween",
         {"column": column, "quantile_ranges": {"quantiles": qs, "value_ranges": ranges}},
         f"{what}'{column}' {names} within the reference weeks' range ± {tol:g} IQR "
-        f"({', '.join(_interval(lo, hi) for lo, hi in ranges)})")
+        f"({', '.join(_interval(lo, hi) for lo, hi in ranges)})", trend=_trend(full, per_week))
+
+
+def _trend(weeks: list, per_week: pd.DataFrame) -> tuple:
+    """Each quantile's least-squares line over the reference weeks (week offsets -n..-1), projected to week 0;
+    () with fewer than 4 weeks to fit."""
+    if len(weeks) < 4:
+        return ()
+    x = np.asarray(weeks, dtype=float)
+    return tuple(_num(np.polyval(np.polyfit(x, per_week[j].to_numpy(dtype=float), 1), 0.0))
+                 for j in per_week.columns)
 
 
 # ------------------------------------------------------------------------------------------------------- validate
@@ -473,8 +486,27 @@ def _explain_quantiles(exp: Expectation, res: dict) -> str:
         elif not lo <= value <= hi:
             parts.append(f"{_quantile_name(q)} {_fmt(value)} outside {_interval(lo, hi)}")
     what = "target " if exp.description.startswith("target ") else ""
-    shift = " (a shift of the target well beyond its week-to-week variation)" if what and parts else ""
-    return f"{what}'{exp.column}' " + "; ".join(parts or ["quantiles outside the reference's range"]) + shift
+    trend = _continues_trend(exp, spec, observed)
+    shift = " (a shift of the target well beyond its week-to-week variation)" if what and parts and not trend else ""
+    return f"{what}'{exp.column}' " + "; ".join(parts or ["quantiles outside the reference's range"]) + shift + trend
+
+
+def _continues_trend(exp: Expectation, spec: dict, observed: list) -> str:
+    """A note when every quantile outside its range lies where the reference weeks' own trend leads: the data
+    moving on rather than a break (a person can then pin a wider tolerance)."""
+    if not exp.trend:
+        return ""
+    out = [(q, v, p) for q, (lo, hi), v, p in zip(spec["quantiles"], spec["value_ranges"], observed, exp.trend,
+                                                   strict=True) if not _undefined(v) and not lo <= v <= hi]
+    follows = [(v > hi and p > hi or v < lo and p < lo) and abs(v - p) <= (hi - lo) / 2
+               for (q, v, p), (lo, hi) in zip(out, [r for r, v in zip(spec["value_ranges"], observed, strict=True)
+                                                    if not _undefined(v) and not r[0] <= v <= r[1]], strict=True)]
+    if not out or not all(follows):
+        return ""
+    q, _, p = out[0]
+    return (f"; it continues the trend of the reference weeks (their {_quantile_name(q)} leads to {_fmt(p)} this "
+            f"week): if the data is moving on, not broken, pin a wider tolerance in "
+            f"validation.pinned.{exp.column}.quantiles")
 
 
 def _explain_has_values(exp: Expectation, res: dict) -> str:

@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     write_json(out / "metrics.json", metrics)
     sample = rows.sample(n=min(ev.plot_rows, len(rows)), random_state=0).sort_index()
     write_csv(out / "plots" / "predicted_vs_actual.csv", sample[["actual", "predicted"]])
-    if ev.slice_column:
-        by = loss_by_slice(holdout, loss, ev.slice_column).rename(columns={"loss": key, ev.slice_column: "slice"})
-        write_csv(out / "plots" / "error_by_slice.csv", by)
+    # written in every case (dvc.yaml declares it): without a slice column, the table has its header only
+    by = (loss_by_slice(holdout, loss, ev.slice_column).rename(columns={"loss": key, ev.slice_column: "slice"})
+          if ev.slice_column else pd.DataFrame({"slice": pd.Series(dtype=str), key: pd.Series(dtype=float),
+                                                "rows": pd.Series(dtype=int)}))
+    write_csv(out / "plots" / "error_by_slice.csv", by[["slice", key, "rows"]])
     print(f"evaluate: holdout {key} {m[key]:.3f} vs naive baseline {b[key]:.3f} "
           f"({metrics['improvement_vs_baseline']:+.1%} better) on {m['rows']:,} rows")
 

@@ -13,14 +13,15 @@ import argparse
 import json
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from ml.config import Params, check_columns_exist
+from ml.contract import accepted_history
 from ml.sources import load_source, source_fingerprint
-from ml.split import slice_week, training_weeks, week_bounds, week_label
+from ml.split import describe_window, slice_week, training_weeks, week_bounds, week_label, weeks_with_rows, window_weeks
 from stages.common import atomic_write, cli, fmt_int, load_params, write_json, write_parquet
 
 MANIFEST = "_landed.json"
@@ -56,6 +57,13 @@ def excluded_weeks(raw_dir: str | Path) -> dict[str, str]:
     return read_manifest(raw_dir).get("excluded", {})
 
 
+def window(raw_dir: str | Path, as_of: date, n: int) -> list[date]:
+    """The training weeks of the week ending at `as_of`, as the landing chose them (`ml.split.window_weeks`: the
+    n newest weeks with data, reaching back over a silent feed); the n calendar weeks when none was recorded."""
+    recorded = read_manifest(raw_dir).get("windows", {}).get(as_of.isoformat())
+    return [date.fromisoformat(w) for w in recorded] if recorded else training_weeks(as_of, n)
+
+
 def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
     """Weeks with a batch in quarantine (`<as_of>-<time>` folders): never landed later from the source."""
     out: dict[str, Path] = {}
@@ -68,7 +76,7 @@ def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
 
 
 def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | None, reasons: list[str],
-                     gx_result: dict | None = None, file: Path | None = None) -> Path:
+                     gx_result: dict | None = None, file: Path | None = None, contract: dict | None = None) -> Path:
     """Keep a rejected batch with its reasons in data/quarantine/<week>-<utc time>/ (nothing is deleted):
     the frame as parquet, or the delivered file byte for byte."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -76,6 +84,8 @@ def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | No
     where.mkdir(parents=True, exist_ok=True)
     if gx_result is not None:
         write_json(where / "gx_result.json", gx_result)
+    if contract is not None:  # the rules the batch was judged by, and the weeks they were learned from
+        write_json(where / "contract.json", contract)
     atomic_write(where / "reasons.txt", lambda t: t.write_text("\n".join(reasons) + "\n"))
     if file is not None:
         atomic_write(where / file.name, lambda t: shutil.copyfile(file, t))
@@ -118,7 +128,22 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     check_source(params, raw_dir, log)
     result = Landing()
     manifest = read_manifest(raw_dir)
-    weeks = training_weeks(as_of, params.window.train_weeks) + ([as_of] if include_newest else [])
+    n = params.window.train_weeks
+    windows = manifest.setdefault("windows", {})
+    calendar = training_weeks(as_of, n)
+    if as_of.isoformat() in windows:
+        calendar = [date.fromisoformat(w) for w in windows[as_of.isoformat()]]
+    elif not all(batch_path(raw_dir, w).exists() for w in calendar):
+        frame = load_source(params.source, base) if frame is None else frame
+        tcol = params.source.time_column
+        if len(frame):
+            oldest = week_of(frame[tcol].min(), as_of)
+            chosen = window_weeks(as_of, n, weeks_with_rows(frame[tcol], as_of), oldest)
+            if chosen != calendar:
+                log(f"ingest: {describe_window(as_of, chosen, n)}")
+                windows[as_of.isoformat()] = [w.isoformat() for w in chosen]
+                calendar = chosen
+    weeks = calendar + ([as_of] if include_newest else [])
     known = manifest["excluded"]
     missing = [w for w in weeks if not batch_path(raw_dir, w).exists() and w.isoformat() not in known]
     held = quarantined_weeks(quarantine_dir)
@@ -145,10 +170,13 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
             # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
             # (only as a reference; each is judged in turn itself)
             before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
-                      for r in training_weeks(w, params.window.train_weeks)]
-            reasons, gx_result = gate(params, batch, [b for b in before if b is not None and not b.empty], w)
+                      for r in reference_weeks(frame, tcol, w, n)]
+            history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir) | {
+                date.fromisoformat(k) for k, why in known.items() if not why.startswith("the source has no rows")})
+            reasons, gx_result, contract = gate(params, batch, [b for b in before if b is not None and not b.empty],
+                                                w, history)
             if reasons:
-                where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result)
+                where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result, contract=contract)
                 known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
                 log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows NOT landed: {'; '.join(reasons)} "
                     f"(quarantined in {where})")
@@ -165,20 +193,62 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     return result
 
 
-def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date) -> tuple[list[str], dict]:
+def week_of(t: pd.Timestamp, as_of: date) -> date:
+    """The `as_of` key (aligned with `as_of`'s weekday) of the week holding time `t`."""
+    start = week_bounds(as_of)[0]
+    return as_of + timedelta(days=7 * int((t - start) // pd.Timedelta(days=7)))
+
+
+def reference_weeks(frame: pd.DataFrame, tcol: str, as_of: date, n: int) -> list[date]:
+    """The weeks a week is judged against when landed from the source: its own window (`window_weeks`)."""
+    if not len(frame):
+        return training_weeks(as_of, n)
+    return window_weeks(as_of, n, weeks_with_rows(frame[tcol], as_of), week_of(frame[tcol].min(), as_of))
+
+
+def rejected_weeks(raw_dir: str | Path) -> set[date]:
+    """Weeks the gate refused (quarantined, failed the contract): never part of the accepted history."""
+    raw_dir = Path(raw_dir)
+    out = {date.fromisoformat(w) for w in quarantined_weeks(raw_dir.parent / "quarantine")}
+    out |= {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items()
+            if not why.startswith("the source has no rows")}
+    return out
+
+
+def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame, as_of: date, weeks: int):
+    """(suite, contract) of the week ending at `as_of`: structural rules from params, value rules learned from
+    `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`)."""
+    from ml.contract import learn_contract
+    from ml.validation import build_suite
+
+    contract = learn_contract(params.source, params.validation, history, as_of, params.window.train_weeks)
+    start, end = week_bounds(as_of)
+    suite = build_suite(params.source, contract.validation, reference, start, end, weeks)
+    return suite, contract
+
+
+def contract_record(suite: list, contract) -> dict:
+    """What is saved with a run or a quarantined batch: the learned contract and every rule of the suite."""
+    return {**contract.to_json(), "suite": [{"type": e.type, "kwargs": e.kwargs, "description": e.description}
+                                            for e in suite]}
+
+
+def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
+         history: pd.DataFrame | None = None) -> tuple[list[str], dict, dict]:
     """The batch contract for a week landed from the source, learned from the weeks before it (its reference in
-    the weekly flow): (reasons it fails, GX result); no reasons = pass. At the start of the history, with fewer
-    than two weeks before it, a week has nothing to learn from and meets the fixed rules alone."""
-    from ml.validation import build_suite, validate_batch
+    the weekly flow) and from the accepted `history`: (reasons it fails, GX result, contract record); no reasons =
+    pass. At the start of the history, with fewer than two weeks before it, a week has nothing to learn from and
+    meets the fixed rules alone."""
+    from ml.validation import validate_batch
 
     if len(before) < 2:  # rules learned from the batch itself (as if it were last week) pass: fixed rules decide
         tcol = params.source.time_column
         before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
     reference = pd.concat(before, ignore_index=True)
-    start, end = week_bounds(as_of)
-    suite = build_suite(params.source, params.validation, reference, start, end, params.window.train_weeks)
+    history = history if history is not None else pd.DataFrame(columns=batch.columns)
+    suite, contract = week_contract(params, reference, history, as_of, params.window.train_weeks)
     report = validate_batch(batch, suite)
-    return ([] if report.success else report.failures), report.result
+    return ([] if report.success else report.failures), report.result, contract_record(suite, contract)
 
 
 def is_date(s: str) -> bool:

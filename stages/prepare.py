@@ -8,9 +8,9 @@ import pandas as pd
 
 from ml.config import Params
 from ml.sources import check_batch_columns
-from ml.split import EmptyWeekError, training_weeks, week_label
+from ml.split import EmptyWeekError, describe_window, week_label
 from stages.common import cli, fmt_int, load_params, write_parquet
-from stages.ingest import batch_path, excluded_weeks
+from stages.ingest import batch_path, excluded_weeks, window
 
 
 def read_batches(params: Params, raw_dir: str | Path, weeks, skip_excluded: bool = True) -> pd.DataFrame:
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     w = params.window
-    weeks = training_weeks(w.as_of, w.train_weeks)
+    weeks = window(args.raw, w.as_of, w.train_weeks)
+    if (why := describe_window(w.as_of, weeks, w.train_weeks)):
+        print(f"prepare: {why}")
     target = params.source.target
     excluded = excluded_weeks(args.raw)
     if w.as_of.isoformat() in excluded:
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(out / "train.parquet", train)
     write_parquet(out / "holdout.parquet", holdout)
     print(f"prepare: training window {week_label(weeks[0]).split('..')[0]}..{week_label(weeks[-1]).split('..')[1]} "
-          f"({w.train_weeks} weeks, {fmt_int(len(train))} rows); "
+          f"({len(weeks)} weeks, {fmt_int(len(train))} rows); "
           f"holdout {week_label(w.as_of)} ({fmt_int(len(holdout))} rows)")
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ml.config import Params
 from ml.models import build_baseline, model_family
-from ml.search import chosen_train, fit_model
+from ml.search import chosen_train, fit_model, rare_classes
 from ml.split import week_bounds
 from stages.common import cli, fmt_int, load_params, write_json, write_pickle
 
@@ -22,6 +22,10 @@ def fit_candidate(params: Params, train: pd.DataFrame, search: dict | None = Non
     """(model, baseline, info) fitted on the training frame, with the recipe the search chose."""
     s = params.source
     recipe = chosen_train(params, search)
+    rare = rare_classes(s, recipe, train)
+    if rare:
+        print(f"train: class(es) {', '.join(f'{k!r} ({n} rows)' for k, n in rare.items())} too rare in the window "
+              f"to learn (fewer than {max(2, recipe.hgb.min_samples_leaf)} rows): left out of the fit")
     model, fit_s = fit_model(s, recipe, train)
     baseline = build_baseline(s).fit(train, train[s.target].to_numpy())
     info = {"family": recipe.family, "estimator": model_family(model), "seed": recipe.seed,

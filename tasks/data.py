@@ -1,9 +1,10 @@
 """Ingest the new batch and gate it with the data contract; a failing batch is quarantined, never deleted."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -12,9 +13,9 @@ from prefect.cache_policies import NO_CACHE
 
 from ml.config import SourceConfig, check_columns_exist
 from ml.sources import SourceError, load_source, prepare_frame, read_table, source_files
-from ml.split import EmptyWeekError, slice_week, training_weeks, week_bounds, week_label
+from ml.split import EmptyWeekError, slice_week, week_bounds, week_label
 from stages.common import write_json, write_parquet
-from stages.ingest import backfill, batch_path, quarantine_frame
+from stages.ingest import backfill, batch_path, quarantine_frame, window
 from stages.prepare import read_batches
 from tasks import alerts, lineage
 from tasks.context import WeekRun
@@ -72,9 +73,10 @@ def read_override(path: str, ctx: WeekRun) -> pd.DataFrame:
         raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: {e}") from None
 
 
-def check_week(ctx: WeekRun) -> None:
+def check_week(ctx: WeekRun, skip_silent: bool = False) -> WeekRun:
     """Every column-naming key exists in the source, and the week has data in it (or the override file
-    exists); raises naming the parameter."""
+    exists); raises naming the parameter. With `skip_silent` (the run takes the next week by itself), weeks the
+    feed was silent for are skipped to the next week with data; with none yet, the run waits, saying why."""
     if ctx.source:
         p = Path(ctx.source) if Path(ctx.source).is_absolute() else ctx.project / ctx.source
         if not p.exists():
@@ -82,11 +84,24 @@ def check_week(ctx: WeekRun) -> None:
     frame = source_frame(ctx)
     check_columns_exist(ctx.params, frame.columns, "the source")
     if ctx.source:
-        return
+        return ctx
+    tcol = ctx.params.source.time_column
     try:
-        slice_week(frame, ctx.params.source.time_column, ctx.as_of)
+        slice_week(frame, tcol, ctx.as_of)
     except EmptyWeekError as e:
-        raise EmptyWeekError(f"parameter 'as_of': {e}") from None
+        later = frame[tcol][frame[tcol] >= week_bounds(ctx.as_of)[1]] if len(frame) else frame[tcol]
+        if not skip_silent:
+            raise EmptyWeekError(f"parameter 'as_of': {e}") from None
+        if later.empty:
+            raise EmptyWeekError(f"nothing to do yet: {e}; the next run takes that week once its rows arrive") from None
+        from stages.ingest import week_of
+
+        nxt = week_of(later.min(), ctx.as_of)
+        get_run_logger().warning(f"the feed was silent for the week(s) {week_label(ctx.as_of).split('..')[0]}.."
+                                 f"{week_label(nxt - timedelta(days=7)).split('..')[1]}: taking the next week with "
+                                 f"data, {week_label(nxt)}")
+        return dataclasses.replace(ctx, as_of=nxt)
+    return ctx
 
 
 @task(name="ingest batch", retries=2, retry_delay_seconds=[2, 10],
@@ -96,9 +111,7 @@ def ingest_batch(ctx: WeekRun) -> str:
     log = get_run_logger()
     with lineage.step_run(ctx, "ingest"):
         frame = source_frame(ctx)  # read once per process
-        if any(not batch_path(ctx.path("data", "raw"), w).exists()
-               for w in training_weeks(ctx.as_of, ctx.params.window.train_weeks)):
-            quiet_gx()  # reference weeks will be gated
+        quiet_gx()  # reference weeks may be gated
         landing = backfill(ctx.params, ctx.path("data", "raw"), ctx.as_of, base=ctx.project, include_newest=False,
                            frame=frame, log=log.info)
         landed = landing.landed
@@ -128,8 +141,9 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
     Pass: the batch lands in data/raw. Fail: it moves to data/quarantine/ with the GX result and the reasons,
     and BatchRejected fails the flow before anything trains.
     """
-    from ml.validation import build_suite
+    from ml.contract import accepted_history
     from ml.validation import validate_batch as run_suite
+    from stages.ingest import contract_record, rejected_weeks, week_contract
 
     log = get_run_logger()
     p = ctx.params
@@ -138,10 +152,18 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         import mlflow
 
         batch = pd.read_parquet(staged)
-        weeks = training_weeks(ctx.as_of, p.window.train_weeks)
+        weeks = window(ctx.path("data", "raw"), ctx.as_of, p.window.train_weeks)
         reference = read_batches(p, ctx.path("data", "raw"), weeks)
-        start, end = week_bounds(ctx.as_of)
-        suite = build_suite(p.source, p.validation, reference, start, end, len(weeks))
+        history = accepted_history(source_frame(ctx), p.source.time_column, ctx.as_of, p.validation.learn_weeks,
+                                   rejected_weeks(ctx.path("data", "raw")))
+        suite, contract = week_contract(p, reference, history, ctx.as_of, len(weeks))
+        record = contract_record(suite, contract)
+        write_json(ctx.run_dir / "contract.json", record)
+        lineage.log_json(record, "validation/contract.json")
+        mlflow.log_metrics({"contract.learned_weeks": len(contract.learned_from),
+                            "contract.widened_columns": len(contract.widened),
+                            "contract.learn_seconds": contract.seconds})
+        log.info(f"validate: {contract.notes[0]} ({contract.seconds:.1f} s)")
         report = run_suite(batch, suite)
         summary = {"week": week_label(ctx.as_of), "success": report.success, "expectations": report.n_expectations,
                    "failed": report.n_failed, "failures": report.failures, "rows": len(batch)}
@@ -152,7 +174,7 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         lineage.log_json(summary, "validation/summary.json")
         mlflow.set_tag("validation", "passed" if report.success else "failed")
         if not report.success:
-            where = quarantine(ctx, Path(staged), report.result, report.failures)
+            where = quarantine(ctx, Path(staged), report.result, report.failures, record)
             mlflow.set_tag("quarantine", str(where))
             alerts.announce(alerts.QUARANTINED, f"week.{ctx.week}", f"batch of week {week_label(ctx.as_of)} "
                             f"quarantined in {where}: {'; '.join(report.failures)[:1500]}", quarantine=str(where))
@@ -168,13 +190,14 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
     return summary
 
 
-def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str]) -> Path:
+def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str], contract: dict | None = None) -> Path:
     """Move the batch, its GX result and the reasons to data/quarantine/<week>-<utc time>/ (nothing deleted);
     a batch given as a file (--source) is also kept exactly as delivered."""
     delivered = None
     if ctx.source:
         delivered = Path(ctx.source) if Path(ctx.source).is_absolute() else ctx.project / ctx.source
-    where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, failures, gx_result, file=delivered)
+    where = quarantine_frame(ctx.path("data", "quarantine"), ctx.as_of, None, failures, gx_result, file=delivered,
+                             contract=contract)
     shutil.move(str(staged), where / "batch.parquet")
     return where
 

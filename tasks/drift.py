@@ -83,7 +83,7 @@ def drift_report(ctx: WeekRun) -> dict:
     the decision (Evidently's own verdicts kept beside it)."""
     from ml.calibration import alarm_summary, describe_alarm
     from ml.drift import drift_summary, write_drift_report
-    from ml.split import training_weeks
+    from stages.ingest import window
 
     log = get_run_logger()
     p, s = ctx.params, ctx.params.source
@@ -93,7 +93,7 @@ def drift_report(ctx: WeekRun) -> dict:
     reference[PREDICTION] = _point(model, reference, s.task)
     current[PREDICTION] = _point(model, current, s.task)
     kinds = column_kinds(p, prediction=True)
-    window_weeks = training_weeks(ctx.as_of, p.window.train_weeks)
+    window_weeks = window(ctx.path("data", "raw"), ctx.as_of, p.window.train_weeks)
     with lineage.step_run(ctx, "drift"):
         import mlflow
 

@@ -1,0 +1,175 @@
+"""The data contract of one week: structural rules fixed in params, value rules that follow the accepted weeks.
+
+Structural rules stay as configured until a person changes them: the columns and their types, finite numbers,
+required columns, unique ids, the row floor, the physical bounds in `validation.ranges` (a count >= 0), the
+exemptions, and tolerances pinned in `validation.pinned`. Value rules are learned for each week from the weeks
+before it that the gate accepted: their reference (the window's row counts, category sets, null shares and
+quantiles, the target's median: `ml.validation`) and, here, their tolerances and value ranges, calibrated on the
+last `validation.learn_weeks` accepted weeks so that together they would have rejected at most
+`validation.false_alarm_rate` of them. A trend or a season thus moves the rules with the data, while a jump within
+one week (a unit change, a shifted target, an empty feed) still falls far outside what any accepted week needed.
+
+Pure: frames and configs in, a `Contract` out; `build_suite(..., contract.validation, ...)` builds the week's suite.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from ml.config import SourceConfig, ValidationConfig
+from ml.split import week_bounds
+from ml.validation import WEEK, numeric_columns, tolerance
+
+RANGE_MARGIN = 0.25  # learned ranges: the accepted weeks' extremes widened by this share of their 1%..99% spread
+MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
+
+
+@dataclass
+class Contract:
+    """The rules a week is judged by, and where the learned ones came from."""
+
+    validation: ValidationConfig  # the effective config: params + what was learned (build_suite reads it)
+    learned_from: list[str] = field(default_factory=list)  # as_of keys of the accepted weeks learned from
+    widened: dict = field(default_factory=dict)  # {column: {family: tolerance}} wider than params say
+    exempt: dict = field(default_factory=dict)  # {family: [columns]} the accepted weeks showed drift, not a contract
+    ranges_widened: dict = field(default_factory=dict)  # {column: [min, max]} wider than params' to follow the data
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # time spent learning
+
+    def to_json(self) -> dict:
+        v = self.validation
+        return {"learned_from": self.learned_from, "widened": self.widened, "exempt": self.exempt,
+                "ranges_widened": self.ranges_widened, "row_count_tolerance": v.row_count_tolerance,
+                "pinned": v.pinned, "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
+                "null_exempt": list(v.null_exempt), "quantile_exempt": list(v.quantile_exempt),
+                "notes": self.notes, "seconds": round(self.seconds, 3)}
+
+
+def value_rules(cfg: SourceConfig, vcfg: ValidationConfig) -> dict[str, list[str]]:
+    """The columns of each learned rule family, as `ml.validation` builds them."""
+    from ml.validation import never_null_columns
+
+    never_null = set(never_null_columns(cfg, vcfg))
+    calendar = {f"cal_{c}" for c in cfg.calendar}
+    classes = [cfg.target] if cfg.task == "classification" else []
+    return {"nulls": [c for c in (*cfg.features, cfg.target) if c not in never_null and c not in calendar],
+            "categories": [*cfg.categorical_features, *classes],
+            "quantiles": [c for c in numeric_columns(cfg) if c not in calendar and c not in vcfg.quantile_exempt]}
+
+
+def accepted_history(frame: pd.DataFrame, time_column: str, as_of: date, weeks: int,
+                     rejected: set[date] | frozenset = frozenset()) -> pd.DataFrame:
+    """Rows of the `weeks` weeks before the week ending at `as_of`, without the weeks the gate rejected."""
+    start = week_bounds(as_of)[0]
+    t = frame[time_column]
+    rows = frame[(t >= start - weeks * WEEK) & (t < start)]
+    if rejected and len(rows):
+        offsets = np.floor((rows[time_column] - start) / WEEK).astype(int).to_numpy()
+        bad = {int((w - as_of).days // 7) for w in rejected}  # offsets of the rejected weeks' as_of keys
+        rows = rows[~np.isin(offsets, list(bad))]
+    return rows.reset_index(drop=True)
+
+
+def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFrame, as_of: date,
+                   train_weeks: int) -> Contract:
+    """The contract of the week ending at `as_of`, its value rules calibrated on `history` (the accepted rows of
+    the weeks before it, `accepted_history`)."""
+    import time
+
+    from ml.profile import calibrate, replay_contract
+
+    began = time.perf_counter()
+    if vcfg.learn_weeks == 0 or history.empty:
+        return Contract(validation=vcfg, notes=["value rules: nothing accepted to learn from; params alone"])
+    start = week_bounds(as_of)[0]
+    weeks = pd.Series(np.floor((history[cfg.time_column] - start) / WEEK).astype(int).to_numpy())
+    sizes = weeks.value_counts()
+    full = sizes.index[sizes >= vcfg.min_rows]
+    keep = weeks.isin(full).to_numpy()
+    data, weeks = history[keep].reset_index(drop=True), weeks[keep].reset_index(drop=True)
+    learned_from = sorted((as_of + timedelta(days=7 * int(k))).isoformat() for k in weeks.unique())
+    rules = value_rules(cfg, vcfg)
+    need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target) if len(data) else None
+    if need is None or len(need) < MIN_LEARN_WEEKS:
+        v = dataclasses.replace(vcfg, column_tolerances=_pin(vcfg, vcfg.column_tolerances))
+        return Contract(validation=v, learned_from=learned_from, seconds=time.perf_counter() - began,
+                        notes=[f"value rules: {0 if need is None else len(need)} accepted week(s) to calibrate on "
+                               f"(fewer than {MIN_LEARN_WEEKS}): the configured tolerances"])
+    cal = calibrate(need, vcfg, budget=vcfg.false_alarm_rate, protect=(("quantiles", cfg.target),))
+    merged = _merge(vcfg, cal.column_tolerances)
+    exempt = {"nulls": [c for c in cal.null_exempt if not _is_pinned(vcfg, c, "nulls")],
+              "quantiles": [c for c in cal.quantile_exempt if not _is_pinned(vcfg, c, "quantiles")]}
+    widened = {c: {f: t for f, t in fams.items() if t > tolerance(vcfg, f, c)} for c, fams in merged.items()}
+    widened = {c: f for c, f in widened.items() if f}
+    wider = _wider_ranges(vcfg, data) if vcfg.learn_ranges else {}
+    v = dataclasses.replace(
+        vcfg, column_tolerances=_pin(vcfg, merged), ranges={**vcfg.ranges, **wider},
+        row_count_tolerance=max(vcfg.row_count_tolerance, cal.row_count_tolerance),
+        null_exempt=tuple(dict.fromkeys([*vcfg.null_exempt, *exempt["nulls"]])),
+        quantile_exempt=tuple(dict.fromkeys([*vcfg.quantile_exempt, *exempt["quantiles"]])))
+    rejected = int(cal.alarms.sum())
+    notes = [f"value rules learned from {len(learned_from)} accepted week(s) "
+             f"{learned_from[0]}..{learned_from[-1]}: together they reject {rejected} of the {len(need)} replayed "
+             f"({rejected / len(need):.1%}; budget {vcfg.false_alarm_rate:.0%}); {len(widened)} column(s) widened, "
+             f"{sum(map(len, exempt.values()))} exempt, {len(wider)} range(s) widened"]
+    return Contract(validation=v, learned_from=learned_from, widened=widened, exempt=exempt, notes=notes,
+                    ranges_widened=wider, seconds=time.perf_counter() - began)
+
+
+def _is_pinned(vcfg: ValidationConfig, column: str, family: str) -> bool:
+    return family in vcfg.pinned.get(column, {})
+
+
+def _merge(vcfg: ValidationConfig, learned: dict) -> dict:
+    """Per column and family, the wider of params' tolerance and the learned one."""
+    out = {c: dict(f) for c, f in vcfg.column_tolerances.items()}
+    for column, fams in learned.items():
+        for family, t in fams.items():
+            out.setdefault(column, {})[family] = max(t, tolerance(vcfg, family, column))
+    return out
+
+
+def _pin(vcfg: ValidationConfig, tolerances: dict) -> dict:
+    """`validation.pinned` over everything else: a person's tolerance is used exactly."""
+    out = {c: dict(f) for c, f in tolerances.items()}
+    for column, fams in vcfg.pinned.items():
+        out.setdefault(column, {}).update(fams)
+    return out
+
+
+def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame) -> dict[str, list]:
+    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- RANGE_MARGIN of their
+    1%..99% spread: a level that grows week by week moves its range with it; a bound a column never crossed in
+    the accepted weeks (a count >= 0) stays where it is."""
+    out = {}
+    for c, bounds in vcfg.ranges.items():
+        if c not in data.columns or not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+            continue
+        v = pd.to_numeric(data[c], errors="coerce").to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size < 10:
+            continue
+        q01, q99 = np.quantile(v, [0.01, 0.99])
+        spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
+        lo, hi = bounds
+        new_lo = lo if lo is None or lo == 0 else min(lo, _round(v.min() - RANGE_MARGIN * spread, math.floor))
+        if lo is not None and lo > 0:
+            new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0
+        new_hi = hi if hi is None else max(hi, _round(v.max() + RANGE_MARGIN * spread, math.ceil))
+        if [new_lo, new_hi] != list(bounds):
+            out[c] = [new_lo, new_hi]
+    return out
+
+
+def _round(x: float, how) -> float | int:
+    if x == 0 or not math.isfinite(x):
+        return 0 if x == 0 else x
+    digits = max(0, 3 - int(math.floor(math.log10(abs(x)))))
+    scale = 10 ** digits
+    y = how(x * scale) / scale
+    return int(y) if float(y).is_integer() else y
