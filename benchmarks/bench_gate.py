@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="your own files instead of the built-in datasets (the flows.init flag)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
     ap.add_argument("--only", nargs="*", help="only these datasets (names as printed)")
+    ap.add_argument("--shares", default="0.25,0.5", help="out of sample: init on these shares of the history")
+    ap.add_argument("--no-in-sample", action="store_true", help="skip the in-sample replay")
     args, init_extra = ap.parse_known_args(argv)
     import logging
 
@@ -215,12 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         head = (f"{'dataset':<22} {'weeks':>5} {'false quarantines':<19}{'learn':<8}{'feature x1.6':<16}"
                 f"{'target + 1 sd':<16}{'empty feed':<16}[year:false/weeks]  columns behind the false alarms")
         print("\nin sample: flows.init on the whole history, the gate on every week\n" + head)
-        for name in names:
+        for name in ([] if args.no_in_sample else names):
             params = (parse_project_params() if name == "nycflights13" else init_params(cases[name]))
             print(line(name, run(name, params, args.max_weeks)), flush=True)
         if args.no_holdout:
             return 0
-        for share in (0.25, 0.5):
+        for share in [float(x) for x in args.shares.split(",")]:
             print(f"\nout of sample: flows.init on the first {share:.0%} of the files' rows; the weeks after it\n"
                   + head)
             for name in [n for n in names if n != "nycflights13"]:

@@ -25,6 +25,7 @@ from ml.split import describe_window, slice_week, training_weeks, week_bounds, w
 from stages.common import atomic_write, cli, fmt_int, load_params, write_json, write_parquet
 
 MANIFEST = "_landed.json"
+STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
 
 
 def batch_path(raw_dir: str | Path, as_of: date) -> Path:
@@ -218,11 +219,24 @@ def rejected_weeks(raw_dir: str | Path) -> set[date]:
 def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame, as_of: date, weeks: int):
     """(suite, contract) of the week ending at `as_of`: structural rules from params, value rules learned from
     `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`)."""
+    import dataclasses
+
     from ml.contract import learn_contract
-    from ml.validation import build_suite
+    from ml.validation import build_suite, numeric_columns
 
     contract = learn_contract(params.source, params.validation, history, as_of, params.window.train_weeks)
     start, end = week_bounds(as_of)
+    if len(reference):  # after a silent feed the window lies further back than `weeks` calendar weeks
+        tcol = params.source.time_column
+        first = reference[tcol].min()
+        weeks = max(weeks, int((start - first) // pd.Timedelta(days=7)) + 1)
+        age = int((start - reference[tcol].max()) // pd.Timedelta(days=7))
+        if age >= STALE_WEEKS:  # its quantiles are another season's: held against them, no week would ever land
+            contract.validation = dataclasses.replace(contract.validation, quantile_exempt=tuple(
+                dict.fromkeys([*contract.validation.quantile_exempt, *numeric_columns(params.source)])))
+            contract.notes.insert(0, f"value rules: the window's newest data is {age} week(s) older than this week "
+                                     f"(the feed was silent): its quantiles are not held against this week; the "
+                                     f"structural rules, ranges, row count, null shares and categories still are")
     suite = build_suite(params.source, contract.validation, reference, start, end, weeks)
     return suite, contract
 
