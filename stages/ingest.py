@@ -167,15 +167,19 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     candidates = {w: b for w, b in fetched.items() if not b.empty}
     if candidates:
         landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
+        learned = None
         for w, batch in sorted(candidates.items()):
             # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
             # (only as a reference; each is judged in turn itself)
             before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
                       for r in reference_weeks(frame, tcol, w, n)]
-            history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir) | {
-                date.fromisoformat(k) for k, why in known.items() if not why.startswith("the source has no rows")})
+            if learned is None:  # the value rules of the weeks landed together: learned once, before the first
+                from ml.contract import learn_contract
+
+                history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir))
+                learned = learn_contract(params.source, params.validation, history, w, n)
             reasons, gx_result, contract = gate(params, batch, [b for b in before if b is not None and not b.empty],
-                                                w, history)
+                                                w, learned=learned)
             if reasons:
                 where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result, contract=contract)
                 known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
@@ -216,15 +220,19 @@ def rejected_weeks(raw_dir: str | Path) -> set[date]:
     return out
 
 
-def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame, as_of: date, weeks: int):
+def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame, as_of: date, weeks: int,
+                  learned=None):
     """(suite, contract) of the week ending at `as_of`: structural rules from params, value rules learned from
-    `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`)."""
+    `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`), or
+    the `learned` contract given (a backfill learns once for the weeks it lands together)."""
+    import copy
     import dataclasses
 
     from ml.contract import learn_contract
     from ml.validation import build_suite, numeric_columns
 
-    contract = learn_contract(params.source, params.validation, history, as_of, params.window.train_weeks)
+    contract = copy.deepcopy(learned) if learned is not None else learn_contract(
+        params.source, params.validation, history, as_of, params.window.train_weeks)
     start, end = week_bounds(as_of)
     if len(reference):  # after a silent feed the window lies further back than `weeks` calendar weeks
         tcol = params.source.time_column
@@ -248,7 +256,7 @@ def contract_record(suite: list, contract) -> dict:
 
 
 def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
-         history: pd.DataFrame | None = None) -> tuple[list[str], dict, dict]:
+         history: pd.DataFrame | None = None, learned=None) -> tuple[list[str], dict, dict]:
     """The batch contract for a week landed from the source, learned from the weeks before it (its reference in
     the weekly flow) and from the accepted `history`: (reasons it fails, GX result, contract record); no reasons =
     pass. At the start of the history, with fewer than two weeks before it, a week has nothing to learn from and
@@ -260,7 +268,7 @@ def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of:
         before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
     reference = pd.concat(before, ignore_index=True)
     history = history if history is not None else pd.DataFrame(columns=batch.columns)
-    suite, contract = week_contract(params, reference, history, as_of, params.window.train_weeks)
+    suite, contract = week_contract(params, reference, history, as_of, params.window.train_weeks, learned)
     report = validate_batch(batch, suite)
     return ([] if report.success else report.failures), report.result, contract_record(suite, contract)
 
