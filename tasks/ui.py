@@ -34,7 +34,8 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
                 + "; @champion moves when the ramp completes (`python -m flows.canary` to look now)"]
                if outcome.get("canary") else []),
              "", f"Lineage: {where}; drift report `{drift['report']['html']}`", ""]
-    drifted = [f"`{c}` ({v['method']} {v['statistic']:.3g})" for c, v in drift["columns"].items() if v["drifted"]]
+    drifted = [f"`{c}` ({v['method']} " + (f"{v['statistic']:.3g})" if v.get("statistic") is not None else "n/a)")
+               for c, v in drift["columns"].items() if v["drifted"]]
     lines.append(f"Drifted columns: {', '.join(drifted) if drifted else 'none'}")
     create_markdown_artifact(key=f"decision-{key}".lower(), markdown="\n".join(lines),
                              description=f"Decision for week {ctx.week}")
