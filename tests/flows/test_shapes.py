@@ -101,8 +101,9 @@ def test_after_an_outage_the_window_reaches_back_to_the_weeks_with_data(gap):
     window = [date.fromisoformat(w) for w in manifest["windows"]["2015-09-07"]]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert len(window) == params["window"]["train_weeks"]
-    # the weeks before the outage (a window week is keyed by the day after its last day)
-    assert max(window) - timedelta(days=1) < date.fromisoformat(GAP[0]) and window == sorted(window)
+    # the weeks before the outage: a window week is keyed by the day after its last day, so it starts 7 days
+    # before its key; the newest one starts before the feed went silent
+    assert max(window) - timedelta(days=7) < date.fromisoformat(GAP[0]) and window == sorted(window)
     # a week inside the outage: the run fails in words, naming the week and where the data is
     assert silent.is_failed()
     assert "no rows for the week 2015-04-27..2015-05-03" in silent.message
