@@ -27,6 +27,7 @@ from ml.validation import WEEK, numeric_columns, tolerance
 
 RANGE_MARGIN = 0.25  # learned ranges: the accepted weeks' extremes widened by this share of their 1%..99% spread
 MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
+STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
 MAX_WEEK_ROWS = 2000  # learning reads at most this many rows of a week (a fixed-seed sample): ~2 s a week on a
 #                       year of a 7,000-row-a-week feed instead of ~5; the gate itself judges every row
 
@@ -128,6 +129,24 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
                     ranges_widened=wider, seconds=time.perf_counter() - began)
 
 
+def hold_window(contract: Contract, cfg: SourceConfig, age_weeks: int) -> Contract:
+    """The contract of a week whose window's newest data is `age_weeks` older than it (the feed was silent): from
+    STALE_WEEKS on, the window's quantiles are another season's and are not held against the week (held, the first
+    week after a long outage fails them, is never landed, and no later week can land either). Structural rules,
+    ranges, the row count, null shares and categories still hold."""
+    if age_weeks < STALE_WEEKS:
+        return contract
+    from ml.validation import numeric_columns
+
+    v = contract.validation
+    contract.validation = dataclasses.replace(v, quantile_exempt=tuple(
+        dict.fromkeys([*v.quantile_exempt, *numeric_columns(cfg)])))
+    contract.notes.insert(0, f"value rules: the window's newest data is {age_weeks} week(s) older than this week "
+                             f"(the feed was silent): its quantiles are not held against this week; the structural "
+                             f"rules, ranges, row count, null shares and categories still are")
+    return contract
+
+
 def _is_pinned(vcfg: ValidationConfig, column: str, family: str) -> bool:
     return family in vcfg.pinned.get(column, {})
 
@@ -153,6 +172,8 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame) -> dict[str, list]
     """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- RANGE_MARGIN of their
     1%..99% spread: a level that grows week by week moves its range with it; a bound a column never crossed in
     the accepted weeks (a count >= 0) stays where it is."""
+    from ml.profile import round_bound
+
     out = {}
     for c, bounds in vcfg.ranges.items():
         if c not in data.columns or not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
@@ -164,19 +185,10 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame) -> dict[str, list]
         q01, q99 = np.quantile(v, [0.01, 0.99])
         spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
         lo, hi = bounds
-        new_lo = lo if lo is None or lo == 0 else min(lo, _round(v.min() - RANGE_MARGIN * spread, math.floor))
+        new_lo = lo if lo is None or lo == 0 else min(lo, round_bound(v.min() - RANGE_MARGIN * spread, math.floor))
         if lo is not None and lo > 0:
             new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0
-        new_hi = hi if hi is None else max(hi, _round(v.max() + RANGE_MARGIN * spread, math.ceil))
+        new_hi = hi if hi is None else max(hi, round_bound(v.max() + RANGE_MARGIN * spread, math.ceil))
         if [new_lo, new_hi] != list(bounds):
             out[c] = [new_lo, new_hi]
     return out
-
-
-def _round(x: float, how) -> float | int:
-    if x == 0 or not math.isfinite(x):
-        return 0 if x == 0 else x
-    digits = max(0, 3 - int(math.floor(math.log10(abs(x)))))
-    scale = 10 ** digits
-    y = how(x * scale) / scale
-    return int(y) if float(y).is_integer() else y

@@ -440,16 +440,19 @@ def _range(col: pd.Series) -> list | None:
     if v.min() >= 0:
         lo = max(lo, 0.0)
     integral = bool((v == v.round()).all())
-    return [_round(lo, integral, math.floor), _round(hi, integral, math.ceil)]
+    return [round_bound(lo, math.floor, integral), round_bound(hi, math.ceil, integral)]
 
 
-def _round(x: float, integral: bool, how) -> float | int:
+def round_bound(x: float, how, integral: bool = False) -> float | int:
+    """A range bound to 4 significant digits, rounded away from the data (`how`: math.floor for a low bound,
+    math.ceil for a high one), an integer where the column or the result is one."""
     if integral:
         return int(how(x))
-    if x == 0:
-        return 0
-    digits = max(0, 3 - int(math.floor(math.log10(abs(x)))))
-    return round(x, digits)
+    if x == 0 or not math.isfinite(x):
+        return 0 if x == 0 else x
+    scale = 10 ** max(0, 3 - int(math.floor(math.log10(abs(x)))))
+    y = how(x * scale) / scale
+    return int(y) if float(y).is_integer() else y
 
 
 # ------------------------------------------------------------------------------------- replay and calibration

@@ -25,7 +25,6 @@ from ml.split import describe_window, slice_week, training_weeks, week_bounds, w
 from stages.common import atomic_write, cli, fmt_int, load_params, write_json, write_parquet
 
 MANIFEST = "_landed.json"
-STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
 
 
 def batch_path(raw_dir: str | Path, as_of: date) -> Path:
@@ -167,12 +166,12 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     candidates = {w: b for w, b in fetched.items() if not b.empty}
     if candidates:
         landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
-        learned = None
+        learned, has_rows = None, weeks_with_rows(frame[tcol], as_of)
         for w, batch in sorted(candidates.items()):
             # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
             # (only as a reference; each is judged in turn itself)
             before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
-                      for r in reference_weeks(frame, tcol, w, n)]
+                      for r in reference_weeks(frame, tcol, w, n, has_rows)]
             if learned is None:  # the value rules of the weeks landed together: learned once, before the first
                 from ml.contract import learn_contract
 
@@ -204,11 +203,14 @@ def week_of(t: pd.Timestamp, as_of: date) -> date:
     return as_of + timedelta(days=7 * int((t - start) // pd.Timedelta(days=7)))
 
 
-def reference_weeks(frame: pd.DataFrame, tcol: str, as_of: date, n: int) -> list[date]:
-    """The weeks a week is judged against when landed from the source: its own window (`window_weeks`)."""
+def reference_weeks(frame: pd.DataFrame, tcol: str, as_of: date, n: int,
+                    has_rows: set[date] | None = None) -> list[date]:
+    """The weeks a week is judged against when landed from the source: its own window (`window_weeks`).
+    `has_rows`: `weeks_with_rows(frame[tcol], d)` for any `d` on `as_of`'s weekday, when already known."""
     if not len(frame):
         return training_weeks(as_of, n)
-    return window_weeks(as_of, n, weeks_with_rows(frame[tcol], as_of), week_of(frame[tcol].min(), as_of))
+    has_rows = weeks_with_rows(frame[tcol], as_of) if has_rows is None else has_rows
+    return window_weeks(as_of, n, has_rows, week_of(frame[tcol].min(), as_of))
 
 
 def rejected_weeks(raw_dir: str | Path) -> set[date]:
@@ -220,16 +222,15 @@ def rejected_weeks(raw_dir: str | Path) -> set[date]:
     return out
 
 
-def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame, as_of: date, weeks: int,
+def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame | None, as_of: date, weeks: int,
                   learned=None):
     """(suite, contract) of the week ending at `as_of`: structural rules from params, value rules learned from
     `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`), or
     the `learned` contract given (a backfill learns once for the weeks it lands together)."""
     import copy
-    import dataclasses
 
-    from ml.contract import learn_contract
-    from ml.validation import build_suite, numeric_columns
+    from ml.contract import hold_window, learn_contract
+    from ml.validation import build_suite
 
     contract = copy.deepcopy(learned) if learned is not None else learn_contract(
         params.source, params.validation, history, as_of, params.window.train_weeks)
@@ -238,13 +239,7 @@ def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame
         tcol = params.source.time_column
         first = reference[tcol].min()
         weeks = max(weeks, int((start - first) // pd.Timedelta(days=7)) + 1)
-        age = int((start - reference[tcol].max()) // pd.Timedelta(days=7))
-        if age >= STALE_WEEKS:  # its quantiles are another season's: held against them, no week would ever land
-            contract.validation = dataclasses.replace(contract.validation, quantile_exempt=tuple(
-                dict.fromkeys([*contract.validation.quantile_exempt, *numeric_columns(params.source)])))
-            contract.notes.insert(0, f"value rules: the window's newest data is {age} week(s) older than this week "
-                                     f"(the feed was silent): its quantiles are not held against this week; the "
-                                     f"structural rules, ranges, row count, null shares and categories still are")
+        contract = hold_window(contract, params.source, int((start - reference[tcol].max()) // pd.Timedelta(days=7)))
     suite = build_suite(params.source, contract.validation, reference, start, end, weeks)
     return suite, contract
 
@@ -256,19 +251,18 @@ def contract_record(suite: list, contract) -> dict:
 
 
 def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
-         history: pd.DataFrame | None = None, learned=None) -> tuple[list[str], dict, dict]:
-    """The batch contract for a week landed from the source, learned from the weeks before it (its reference in
-    the weekly flow) and from the accepted `history`: (reasons it fails, GX result, contract record); no reasons =
-    pass. At the start of the history, with fewer than two weeks before it, a week has nothing to learn from and
-    meets the fixed rules alone."""
+         learned) -> tuple[list[str], dict, dict]:
+    """The batch contract for a week landed from the source: its reference learned from the weeks before it (as in
+    the weekly flow), its value rules' tolerances from the `learned` contract (`ml.contract.learn_contract`):
+    (reasons it fails, GX result, contract record); no reasons = pass. At the start of the history, with fewer
+    than two weeks before it, a week has nothing to learn from and meets the fixed rules alone."""
     from ml.validation import validate_batch
 
     if len(before) < 2:  # rules learned from the batch itself (as if it were last week) pass: fixed rules decide
         tcol = params.source.time_column
         before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
     reference = pd.concat(before, ignore_index=True)
-    history = history if history is not None else pd.DataFrame(columns=batch.columns)
-    suite, contract = week_contract(params, reference, history, as_of, params.window.train_weeks, learned)
+    suite, contract = week_contract(params, reference, None, as_of, params.window.train_weeks, learned)
     report = validate_batch(batch, suite)
     return ([] if report.success else report.failures), report.result, contract_record(suite, contract)
 
