@@ -156,7 +156,11 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
 
     c = comparison
-    ci = (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
+    empty = c.rel_change == 0 and c.ci_low == 0 and c.ci_high == 0  # the same predictions on every row
+    evidence["empty_comparison"] = empty
+    ci = (f"{name} {c.candidate:.2f}, the champion's own: the candidate predicts the newest week exactly as the "
+          f"champion does (its recipe on its data), so there is nothing to compare" if empty else
+          f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
           f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
     reasons.append(ci)
     worst = [s for s in slices if s["enforced"] and s["rel_change"] > policy.max_slice_regression]
@@ -203,6 +207,10 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if not would:
         why = ("not conclusively better, and no newer data" if fresher_weeks <= 0 else
+               ("no evidence for the refit: " + (f"one more week of data has changed the loss by "
+                                                  f"{pct(record.gain)} a week over {record.weeks} week(s)"
+                                                  if refit and record else "no track record of fresher data yet"))
+               if empty and evidence["expected_change"] >= 0 else
                "serving it is not expected to lower the loss" if evidence["expected_change"] >= 0 else
                "the chance of a worse model is above the bound")
         reasons.append(f"keep the champion: {why}")

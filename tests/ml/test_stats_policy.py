@@ -272,3 +272,18 @@ def test_a_cluster_column_still_decides_the_resampling_unit():
 def test_block_hours_must_be_positive():
     with pytest.raises(ConfigError, match="policy.block_hours"):
         PolicyConfig(block_hours=0)
+
+
+def test_an_empty_comparison_is_never_printed_as_evidence():
+    # the candidate is the champion's own recipe on the champion's own data: identical predictions
+    same = comp(0.0, 0.0, 0.0)
+    d = decide(POLICY, "mae", GOOD, BASE, same, [], DRIFT, record=None)
+    assert d.action == REJECT and d.evidence["empty_comparison"]
+    assert "CI" not in d.summary and "nothing to compare" in d.summary
+    assert "no track record of fresher data yet" in d.summary
+    stale = decide(POLICY, "mae", GOOD, BASE, same, [], DRIFT, record=TrackRecord(0.007, 0.002, 0.004, 3))
+    assert stale.action == REJECT and "+0.7% a week over 3 week(s)" in stale.summary
+    fresh = decide(POLICY, "mae", GOOD, BASE, same, [], DRIFT, record=FRESH)
+    assert fresh.action == PROMOTE and "nothing to compare" in fresh.summary and "CI" not in fresh.summary.split(";")[0]
+    # a comparison that happens to be even, with an interval, is still shown as one
+    assert "CI" in decide(POLICY, "mae", GOOD, BASE, SAME, [], DRIFT, record=None).summary
