@@ -136,8 +136,6 @@ def hold_window(contract: Contract, cfg: SourceConfig, age_weeks: int) -> Contra
     ranges, the row count, null shares and categories still hold."""
     if age_weeks < STALE_WEEKS:
         return contract
-    from ml.validation import numeric_columns
-
     v = contract.validation
     contract.validation = dataclasses.replace(v, quantile_exempt=tuple(
         dict.fromkeys([*v.quantile_exempt, *numeric_columns(cfg)])))

@@ -156,10 +156,9 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
 
     c = comparison
-    empty = c.rel_change == 0 and c.ci_low == 0 and c.ci_high == 0  # the same predictions on every row
-    evidence["empty_comparison"] = empty
+    evidence["empty_comparison"] = c.empty
     ci = (f"{name} {c.candidate:.2f}, the champion's own: the candidate predicts the newest week exactly as the "
-          f"champion does (its recipe on its data), so there is nothing to compare" if empty else
+          f"champion does (its recipe on its data), so there is nothing to compare" if c.empty else
           f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
           f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
     reasons.append(ci)
@@ -206,13 +205,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         reasons.append(outlook)
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if not would:
-        why = ("not conclusively better, and no newer data" if fresher_weeks <= 0 else
-               ("no evidence for the refit: " + (f"one more week of data has changed the loss by "
-                                                  f"{pct(record.gain)} a week over {record.weeks} week(s)"
-                                                  if refit and record else "no track record of fresher data yet"))
-               if empty and evidence["expected_change"] >= 0 else
-               "serving it is not expected to lower the loss" if evidence["expected_change"] >= 0 else
-               "the chance of a worse model is above the bound")
+        why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), record if refit else None)
         reasons.append(f"keep the champion: {why}")
         return Decision(REJECT, f"reject ({why}): {line}", reasons, evidence)
 
@@ -242,6 +235,19 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
              f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
     return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
+
+
+def _keep_reason(c: Comparison, fresher_weeks: int, expected: float, record: TrackRecord | None) -> str:
+    """Why the champion stays, in the words of the evidence the decision rested on."""
+    if fresher_weeks <= 0:
+        return "not conclusively better, and no newer data"
+    if expected < 0:
+        return "the chance of a worse model is above the bound"
+    if not c.empty:
+        return "serving it is not expected to lower the loss"
+    return "no evidence for the refit: " + (
+        f"one more week of data has changed the loss by {pct(record.gain)} a week over {record.weeks} week(s)"
+        if record else "no track record of fresher data yet")
 
 
 def _tail(mean: float, sd: float, at: float) -> float:

@@ -21,6 +21,11 @@ class Comparison:
     rows: int
     clusters: int  # resampling units (e.g. departure hours); == rows when rows are resampled one by one
 
+    @property
+    def empty(self) -> bool:
+        """The candidate predicts every row as the champion does (its recipe on its data): nothing is compared."""
+        return self.rel_change == 0 and self.ci_low == 0 and self.ci_high == 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -58,10 +58,9 @@ def compare_with_champion(ctx: WeekRun) -> dict:
                             "rel_change": comp.rel_change, "ci_low": comp.ci_low, "ci_high": comp.ci_high})
         lineage.log_json({"comparison": comp.to_dict(), "champion_metrics": champ_metrics, "slices": slices},
                          "compare/comparison.json")
-        same = comp.rel_change == 0 and comp.ci_low == 0 and comp.ci_high == 0
         log.info(f"compare: {key} {comp.candidate:.2f} (candidate) vs {comp.champion:.2f} (champion v{version}): "
                  + ("the same predictions on every row (the champion's recipe on its data): nothing to compare"
-                    if same else f"{comp.rel_change:+.1%}, {comp.confidence:.0%} CI {comp.ci_low:+.1%}.."
+                    if comp.empty else f"{comp.rel_change:+.1%}, {comp.confidence:.0%} CI {comp.ci_low:+.1%}.."
                                  f"{comp.ci_high:+.1%}")
                  + (f"; one more week of data: {fresh['gain']:+.1%} (vs v{fresh['version']}, trained "
                     f"{fresh['weeks_apart']} week(s) earlier)" if fresh else ""))
