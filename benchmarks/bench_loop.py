@@ -318,7 +318,7 @@ def project_policy(drift_fn=None):
                 running = {"id": e.salt, "champion_version": str(e.champion), "challenger_version": str(e.challenger),
                            "planned_end": (e.start + timedelta(days=p.ab.duration_days)).date().isoformat()}
             d = decide(pol, key, cand, base, comp, slices, drift, fresher_weeks=served - c, record=record,
-                       running=running, plan=plan)
+                       running=running, plan=plan, same_recipe=True)
         tally.log.append(f"{world.weeks[t]}: {d.action}: {d.summary[:150]}")
         if d.action in (PROMOTE, AB_TEST):
             return d.action, served

@@ -1,26 +1,26 @@
 """The decision policy: promote, A/B test, hold or reject a candidate, with the reasons written in words.
 
 What counts is the loss of the predictions served over the coming weeks. In a world that drifts, a model trained
-on newer data is usually better out of time than the one it would replace, so the policy does not ask "is the
-candidate proven better?" (a test whose null is "no better" keeps a stale champion) but "is serving it expected
-to lower the loss, with a bounded chance of making things worse by more than `policy.max_harm`?":
+on newer data is usually better out of time than the one it would replace, so the policy asks one of two questions:
 
-- the expected relative change in loss of the model that would be served = the candidate's paired change against
-  the champion on the newest week (block bootstrap) + the gain of one more week of data when the candidate is
-  refit on the window that includes that week (`policy.refit`), learned from the model's own track record: every
-  week, the candidate is also compared out of time with the newest registered version trained one week earlier;
-- promote when that expected change is negative and the chance of a change worse than `max_harm` is at most
-  `harm_risk` (normal approximation over both uncertainties);
-- a candidate trained on no newer data than the champion (same window: a different recipe or seed) has no
-  freshness on its side: only a conclusive win counts (the CI's bound clears `min_improvement`), so a same-recipe
-  refit on resampled data is almost never promoted;
-- the data gate, the absolute thresholds and the slice guardrails are constraints that reject whatever the rest
-  says; a calibrated drift alarm (a target shift, a prediction shift, or drift in more than
-  `ab_if_drift_share_above` of the features) turns a would-be promotion into an online A/B test when one can
-  finish within `ab.max_duration_days` at the observed traffic, and otherwise into a promotion only on a
-  conclusive offline win;
+- **the champion's own recipe, one more week of data** (the usual week): "serve the refit, or keep the champion?"
+  The default is to serve it, as a weekly cron job would; what stops it is an objection with evidence: the data
+  gate (before any of this), the absolute thresholds, the slice guardrails, or the refit credibly worse — the
+  lower end of the interval of its expected change above zero, from the track record of what a week of newer data
+  has done to this recipe (every week the candidate is compared out of time with the version trained a week
+  earlier) and, when the champion is older than last week's refit, the candidate's comparison with it. A drift
+  alarm is a reason to retrain, never by itself a reason to keep the older model;
+- **a new recipe** (a changed params section, another family): "is serving it expected to lower the loss, with a
+  bounded chance of making things worse by more than `policy.max_harm`?" — the expected relative change = the
+  candidate's paired change against the champion on the newest week (block bootstrap) + the gain of one more week
+  of data when it is refit (`policy.refit`, the track record); promote when that is negative and the chance of a
+  change worse than `max_harm` is at most `harm_risk`. A candidate trained on no newer data than the champion
+  only counts with a conclusive win (the CI's bound clears `min_improvement`). A calibrated drift alarm (a target
+  shift, a prediction shift, or drift in more than `ab_if_drift_share_above` of the features) turns a would-be
+  promotion into an online A/B test when one can finish within `ab.max_duration_days`, and otherwise into a
+  promotion only on a conclusive offline win;
 - one experiment per model at a time: while one runs, a would-be promotion is held (registered, not served) and
-  the experiment decides.
+  the experiment decides; `policy.always_ab` sends every would-be promotion through one.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def ci_sd(c: Comparison) -> float:
 def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, comparison: Comparison | None,
            slices: list[dict], drift: dict | None, *, champion: dict | None = None, fresher_weeks: int = 1,
            record: TrackRecord | None = None, refit: bool | None = None, running: dict | None = None,
-           plan: ABPlan | None = None) -> Decision:
+           plan: ABPlan | None = None, same_recipe: bool = False) -> Decision:
     """Apply the policy to the evidence.
 
     `candidate` / `baseline` / `champion` are holdout metrics (`champion` only reported); `comparison` is the
@@ -118,7 +118,9 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     `fresher_weeks` how many weeks newer the data of the model that would be served is than the champion's;
     `record` the freshness track record; `refit` whether the served model is the candidate refit on the window
     including the holdout week (default: `policy.refit`); `running` the running experiment, if any; `plan` the
-    A/B plan an experiment would need. Classification lines also carry accuracy and ROC AUC; log loss decides."""
+    A/B plan an experiment would need; `same_recipe` whether the candidate is the champion's own recipe (the
+    question is then "serve the refit on one more week?", not "is it better?"). Classification lines also carry
+    accuracy and ROC AUC; log loss decides."""
     refit = policy.refit if refit is None else refit
     name = metric.upper() if metric == "mae" else metric
     reasons: list[str] = []
@@ -157,8 +159,8 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
 
     c = comparison
     evidence["empty_comparison"] = c.empty
-    ci = (f"{name} {c.candidate:.2f}, the champion's own: the candidate predicts the newest week exactly as the "
-          f"champion does (its recipe on its data), so there is nothing to compare" if c.empty else
+    ci = (f"{name} {c.candidate:.2f} on the newest week, as the champion's (its recipe on its data: nothing to "
+          "compare)" if c.empty else
           f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
           f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
     reasons.append(ci)
@@ -180,6 +182,10 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
 
     conclusive = c.ci_high <= -policy.min_improvement
     evidence["conclusive"] = conclusive
+    line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
+    if same_recipe and refit and fresher_weeks > 0:
+        return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
+    evidence["question"] = "new recipe"
     if fresher_weeks <= 0:
         outlook = f"no newer data than the champion: only a conclusive win counts (CI bound {pct(c.ci_high)})"
         would = conclusive
@@ -203,38 +209,80 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         outlook = (f"expected change in served {name} {pct(expected)} ({basis}); chance of being worse than the "
                    f"champion by more than {policy.max_harm:.0%}: {risk:.0%} (bound {policy.harm_risk:.0%})")
         reasons.append(outlook)
-    line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if not would:
         why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), record if refit else None)
         reasons.append(f"keep the champion: {why}")
         return Decision(REJECT, f"reject ({why}): {line}", reasons, evidence)
+    waiting = _wait_or_experiment(policy, c, [*shift], line, reasons, evidence, running=running, plan=plan)
+    if waiting:
+        return waiting
+    reasons.append(f"promote {served}")
+    short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
+             f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
+    return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
 
+
+def _refit_question(policy: PolicyConfig, name: str, c: Comparison, record: TrackRecord | None, shift: list[str],
+                    line: str, reasons: list[str], evidence: dict, *, running: dict | None,
+                    plan: ABPlan | None) -> Decision:
+    """Same recipe, one more week of data: serve the refit (what a weekly cron job would do) unless an objection
+    with evidence stands: the refit credibly worse, by the track record of what a week of newer data has done to
+    this recipe and, when the champion is older than last week's refit, by the candidate's comparison with it
+    (the lower end of the interval of the expected change above zero). A drift alarm is a reason to retrain, never
+    by itself a reason to keep the older model."""
+    from statistics import NormalDist
+
+    measured = not c.empty
+    expected = (c.rel_change if measured else 0.0) + (record.gain if record else 0.0)
+    sd = math.hypot(ci_sd(c) if measured else 0.0, record.se if record else 0.0)
+    low = expected - NormalDist().inv_cdf(0.5 + policy.confidence / 2) * sd
+    parts = ([f"{pct(c.rel_change)} vs the champion on the newest week"] if measured else []) + [
+        f"track record {pct(record.gain)} ± {pct(record.se)[1:]} over {record.weeks} week"
+        f"{'s' if record.weeks != 1 else ''}" if record else "no track record yet"]
+    question = "same recipe, one more week of data: " + ", ".join(parts)
+    objections = ([f"the refit is expected to be worse: {pct(expected)} (lower bound {pct(low)} at "
+                   f"{policy.confidence:.0%})"] if low > 0 else [])
+    evidence.update(question="refit", expected_change=expected, expected_sd=sd, expected_low=low,
+                    harm_risk=_tail(expected, max(sd, 1e-9), policy.max_harm), objections=objections)
+    reasons.append(f"{question}; " + ("; ".join(objections) if objections else "no objection"))
+    if objections:
+        reasons.append(f"keep the champion: {objections[0]}")
+        return Decision(REJECT, f"reject (held: {objections[0]}): {line}", reasons, evidence)
+    if shift:
+        reasons.append(f"{'; '.join(shift)}: a reason to retrain, not to keep the older model")
+    waiting = _wait_or_experiment(policy, c, [], line, reasons, evidence, running=running, plan=plan)
+    if waiting:
+        return waiting
+    reasons.append("promote the candidate refit on the window including the newest week")
+    return Decision(PROMOTE, f"promote ({question}; no objection): {line}", reasons, evidence)
+
+
+def _wait_or_experiment(policy: PolicyConfig, c: Comparison, careful: list[str], line: str, reasons: list[str],
+                        evidence: dict, *, running: dict | None, plan: ABPlan | None) -> Decision | None:
+    """A would-be promotion: held while an experiment runs; sent online when a shift (or `always_ab`) makes the
+    offline evidence weaker and an experiment can finish, else decided offline on a conclusive win. None: promote."""
     if running:
         reasons.append(f"experiment {running['id']} is running (v{running['challenger_version']} vs "
                        f"v{running['champion_version']}, planned end {str(running['planned_end'])[:10]}): one "
                        "experiment at a time, so this candidate is held and the experiment decides")
         return Decision(HOLD, f"hold (experiment {running['id']} running): {line}", reasons, evidence)
-    careful = [x for x in shift] + (["policy: every promotion through an A/B test"] if policy.always_ab else [])
-    if careful:
-        why = "; ".join(careful)
-        if plan is not None and plan.reachable:
-            reasons.append(f"{why}: the offline evidence is weaker, so an online A/B test decides "
-                           f"({plan.units:,} units planned, {plan.per_day:,.0f} a day: {plan.days_needed:.1f} of "
-                           f"{plan.max_days} days)")
-            return Decision(AB_TEST, f"ab_test ({why}): {line}", reasons, evidence)
-        cannot = (f"an A/B test cannot finish: {plan.units:,} units needed at {plan.per_day:,.0f} a day = "
-                  f"{plan.days_needed:.0f} days > ab.max_duration_days {plan.max_days}" if plan else
-                  "no A/B plan")
-        if conclusive:
-            reasons.append(f"{why}; {cannot}, so it is decided offline: a conclusive win promotes")
-            return Decision(PROMOTE, f"promote ({why}; conclusive offline win): {line}", reasons, evidence)
-        reasons.append(f"{why}; {cannot}, so it is decided offline, where only a conclusive win promotes "
-                       f"(CI bound {pct(c.ci_high)} vs {pct(-policy.min_improvement)})")
-        return Decision(REJECT, f"reject ({why}; not a conclusive win): {line}", reasons, evidence)
-    reasons.append(f"promote {served}")
-    short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
-             f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
-    return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
+    careful = careful + (["policy: every promotion through an A/B test"] if policy.always_ab else [])
+    if not careful:
+        return None
+    why = "; ".join(careful)
+    if plan is not None and plan.reachable:
+        reasons.append(f"{why}: the offline evidence is weaker, so an online A/B test decides "
+                       f"({plan.units:,} units planned, {plan.per_day:,.0f} a day: {plan.days_needed:.1f} of "
+                       f"{plan.max_days} days)")
+        return Decision(AB_TEST, f"ab_test ({why}): {line}", reasons, evidence)
+    cannot = (f"an A/B test cannot finish: {plan.units:,} units needed at {plan.per_day:,.0f} a day = "
+              f"{plan.days_needed:.0f} days > ab.max_duration_days {plan.max_days}" if plan else "no A/B plan")
+    if evidence["conclusive"]:
+        reasons.append(f"{why}; {cannot}, so it is decided offline: a conclusive win promotes")
+        return Decision(PROMOTE, f"promote ({why}; conclusive offline win): {line}", reasons, evidence)
+    reasons.append(f"{why}; {cannot}, so it is decided offline, where only a conclusive win promotes "
+                   f"(CI bound {pct(c.ci_high)} vs {pct(-policy.min_improvement)})")
+    return Decision(REJECT, f"reject ({why}; not a conclusive win): {line}", reasons, evidence)
 
 
 def _keep_reason(c: Comparison, fresher_weeks: int, expected: float, record: TrackRecord | None) -> str:

@@ -64,11 +64,13 @@ def compare_with_champion(ctx: WeekRun) -> dict:
                                  f"{comp.ci_high:+.1%}")
                  + (f"; one more week of data: {fresh['gain']:+.1%} (vs v{fresh['version']}, trained "
                     f"{fresh['weeks_apart']} week(s) earlier)" if fresh else ""))
-    champ_until = registry.trained_until(registry.version_tags(p.registry.model_name, version))
+    tags = registry.version_tags(p.registry.model_name, version)
+    champ_until = registry.trained_until(tags)
     served_until = trained_until(ctx.as_of, p.policy.refit)
     return {"comparison": comp.to_dict(), "slices": slices, "champion_version": version,
             "champion_metrics": champ_metrics, "champion_loss_cv": loss_cv(champ_loss), "freshness": fresh,
-            "fresher_weeks": (served_until - champ_until).days // 7 if champ_until else 1}
+            "fresher_weeks": (served_until - champ_until).days // 7 if champ_until else 1,
+            "same_recipe": tags.get("recipe") == recipe_id(p)}
 
 
 def measure_freshness(ctx: WeekRun, raw: pd.DataFrame, y, cand_loss) -> dict | None:
@@ -112,7 +114,8 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
         plan = ABPlan(units=units, per_day=comp.rows / 7, max_days=p.ab.max_duration_days)
     d = apply_policy(pol, m["metric"], m["model"], m["baseline"], comp, compared["slices"], drift,
                      champion=compared.get("champion_metrics"), fresher_weeks=compared.get("fresher_weeks", 1),
-                     record=record, running=_brief(running), plan=plan)
+                     record=record, running=_brief(running), plan=plan,
+                     same_recipe=bool(compared.get("same_recipe")))
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
            "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run,
            "champion_loss_cv": compared.get("champion_loss_cv"), "freshness": compared.get("freshness")}

@@ -74,6 +74,9 @@ def test_init_then_dvc_repro_then_weekly_runs_decide(onboarded):
     assert {d["action"] for d in decisions} <= {"promote", "ab_test", "hold", "reject"}
     weeks = [d["week"] for d in decisions]
     assert weeks == sorted(set(weeks)), weeks  # each run took the next week
+    for d in decisions[1:]:  # the same recipe a week later: "serve the refit?", not "is it better?"
+        ev = json.loads((repo / "data/runs" / d["week"] / "decision.json").read_text())["evidence"]
+        assert ev.get("question") == "refit" or "absolute thresholds" in d["summary"], (case, d["summary"])
 
     params = yaml.safe_load(r["params_now"])
     from mlflow import MlflowClient

@@ -287,3 +287,56 @@ def test_an_empty_comparison_is_never_printed_as_evidence():
     assert fresh.action == PROMOTE and "nothing to compare" in fresh.summary and "CI" not in fresh.summary.split(";")[0]
     # a comparison that happens to be even, with an interval, is still shown as one
     assert "CI" in decide(POLICY, "mae", GOOD, BASE, SAME, [], DRIFT, record=None).summary
+
+
+EMPTY = comp(0.0, 0.0, 0.0)  # the champion's own recipe on the champion's own data: identical predictions
+WORSE_FRESH = TrackRecord(gain=0.03, se=0.005, spread=0.01, weeks=6)  # a week of newer data has cost 3 % a week
+
+
+@pytest.mark.parametrize("record,drift", [(None, None), (FRESH, None), (TrackRecord(0.004, 0.003, 0.006, 5), DRIFT),
+                                          (None, SHIFT), (FRESH, {"n_drifted": 9, "n_columns": 11,
+                                                                  "share_drifted": 9 / 11})])
+def test_the_same_recipe_on_one_more_week_is_served_unless_an_objection_stands(record, drift):
+    # the default is the refit, as a weekly cron job would serve it: no track record, a track record within noise
+    # of zero, or a drift alarm (a reason to retrain) do not keep the older model
+    d = decide(POLICY, "mae", GOOD, BASE, EMPTY, [], drift, record=record, plan=REACHABLE, same_recipe=True)
+    assert d.action == PROMOTE, d.reasons
+    assert d.summary.startswith("promote (same recipe, one more week of data: ") and "no objection" in d.summary
+    assert "CI" not in d.summary and d.evidence["question"] == "refit" and d.evidence["objections"] == []
+    if drift and drift.get("target"):
+        assert "the target shifted" in d.summary and "a reason to retrain" in " ".join(d.reasons)
+    if record is None:
+        assert "no track record yet" in d.summary
+    else:
+        assert f"over {record.weeks} weeks" in d.summary
+
+
+def test_the_refit_is_held_when_a_week_of_newer_data_has_credibly_made_it_worse():
+    d = decide(POLICY, "mae", GOOD, BASE, EMPTY, [], None, record=WORSE_FRESH, same_recipe=True)
+    assert d.action == REJECT and d.summary.startswith("reject (held: the refit is expected to be worse: +3.0%")
+    assert "track record +3.0% ± 0.5% over 6 weeks" in " ".join(d.reasons)
+    # an older champion: the candidate's own comparison with it counts too (here clearly worse on the newest week)
+    older = decide(POLICY, "mae", GOOD, BASE, comp(0.05, 0.03, 0.07), [], None, fresher_weeks=3, record=None,
+                   same_recipe=True)
+    assert older.action == REJECT and "+5.0% vs the champion on the newest week" in " ".join(older.reasons)
+    even = decide(POLICY, "mae", GOOD, BASE, comp(0.01, -0.01, 0.03), [], None, fresher_weeks=3, record=None,
+                  same_recipe=True)
+    assert even.action == PROMOTE, even.reasons
+
+
+def test_the_refit_still_meets_the_constraints_and_waits_for_a_running_experiment():
+    fails = decide(POLICY, "mae", {"mae": 18.0, "rows": 10}, BASE, EMPTY, [], None, record=FRESH, same_recipe=True)
+    assert fails.action == REJECT and "absolute thresholds" in fails.summary
+    bad = [{"column": "origin", "slice": "EWR", "rows": 2000, "champion": 10, "candidate": 11, "rel_change": 0.10,
+            "enforced": True}]
+    older = comp(-0.01, -0.03, 0.01)
+    assert decide(POLICY, "mae", GOOD, BASE, older, bad, None, fresher_weeks=2, same_recipe=True).action == REJECT
+    running = {"id": "m-v5-vs-v4", "champion_version": "4", "challenger_version": "5", "planned_end": "2013-06-09"}
+    held = decide(POLICY, "mae", GOOD, BASE, EMPTY, [], None, record=FRESH, running=running, same_recipe=True)
+    assert held.action == HOLD
+    # always_ab is the user's choice: the refit goes online too when an experiment can finish
+    ab = decide(PolicyConfig(always_ab=True), "mae", GOOD, BASE, EMPTY, [], None, plan=REACHABLE, same_recipe=True)
+    assert ab.action == AB_TEST
+    # no newer data than the champion: the new-recipe rule (only a conclusive win) whatever the recipe
+    same_window = decide(POLICY, "mae", GOOD, BASE, EMPTY, [], None, fresher_weeks=0, same_recipe=True)
+    assert same_window.action == REJECT and "no newer data" in same_window.summary
