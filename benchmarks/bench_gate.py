@@ -121,12 +121,8 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
     """Every week with a window of history before it (only weeks starting after `after`, when given), judged as
     the weekly flow judges it: its window's rules, value rules learned from the weeks accepted before it (a week
     the gate rejects stays out of the history, as in production)."""
-    import time
-
-    from ml.contract import accepted_history
-    from ml.split import slice_week, week_bounds
+    from ml.split import week_bounds
     from ml.validation import validate_batch
-    from stages.ingest import reference_weeks, week_contract
 
     s, n = params.source, params.window.train_weeks
     frame = load_frame(params)
@@ -144,27 +140,15 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
     rng = np.random.default_rng(0)
     false_alarms, reasons, caught, injected = 0, Counter(), Counter(), Counter()
     years: dict[int, list[int]] = {}
-    rejected: set = set()
     checked, learn = 0, 0.0
-    for w in weeks:
-        batch = slice_week(frame, tcol, w, allow_empty=True)
-        ref = [slice_week(frame, tcol, r, allow_empty=True) for r in reference_weeks(frame, tcol, w, n)]
-        ref = [r for r in ref if not r.empty]
-        if batch.empty or not ref or len(batch) < params.validation.min_rows:
-            continue  # no week to judge, or a stub week the landing leaves out anyway
-        reference = pd.concat(ref, ignore_index=True)
-        began = time.perf_counter()
-        history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected)
-        suite, _ = week_contract(params, reference, history, w, n)
-        learn += time.perf_counter() - began
-        report = validate_batch(batch, suite)
+    for w, batch, reference, suite, report, seconds in judged(params, frame, weeks):
+        learn += seconds
         checked += 1
         year = years.setdefault(week_bounds(w)[0].year, [0, 0])
         year[0] += 1
         if not report.success:
             false_alarms += 1
             year[1] += 1
-            rejected.add(w)
             reasons.update(f.split(":")[0].split(" ")[0] for f in report.failures)
         if not inject:
             continue
@@ -173,6 +157,36 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
             caught[kind] += not validate_batch(broken, suite).success
     return {"name": name, "weeks": checked, "false": false_alarms, "reasons": reasons, "caught": caught,
             "injected": injected, "years": years, "learn": learn / max(checked, 1)}
+
+
+def judged(params, frame: pd.DataFrame, weeks: list):
+    """Each of `weeks` through the gate as the weekly flow runs it: (week, batch, reference, suite, report, seconds
+    spent learning the contract). A rejected week stays out of the history later weeks learn from; weeks with no
+    rows, no reference or fewer than `validation.min_rows` (a stub the landing leaves out) are skipped."""
+    import time
+
+    from ml.contract import accepted_history
+    from ml.split import slice_week
+    from ml.validation import validate_batch
+    from stages.ingest import reference_weeks, week_contract
+
+    n, tcol = params.window.train_weeks, params.source.time_column
+    rejected: set = set()
+    for w in weeks:
+        batch = slice_week(frame, tcol, w, allow_empty=True)
+        ref = [slice_week(frame, tcol, r, allow_empty=True) for r in reference_weeks(frame, tcol, w, n)]
+        ref = [r for r in ref if not r.empty]
+        if batch.empty or not ref or len(batch) < params.validation.min_rows:
+            continue
+        reference = pd.concat(ref, ignore_index=True)
+        began = time.perf_counter()
+        history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected)
+        suite, _ = week_contract(params, reference, history, w, n)
+        seconds = time.perf_counter() - began
+        report = validate_batch(batch, suite)
+        if not report.success:
+            rejected.add(w)
+        yield w, batch, reference, suite, report, seconds
 
 
 TARGET = 0.02  # false quarantines of real weeks
