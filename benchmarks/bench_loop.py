@@ -429,8 +429,37 @@ def quarantined(params, frame: pd.DataFrame, weeks: list) -> set:
     return {w for w, *_, report, _s in judged(params, frame, weeks) if not report.success}
 
 
+def held(params, world: World, exclude: set, null_weeks: int = 12) -> tuple[set, dict]:
+    """The weeks the joint checks (ml/joint.py) hold, judged in order: each week's statistics against its training
+    window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
+    change is learned after one window instead of holding every later week), calibrated on the up to `null_weeks` latest
+    weeks not held before it. Returns the held weeks and week -> reasons in words."""
+    from ml.joint import describe, judge, week_statistics
+
+    p = params
+    stats: dict = {}
+    out: set = set()
+    words: dict = {}
+    for t, w in enumerate(world.weeks[:-1]):
+        if w in exclude or not len(world.frames[t]):
+            continue
+        ref = [world._week(x) for x in window_weeks(w, p.window.train_weeks, world.has_rows) if x not in exclude]
+        ref = [r for r in ref if len(r)]
+        if not ref:
+            continue
+        week = week_statistics(pd.concat(ref, ignore_index=True), world.frames[t], p.source, seed=t)
+        past = [stats[x] for x in sorted(stats)[-null_weeks:]]
+        flags = judge(week, past, p.drift.alarm_rate)
+        if any(f.flagged for f in flags):
+            out.add(w)
+            words[w] = describe(flags)
+        else:
+            stats[w] = week
+    return out, words
+
+
 def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool, faults: dict | None = None,
-           releases: set | None = None) -> dict:
+           releases: set | None = None, joint: bool = True) -> dict:
     """Every policy over one year (clean, or with `faults`); the gated ones with the weeks the gate rejects left out
     of training and decisions."""
     t0 = time.perf_counter()
@@ -438,11 +467,16 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     world = World(name, params, frame, max_weeks, releases=releases, faults=faults, cache=cache)
     q = quarantined(params, frame, world.weeks[:-1]) if gate else set()
     gated = World(name, params, frame, max_weeks, exclude=q, releases=releases, faults=faults, cache=cache)
+    began = time.perf_counter()
+    h, why = held(params, world, q) if joint else (set(), {})
+    joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
+    checked = World(name, params, frame, max_weeks, exclude=q | h, releases=releases, faults=faults, cache=cache)
     rows = []
     for label, fn, behind in POLICIES:
         if behind and not gate and fn is not None:
             continue
-        rows.append(simulate(gated if behind else world, label, fn or project_policy(calibrated_drift)))
+        rows.append(simulate(gated if fn is not None and behind else checked if fn is None else world, label,
+                             fn or project_policy(calibrated_drift)))
     d = rows[3]
     fault_weeks = set(faults or {})
     return {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
@@ -451,7 +485,9 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
             "gate": {"weeks": len(world.weeks) - 1, "quarantined": sorted(map(str, q)),
                      "false_quarantines": len(q - fault_weeks), "faults_stopped": len(q & fault_weeks)}
             if gate else None,
-            "faults": {str(w): k for w, k in (faults or {}).items()}}
+            "faults": {str(w): k for w, k in (faults or {}).items()},
+            "joint": {"held": {str(w): why[w] for w in sorted(h)}, "false_holds": len(h - fault_weeks),
+                      "faults_held": len(h & fault_weeks), "seconds_per_week": joint_s}}
 
 
 def faulty(params, frame: pd.DataFrame, max_weeks: int | None, seed: int = 0) -> tuple[pd.DataFrame, dict, set]:
@@ -511,6 +547,9 @@ def print_table(res: dict) -> None:
         g = res["gate"]
         print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "
               f"({g['false_quarantines'] / max(g['weeks'], 1):.1%}, target <= 2%)")
+    j = res["joint"]
+    print(f"joint checks (ml/joint.py; (d) holds the week): {j['false_holds']} of {res['weeks']} ordinary weeks held "
+          f"({j['false_holds'] / max(res['weeks'], 1):.1%}); {j['seconds_per_week']:.2f} s a week")
     if res.get("faulty"):
         print_faults(res)
 
@@ -541,6 +580,11 @@ def print_faults(res: dict) -> None:
         g = f["gate"]
         print(f"the gate alone quarantined {g['faults_stopped']} of {n} fault weeks, and {g['false_quarantines']} "
               "ordinary weeks")
+    j = f["joint"]
+    print(f"the joint checks held {j['faults_held']} more fault weeks, and {j['false_holds']} ordinary weeks; flagged "
+          f"or stopped: {j['faults_held'] + (f['gate'] or {}).get('faults_stopped', 0)} of {n} (target >= 95%)")
+    for w, words in j["held"].items():
+        print(f"  held {w} ({faults.get(w, 'ordinary week')}): {words[:150]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 `--faults`). Each takes the rows of one week (or, for a redefined target, every row from that week on) and returns
 them broken; which column each one hits is chosen from the params and the data, never by name:
 
-- time shift: a time-of-day feature (integers 0-23) shifted by 5 hours, as a time-zone bug upstream does;
+- time shift: a time-of-day feature (integers 0-23) shifted by 5 hours, as a time-zone bug upstream does (a
+  source whose only time is its time column has none);
 - units: the numeric feature most correlated with the target in other units (an affine change, as °C -> °F);
 - frozen: the feed stuck: every feature holds the week's first row for the whole week;
 - duplicates: every row of the week delivered twice;
@@ -25,12 +26,13 @@ def features(params) -> list[str]:
 
 
 def hour_column(params, frame: pd.DataFrame) -> str | None:
-    """A numeric feature holding a time of day: integers within 0..23 taking at least 12 values (derived calendar
-    columns last)."""
-    cols = sorted(params.source.numeric_features, key=lambda c: c.startswith("cal_"))
-    for c in cols:
+    """A numeric feature of the delivered data holding a time of day: integers within 0..23 taking at least 16
+    values. Calendar columns the pipeline derives from the time column are not delivered, so not broken; a source
+    whose only time is the time column (time parts combined into it) has no time shift to inject."""
+    for c in params.source.numeric_features:
         v = frame[c].dropna()
-        if len(v) and (v % 1 == 0).all() and v.min() >= 0 and v.max() <= 23 and v.nunique() >= 12:
+        if not c.startswith("cal_") and len(v) and (v % 1 == 0).all() and v.min() >= 0 and v.max() <= 23 \
+                and v.nunique() >= 16:
             return c
     return None
 

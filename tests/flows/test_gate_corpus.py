@@ -60,6 +60,8 @@ BREAKING = [
     ("only the header", lambda d: d.head(0), "row count 0"),
     ("an unparseable time", _bad_hour, "'hour'"),
 ]
+# four of the twelve stations: the same files, columns and faults at a third of the onboarding cost
+STATIONS = "PRSA_Data_[A-D]*.csv"
 BENIGN = [
     ("an extra column", lambda d: d.assign(sensor_firmware="v2")),
     ("reordered columns", lambda d: d[list(reversed(d.columns))]),
@@ -72,7 +74,7 @@ def corpus(prefect_api, tmp_path_factory):
     from flows.weekly_retrain import weekly_retrain
 
     repo = make_project(tmp_path_factory.mktemp("corpus") / "repo")
-    init_project(repo, "--data", str(BEIJING / "*.csv"), "--target", "PM2.5", "--timezone", "Asia/Shanghai")
+    init_project(repo, "--data", str(BEIJING / STATIONS), "--target", "PM2.5", "--timezone", "Asia/Shanghai")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "onboarded"], repo)
     run(["dvc", "repro"], repo)
@@ -86,7 +88,7 @@ def corpus(prefect_api, tmp_path_factory):
 def delivered_rows(repo: Path, as_of: date) -> pd.DataFrame:
     """The rows of one week exactly as the station files deliver them (no derived columns)."""
     frames = []
-    for f in sorted(BEIJING.glob("*.csv")):
+    for f in sorted(BEIJING.glob(STATIONS)):
         df = pd.read_csv(f)
         local = pd.to_datetime(df[["year", "month", "day", "hour"]]).dt.tz_localize("Asia/Shanghai")
         utc = local.dt.tz_convert("UTC")

@@ -1,0 +1,155 @@
+"""Joint checks: shifts in how the columns relate, which no per-column marginal sees.
+
+- relations: each numeric feature predicted from the other numeric features, a numeric target and the local hour
+  of day and day of week of the time column, by a linear fit on the reference (the weeks before); per feature the
+  statistic is how much worse the new week is predicted than held-out reference rows (log ratio of mean absolute
+  errors). A time feature moved by hours no longer matches the time column; a feature in other units, or a
+  redefined target, no longer matches the others. Ordinary weeks predict a little worse than their reference too,
+  so each feature's threshold comes from the same statistic on past weeks, each against its own reference (a
+  Student-t prediction bound, Bonferroni over the checks, as for the per-column alarms), and at least a doubling
+  of the error (MATERIAL). Two designs were tried first on real weeks and dropped: a classifier telling the week
+  from its reference separates every ordinary flights week (2·AUC−1 0.6-0.9: weather and calendar differ week to
+  week); regression trees cannot extrapolate, so a season moving out of the reference's range (bike sharing's
+  temperatures) looked like a broken relation in a quarter of ordinary weeks;
+- duplicates: the share of the week's rows repeated exactly (a frozen feed, a delivery sent twice), against the
+  same share on past weeks.
+
+Pure: numpy/pandas (scipy for the bound).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml.calibration import bound
+
+ROWS = 3000  # rows sampled from the week (and 1.5x from its reference): each fit well under a second
+MIN_NULL_WEEKS = 6  # past weeks a joint check needs before it judges (the statistics are noisier than a marginal's)
+MATERIAL = math.log(2)  # a relation is broken only when a feature is predicted at least twice as badly as before
+MIN_VALUES = 10  # distinct values a numeric feature needs in the reference to be predicted
+
+
+def design(frame: pd.DataFrame, columns: list[str], time_column: str, timezone: str = "UTC") -> pd.DataFrame:
+    """Numbers for the relation models: the numeric `columns` as floats, and the hour of day and day of week of the
+    time column in the source's `timezone` (a local hour feature follows it across a DST change), one-hot."""
+    out = {c: pd.to_numeric(frame[c], errors="coerce").astype(float).to_numpy() for c in columns}
+    t = frame[time_column].dt.tz_convert(timezone)
+    hour, day = t.dt.hour.to_numpy(), t.dt.dayofweek.to_numpy()
+    # one column per hour and per weekday: an hour feature in another zone than the time's maps hour to hour
+    # (a linear fit on the hour as a number would break at midnight)
+    out.update({f"_hour_{h}": (hour == h).astype(float) for h in range(24)})
+    out.update({f"_weekday_{d}": (day == d).astype(float) for d in range(7)})
+    return pd.DataFrame(out)
+
+
+def relations(reference: pd.DataFrame, batch: pd.DataFrame, predicted: list[str], inputs: list[str],
+              time_column: str, *, timezone: str = "UTC", rows: int = ROWS, seed: int = 0) -> dict[str, float]:
+    """How well each of the `predicted` numeric features (those with at least MIN_VALUES distinct values in the
+    reference) is still predicted from the other numeric `inputs` and the local hour and weekday of the time: a
+    least-squares fit per feature on two thirds of the reference (missing inputs at the reference median), scored
+    on the last third and on the new week. Linear, so a relation that holds (an hour feature and the time, a
+    temperature and its felt temperature, two delays) extrapolates to a week outside the reference's range, as a
+    season moves on, instead of failing there. Per feature: log of the new week's mean absolute error over the
+    held-out reference's (0: the relation holds as well as before)."""
+    rng = np.random.default_rng(seed)
+    ref = reference.iloc[rng.permutation(len(reference))[: rows * 3 // 2]]
+    cur = batch.iloc[rng.permutation(len(batch))[:rows]]
+    xr, xc = design(ref, inputs, time_column, timezone), design(cur, inputs, time_column, timezone)
+    usable = [c for c in xr.columns if xr[c].notna().mean() > 0.5 and np.nanstd(xr[c]) > 0]
+    med, sd = xr[usable].median(), xr[usable].std()
+    zr, zc = (((x[usable] - med) / sd).fillna(0.0) for x in (xr, xc))
+    cut = len(zr) * 2 // 3
+    out = {}
+    # a feature with few values in the reference (a flag, a weekday, the month) is a label more than a measure
+    for c in [c for c in predicted if c in usable and xr[c].nunique() >= MIN_VALUES]:
+        others = [k for k in usable if k != c]
+        fit, held, new = (xr[c].iloc[:cut].notna(), xr[c].iloc[cut:].notna(), xc[c].notna())
+        if fit.sum() < 50 or held.sum() < 20 or new.sum() < 20:
+            continue
+        a = np.c_[np.ones(int(fit.sum())), zr[others].iloc[:cut][fit.to_numpy()].to_numpy()]
+        coef, *_ = np.linalg.lstsq(a, xr[c].iloc[:cut][fit.to_numpy()].to_numpy(), rcond=None)
+
+        base = _abs_error(zr.iloc[cut:][held.to_numpy()][others], xr[c].iloc[cut:][held.to_numpy()], coef)
+        err = _abs_error(zc[new.to_numpy()][others], xc[c][new.to_numpy()], coef)
+        scale = 0.05 * float(sd[c])  # a relation that holds exactly (an hour from the time): no 0 / 0
+        out[c] = math.log((err + scale) / (base + scale))
+    return out
+
+
+def _abs_error(z: pd.DataFrame, y: pd.Series, coef: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.c_[np.ones(len(z)), z.to_numpy()] @ coef - y.to_numpy())))
+
+
+def duplicate_share(batch: pd.DataFrame, columns: list[str]) -> float:
+    """The share of rows that repeat another row of the week on every column given."""
+    return float(batch[columns].duplicated(keep=False).mean()) if len(batch) else float("nan")
+
+
+def week_statistics(reference: pd.DataFrame, batch: pd.DataFrame, source, *, seed: int = 0) -> dict[str, float]:
+    """Every joint statistic of one week against its reference (`source`: the params' SourceConfig):
+    `relation:<feature>` for each numeric feature (calendar columns derived from the time are inputs only; so is
+    a numeric target, whose relation to the features a redefinition breaks), and `duplicates`."""
+    s = source
+    predicted = [c for c in s.numeric_features if not c.startswith("cal_")]
+    inputs = [*s.numeric_features, *((s.target,) if s.task == "regression" else ())]
+    out = {f"relation:{c}": v for c, v in relations(reference, batch, predicted, inputs, s.time_column,
+                                                        timezone=s.timezone, seed=seed).items()}
+    out["duplicates"] = duplicate_share(batch, [*predicted, *s.categorical_features])  # as delivered: no cal_
+    return out
+
+
+@dataclass(frozen=True)
+class JointFlag:
+    check: str  # relation:<feature> | duplicates
+    statistic: float
+    threshold: float | None  # None: fewer than MIN_NULL_WEEKS past weeks to calibrate on
+    null: tuple[float, ...]
+    flagged: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float) -> list[JointFlag]:
+    """Each of the week's statistics against the prediction bound of the same statistic on past weeks (each
+    against its own reference), at level alpha / the number of checks (Bonferroni: an ordinary week is flagged by
+    any of them in about alpha of weeks)."""
+    level = alpha / max(len(week), 1)
+    flags = []
+    for key, value in week.items():
+        null = tuple(float(p[key]) for p in past if key in p and math.isfinite(p[key]))
+        if len(null) < MIN_NULL_WEEKS or not math.isfinite(value):
+            flags.append(JointFlag(key, value, None, null, False))
+            continue
+        # duplicates: a share, bounded as the per-column distances are, with a floor of one row in a hundred (a
+        # null of weeks without a repeated row is all zeros); a relation: a log ratio, about normal, of either sign
+        thr = max(bound(null, level), 0.01) if key == "duplicates" else max(_t_bound(null, level), MATERIAL)
+        flags.append(JointFlag(key, value, thr, null, value > thr))
+    return flags
+
+
+def _t_bound(null: tuple[float, ...], level: float) -> float:
+    """Upper (1 - level) prediction bound for one more value from the K values of `null` (Student t, K - 1 df)."""
+    from scipy.stats import t
+
+    z = np.asarray(null, dtype=np.float64)
+    k = z.size
+    return float(z.mean() + t.ppf(1 - level, k - 1) * float(z.std(ddof=1)) * math.sqrt(1 + 1 / k))
+
+
+def describe(flags: list[JointFlag]) -> str:
+    """The flagged joint checks in words (empty when none is)."""
+    out = []
+    for f in flags:
+        if not f.flagged:
+            continue
+        if f.check == "duplicates":
+            out.append(f"{f.statistic:.0%} of the rows are repeated (week-to-week bound {f.threshold:.0%})")
+        else:
+            c = f.check.split(":", 1)[1]
+            out.append(f"'{c}' no longer follows from the other columns and the time as it did (error "
+                       f"x{math.exp(f.statistic):.1f}, week-to-week bound x{math.exp(f.threshold):.1f})")
+    return "; ".join(out)

@@ -1,0 +1,66 @@
+"""Joint checks on real 2013 flights weeks: an ordinary week passes; a time feature shifted by 5 hours, a feature
+in other units, a frozen feed and a delivery sent twice are each flagged, naming what broke; each check is judged
+against the same statistic on the past weeks."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.faults import hour_column, inject, units_column
+from ml.config import parse_params
+from ml.joint import MIN_NULL_WEEKS, describe, judge, week_statistics
+from ml.sources import load_source
+from ml.split import slice_week
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+S = PARAMS.source
+WEEK = date(2013, 10, 6)
+
+
+def reference(frame: pd.DataFrame, w: date) -> pd.DataFrame:
+    return pd.concat([slice_week(frame, S.time_column, w - timedelta(days=7 * k))
+                      for k in range(1, PARAMS.window.train_weeks + 1)], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def flights():
+    """The source frame, the week, its reference and the statistics of the 12 weeks before it (the null)."""
+    frame = load_source(S, ROOT)
+    past = [week_statistics(reference(frame, w), slice_week(frame, S.time_column, w), S, seed=k)
+            for k, w in enumerate(WEEK - timedelta(days=7 * k) for k in range(12, 0, -1))]
+    return frame, slice_week(frame, S.time_column, WEEK), reference(frame, WEEK), past
+
+
+def test_an_ordinary_week_passes_every_joint_check(flights):
+    _, week, ref, past = flights
+    flags = judge(week_statistics(ref, week, S), past, PARAMS.drift.alarm_rate)
+    assert flags and not any(f.flagged for f in flags), describe(flags)
+    assert {f.check for f in flags} >= {"relation:dep_delay", "relation:hour", "duplicates"}
+    assert all(f.threshold is not None for f in flags)
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("time shift", "'hour' no longer follows from the other columns and the time"),
+    ("units", "'dep_delay' no longer follows"),
+    ("frozen", "of the rows are repeated"),
+    ("duplicates", "100% of the rows are repeated"),
+])
+def test_each_injected_fault_is_flagged_in_words(flights, kind, words):
+    frame, week, ref, past = flights
+    assert hour_column(PARAMS, frame) == "hour" and units_column(PARAMS, frame) == "dep_delay"
+    broken = inject(kind, week, PARAMS, frame)
+    flags = judge(week_statistics(ref, broken, S), past, PARAMS.drift.alarm_rate)
+    assert any(f.flagged for f in flags), kind
+    assert words in describe(flags), describe(flags)
+
+
+def test_without_enough_past_weeks_nothing_is_judged(flights):
+    _, week, ref, past = flights
+    broken = week_statistics(ref, pd.concat([week, week], ignore_index=True), S)
+    flags = judge(broken, past[: MIN_NULL_WEEKS - 1], PARAMS.drift.alarm_rate)
+    assert not any(f.flagged for f in flags) and all(f.threshold is None for f in flags)
