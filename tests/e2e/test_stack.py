@@ -343,8 +343,10 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
 
     repo, c = stack["repo"], mlflow_client(stack)
     # A better recipe from this week on, and a policy that sends every promotion through an A/B test that can
-    # finish (the planned 25-40k flights take 4-6 weeks of this traffic, within 60 days).
-    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True, "max_slice_regression": 0.1},
+    # finish (the planned 25-40k flights take 4-6 weeks of this traffic, within 60 days). Slices may be up to 20 %
+    # worse: the champion may be last week's refit of the feeble recipe (the crash test's second run promotes it),
+    # against which one carrier's 404 flights come out 10.5 % worse while the whole week is 12.9 % better.
+    edit_params(repo, train={"hgb": STRONG}, policy={"always_ab": True, "max_slice_regression": 0.2},
                 ab={"max_duration_days": 60})
     fr = wait_final(stack["api"], deployment_run(stack, "as_of=2013-05-19"))
     assert fr["state_type"] == "COMPLETED", fr["state"]
