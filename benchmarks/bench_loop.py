@@ -86,9 +86,9 @@ class World:
         self._weeks_cache: dict[date, pd.DataFrame] = {}
         # a feed silent for weeks: those weeks are not replayed, and the windows reach back over them
         self.has_rows = weeks_with_rows(t[frame[self.s.target].notna()], weeks[0])
-        weeks = [w for w in weeks if not self._week(w).empty]
+        weeks = [w for w in weeks if not self.week(w).empty]
         self.weeks = weeks[: max_weeks + 2] if max_weeks else weeks
-        self.frames = [self._week(w) for w in self.weeks]
+        self.frames = [self.week(w) for w in self.weeks]
         self.exclude, self.releases, self.faults = exclude or set(), releases or set(), faults or {}
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
@@ -96,7 +96,8 @@ class World:
         self._blocks: dict[int, np.ndarray] = {}
         self._pred: dict[tuple[int, date], pd.DataFrame] = {}
 
-    def _week(self, w: date) -> pd.DataFrame:
+    def week(self, w: date) -> pd.DataFrame:
+        """The labelled rows of the week ending `w` (cached; empty for a week without rows)."""
         if w not in self._weeks_cache:
             f = slice_week(self.frame, self.s.time_column, w, allow_empty=True)
             self._weeks_cache[w] = f[f[self.s.target].notna()].reset_index(drop=True)
@@ -113,7 +114,7 @@ class World:
         return isinstance(key, tuple), self.trained_on(key)
 
     def window(self, key) -> pd.DataFrame:
-        parts = [self._week(x) for x in self.trained_on(key)]
+        parts = [self.week(x) for x in self.trained_on(key)]
         return pd.concat([p for p in parts if not p.empty], ignore_index=True)
 
     def candidate(self, t: int):
@@ -144,7 +145,9 @@ class World:
 
     def faults_in(self, key) -> set:
         """The injected faults model `key` learned from: fault weeks in its window, and a broken release."""
-        hit = {w for w in self.trained_on(key) if self.faults.get(w, "broken release") != "broken release"}
+        from benchmarks.faults import BROKEN_RELEASE
+
+        hit = {w for w in self.trained_on(key) if self.faults.get(w, BROKEN_RELEASE) != BROKEN_RELEASE}
         if isinstance(key, tuple):
             hit.add(self.weeks[key[1] - 1] if key[1] - 1 in self.releases else self.weeks[key[1]])
         return hit
@@ -156,7 +159,7 @@ class World:
         """The labelled rows of the week ending `w`, with model i's point predictions (cached)."""
         key = (self._sig(i), w)
         if key not in self._pred:
-            f = self._week(w)
+            f = self.week(w)
             from tasks.drift import PREDICTION, _point
 
             with threadpool_limits(self.params.train.threads or None):
@@ -443,7 +446,7 @@ def held(params, world: World, exclude: set, null_weeks: int = 12) -> tuple[set,
     for t, w in enumerate(world.weeks[:-1]):
         if w in exclude or not len(world.frames[t]):
             continue
-        ref = [world._week(x) for x in window_weeks(w, p.window.train_weeks, world.has_rows) if x not in exclude]
+        ref = [world.week(x) for x in window_weeks(w, p.window.train_weeks, world.has_rows) if x not in exclude]
         ref = [r for r in ref if len(r)]
         if not ref:
             continue
