@@ -161,6 +161,9 @@ class DriftConfig:
     seed: int = 0
     alarm_rate: float = 0.05  # calibrated alarms: family-wise false-alarm rate over all columns of a week
     history_weeks: int = 26  # calibrated alarms: past weeks whose week-to-week drift forms the null
+    joint_checks: bool = True  # hold a week whose columns no longer relate as before (ml/joint.py): no retrain,
+    # the batch kept in data/held/ and out of training windows
+    joint_history_weeks: int = 12  # joint checks: past weeks whose own statistics calibrate the bounds
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ ROWS = 3000  # rows sampled from the week (and 1.5x from its reference): each fi
 MIN_NULL_WEEKS = 6  # past weeks a joint check needs before it judges (the statistics are noisier than a marginal's)
 MATERIAL = math.log(2)  # a relation is broken only when a feature is predicted at least twice as badly as before
 MIN_VALUES = 10  # distinct values a numeric feature needs in the reference to be predicted
+MIN_SKILL = 0.2  # a relation is checked where the others predict the feature at least 20 % better than its median
+SCALE = 0.25  # errors are compared beyond this share of the feature's standard deviation
 
 
 def design(frame: pd.DataFrame, columns: list[str], time_column: str, timezone: str = "UTC") -> pd.DataFrame:
@@ -50,10 +53,12 @@ def relations(reference: pd.DataFrame, batch: pd.DataFrame, predicted: list[str]
     """How well each of the `predicted` numeric features (those with at least MIN_VALUES distinct values in the
     reference) is still predicted from the other numeric `inputs` and the local hour and weekday of the time: a
     least-squares fit per feature on two thirds of the reference (missing inputs at the reference median), scored
-    on the last third and on the new week. Linear, so a relation that holds (an hour feature and the time, a
-    temperature and its felt temperature, two delays) extrapolates to a week outside the reference's range, as a
-    season moves on, instead of failing there. Per feature: log of the new week's mean absolute error over the
-    held-out reference's (0: the relation holds as well as before)."""
+    on the last third and on the new week. Features the others predict hardly better than their median (errors
+    above 1 - MIN_SKILL of the median's: rain, visibility) have no relation to check and are left out. Linear, so
+    a relation that holds (an hour feature and the time, a temperature and its felt temperature, two delays)
+    extrapolates to a week outside the reference's range, as a season moves on, instead of failing there. Per
+    feature: log of the new week's mean absolute error over the held-out reference's, each plus SCALE standard
+    deviations of the feature (0: the relation holds as before)."""
     rng = np.random.default_rng(seed)
     ref = reference.iloc[rng.permutation(len(reference))[: rows * 3 // 2]]
     cur = batch.iloc[rng.permutation(len(batch))[:rows]]
@@ -72,9 +77,15 @@ def relations(reference: pd.DataFrame, batch: pd.DataFrame, predicted: list[str]
         a = np.c_[np.ones(int(fit.sum())), zr[others].iloc[:cut][fit.to_numpy()].to_numpy()]
         coef, *_ = np.linalg.lstsq(a, xr[c].iloc[:cut][fit.to_numpy()].to_numpy(), rcond=None)
 
-        base = _abs_error(zr.iloc[cut:][held.to_numpy()][others], xr[c].iloc[cut:][held.to_numpy()], coef)
+        y_held = xr[c].iloc[cut:][held.to_numpy()]
+        base = _abs_error(zr.iloc[cut:][held.to_numpy()][others], y_held, coef)
+        if base > (1 - MIN_SKILL) * float(np.mean(np.abs(y_held - xr[c].iloc[:cut].median()))):
+            continue  # the others barely predict it (rain, visibility): no relation to break
         err = _abs_error(zc[new.to_numpy()][others], xc[c][new.to_numpy()], coef)
-        scale = 0.05 * float(sd[c])  # a relation that holds exactly (an hour from the time): no 0 / 0
+        # the error is compared beyond a quarter of the feature's spread: a relation that holds exactly (an hour
+        # from the time) is no 0 / 0, and a one-hour move of a local hour against UTC time (a daylight-saving
+        # change of a source whose timezone is left at UTC) is not a doubling, where a shift of several hours is
+        scale = SCALE * float(sd[c])
         out[c] = math.log((err + scale) / (base + scale))
     return out
 
@@ -153,3 +164,68 @@ def describe(flags: list[JointFlag]) -> str:
             out.append(f"'{c}' no longer follows from the other columns and the time as it did (error "
                        f"x{math.exp(f.statistic):.1f}, week-to-week bound x{math.exp(f.threshold):.1f})")
     return "; ".join(out)
+
+
+NULL_WEEKS = 12  # past weeks whose own statistics calibrate a week's joint checks
+
+
+@dataclass(frozen=True)
+class JointVerdict:
+    flags: tuple[JointFlag, ...]
+    null_weeks: int  # past weeks the bounds were calibrated on
+    reference_weeks: int  # weeks of the reference the new week was compared with
+
+    @property
+    def judged(self) -> bool:
+        return any(f.threshold is not None for f in self.flags)
+
+    @property
+    def held(self) -> bool:
+        return any(f.flagged for f in self.flags)
+
+    def summary(self) -> str:
+        """One line: what was checked against what, and what (if anything) stands out."""
+        if self.held:
+            return describe(list(self.flags))
+        if not self.judged:
+            return (f"not judged yet: {self.null_weeks} past week(s) to calibrate on, {MIN_NULL_WEEKS} needed"
+                    if self.flags else "nothing to check (no numeric feature with enough values)")
+        return (f"{len(self.flags)} check(s) against {self.reference_weeks} reference week(s), calibrated on "
+                f"{self.null_weeks} past week(s): the columns relate as before")
+
+
+def check_week(history: pd.DataFrame, batch: pd.DataFrame, as_of, source, train_weeks: int, alpha: float, *,
+               null_weeks: int = NULL_WEEKS, not_null=frozenset(), has_rows=None) -> JointVerdict:
+    """The joint checks of the week ending at `as_of` (its rows: `batch`), as bench_loop replays them: its statistics
+    against its reference (the `train_weeks` newest weeks of `history` before it that have rows), judged against the
+    same statistics of the up to `null_weeks` latest past weeks, each against its own reference. `history`: the
+    accepted rows before the week (held weeks included: a lasting change is learned after one window); `not_null`:
+    as_of keys of past weeks that were held, kept out of the calibration; `has_rows`: the weeks the source has rows
+    for (default: those of `history`), so a window shrinks at a rejected week as training's does. Seeds follow the
+    week, so a rerun of a week reaches the same verdict."""
+    from ml.split import week_bounds, window_weeks
+
+    tcol = source.time_column
+    start = week_bounds(as_of)[0]
+    offsets = np.floor((history[tcol] - start) / pd.Timedelta(days=7)).astype(int).to_numpy()
+    by_week = {as_of + timedelta(days=7 * int(k)): g for k, g in history.groupby(offsets, sort=True) if len(g)}
+    has_rows = set(by_week) if has_rows is None else set(has_rows)
+
+    def reference(w) -> pd.DataFrame | None:
+        parts = [by_week[x] for x in window_weeks(w, train_weeks, has_rows) if x in by_week]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def seed(w) -> int:
+        return w.toordinal() % 2**31
+
+    past = []
+    for w in [w for w in sorted(by_week) if w not in not_null][-null_weeks:]:
+        ref = reference(w)
+        if ref is not None:
+            past.append(week_statistics(ref, by_week[w], source, seed=seed(w)))
+    ref = reference(as_of)
+    if ref is None or batch.empty:
+        return JointVerdict((), len(past), 0)
+    week = week_statistics(ref, batch, source, seed=seed(as_of))
+    n_ref = len([x for x in window_weeks(as_of, train_weeks, has_rows) if x in by_week])
+    return JointVerdict(tuple(judge(week, past, alpha)), len(past), n_ref)

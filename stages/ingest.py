@@ -94,6 +94,33 @@ def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | No
     return where
 
 
+HELD = "held by the joint checks"  # a manifest reason: the week passed the contract, its columns relate oddly
+
+
+def held_path(raw_dir: str | Path, as_of: date) -> Path:
+    """Where a held week's batch is kept: `data/held/<as_of>.parquet`, beside the raw store."""
+    return Path(raw_dir).parent / "held" / f"{as_of.isoformat()}.parquet"
+
+
+def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict) -> Path:
+    """Move a landed week out of the raw store to data/held/ (with its checks as JSON): it passed the contract but
+    is kept out of every training window, and the manifest says why. Nothing is deleted; moving the file back and
+    removing its manifest entry accepts the week."""
+    dest = held_path(raw_dir, as_of)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_json(dest.with_suffix(".json"), record)
+    shutil.move(str(batch_path(raw_dir, as_of)), dest)
+    manifest = read_manifest(raw_dir)
+    manifest.setdefault("excluded", {})[as_of.isoformat()] = f"{HELD}: {reasons}; batch kept in {dest}"
+    write_manifest(raw_dir, manifest)
+    return dest
+
+
+def held_weeks(raw_dir: str | Path) -> set[date]:
+    """Weeks the joint checks held (out of training windows, still part of the accepted history)."""
+    return {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items() if why.startswith(HELD)}
+
+
 def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:
     """Archive the landed batches when they were landed under other source settings; returns the archive."""
     raw_dir = Path(raw_dir)
@@ -214,11 +241,12 @@ def reference_weeks(frame: pd.DataFrame, tcol: str, as_of: date, n: int,
 
 
 def rejected_weeks(raw_dir: str | Path) -> set[date]:
-    """Weeks the gate refused (quarantined, failed the contract): never part of the accepted history."""
+    """Weeks the gate refused (quarantined, failed the contract): never part of the accepted history. A held week
+    passed the contract: it stays in the history (out of training windows only)."""
     raw_dir = Path(raw_dir)
     out = {date.fromisoformat(w) for w in quarantined_weeks(raw_dir.parent / "quarantine")}
     out |= {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items()
-            if not why.startswith("the source has no rows")}
+            if not why.startswith(("the source has no rows", HELD))}
     return out
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 
 QUARANTINED = "ct.batch.quarantined"
+HELD = "ct.batch.held"
 PROMOTED = "ct.model.promoted"
 AB_STARTED = "ct.model.ab-test-started"
 CANARY_STARTED = "ct.model.canary-started"
 ROLLED_BACK = "ct.model.rolled-back"
 UNFINISHABLE = "ct.experiment.cannot-finish"
 DEGRADED = "ct.model.degraded"
-EVENTS = (QUARANTINED, PROMOTED, AB_STARTED, CANARY_STARTED, ROLLED_BACK, UNFINISHABLE, DEGRADED)
+EVENTS = (QUARANTINED, HELD, PROMOTED, AB_STARTED, CANARY_STARTED, ROLLED_BACK, UNFINISHABLE, DEGRADED)
 
 log = logging.getLogger(__name__)
 

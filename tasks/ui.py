@@ -52,3 +52,22 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
     else:
         create_link_artifact(key=f"drift-{key}".lower(), link=drift["report"]["html"] and
                              f"file://{drift['report']['html']}", link_text="Evidently drift report (local file)")
+
+
+@task(name="publish decision to the Prefect UI", cache_policy=NO_CACHE)
+def publish_held(ctx: WeekRun, decision: dict) -> None:
+    """A held week's decision: what broke, where the batch is, the checks against their bounds."""
+    link = run_link(ctx, ctx.parent_run_id)
+    where = (f"[MLflow run]({link})" if link
+             else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`")
+    joint = decision["evidence"]["joint"]
+    rows = [f"| `{f['check']}` | {f['statistic']:.3g} | "
+            + (f"{f['threshold']:.3g}" if f["threshold"] is not None else "n/a")
+            + f" | {'**yes**' if f['flagged'] else 'no'} |" for f in joint["checks"]]
+    lines = [f"# Week {ctx.week}: {ICON['hold']}", "", f"**{decision['summary']}**", "", "## Evidence",
+             *[f"- {r}" for r in decision["reasons"]], "",
+             f"## Joint checks (against {joint['reference_weeks']} reference weeks, bounds from "
+             f"{joint['null_weeks']} past weeks)", "", "| check | statistic | bound | flagged |", "|---|---|---|---|",
+             *rows, "", f"Lineage: {where}"]
+    create_markdown_artifact(key=f"decision-week-{ctx.week}".lower(), markdown="\n".join(lines),
+                             description=f"Decision for week {ctx.week}")

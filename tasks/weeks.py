@@ -10,7 +10,8 @@ from stages.ingest import is_date, read_manifest
 
 
 def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> date:
-    """The given week, else ("next" or nothing) the week after the newest landed batch, else window.as_of."""
+    """The given week, else ("next" or nothing) the week after the newest landed (or held) batch, else
+    window.as_of."""
     if isinstance(as_of, date):
         return as_of
     if as_of and str(as_of).lower() != "next":
@@ -21,7 +22,8 @@ def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> da
     raw = project / "data" / "raw"
     if read_manifest(raw).get("fingerprint") != source_fingerprint(params.source):
         return params.window.as_of  # batches of another source (or none): they are re-landed, not continued
-    landed = sorted(p.stem for p in raw.glob("*.parquet"))
+    # a held week was processed too (kept in data/held/): the next run goes on after it
+    landed = sorted(p.stem for d in (raw, project / "data" / "held") for p in d.glob("*.parquet"))
     dates = [date.fromisoformat(s) for s in landed if is_date(s)]
     return max(dates) + timedelta(days=7) if dates else params.window.as_of
 

@@ -64,3 +64,27 @@ def test_without_enough_past_weeks_nothing_is_judged(flights):
     broken = week_statistics(ref, pd.concat([week, week], ignore_index=True), S)
     flags = judge(broken, past[: MIN_NULL_WEEKS - 1], PARAMS.drift.alarm_rate)
     assert not any(f.flagged for f in flags) and all(f.threshold is None for f in flags)
+
+
+def test_a_week_is_checked_from_the_accepted_history_as_the_flow_does(flights):
+    """check_week builds each past week's reference and the null from the rows before the week, by itself."""
+    from ml.contract import accepted_history
+    from ml.joint import check_week
+
+    frame, week, _, _ = flights
+    n = PARAMS.window.train_weeks
+    history = accepted_history(frame, S.time_column, WEEK, 12 + n)
+    ok = check_week(history, week, WEEK, S, n, PARAMS.drift.alarm_rate)
+    assert ok.judged and not ok.held and (ok.null_weeks, ok.reference_weeks) == (12, n), ok.summary()
+    assert "the columns relate as before" in ok.summary()
+    shifted = check_week(history, inject("time shift", week, PARAMS, frame), WEEK, S, n, PARAMS.drift.alarm_rate)
+    assert shifted.held and "'hour' no longer follows" in shifted.summary()
+    # weeks that were held do not calibrate the bounds (the oldest week has no reference of its own)
+    held = {WEEK - timedelta(days=7 * k) for k in range(1, 9)}
+    rest = check_week(history, week, WEEK, S, n, PARAMS.drift.alarm_rate, not_null=held)
+    assert rest.null_weeks == 12 + n - 1 - len(held)
+    # with fewer past weeks than a bound needs, nothing is judged, and the verdict says so
+    short = accepted_history(frame, S.time_column, WEEK, MIN_NULL_WEEKS)
+    few = check_week(short, week, WEEK, S, n, PARAMS.drift.alarm_rate)
+    assert few.null_weeks == MIN_NULL_WEEKS - 1 and not few.judged and not few.held
+    assert "not judged yet" in few.summary()
