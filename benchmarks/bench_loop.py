@@ -436,21 +436,28 @@ def held(params, world: World, exclude: set, null_weeks: int = 12) -> tuple[set,
     """The weeks the joint checks (ml/joint.py) hold, judged in order: each week's statistics against its training
     window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
     change is learned after one window instead of holding every later week), calibrated on the up to `null_weeks` latest
-    weeks not held before it. Returns the held weeks and week -> reasons in words."""
+    weeks not held before it (the replay's first weeks on the weeks before the replay). Seeds follow the week, as in
+    the flow. Returns the held weeks and week -> reasons in words."""
     from ml.joint import describe, judge, week_statistics
 
     p = params
-    stats: dict = {}
-    out: set = set()
-    words: dict = {}
-    for t, w in enumerate(world.weeks[:-1]):
-        if w in exclude or not len(world.frames[t]):
-            continue
+
+    def statistics(w):
         ref = [world.week(x) for x in window_weeks(w, p.window.train_weeks, world.has_rows) if x not in exclude]
         ref = [r for r in ref if len(r)]
-        if not ref:
+        if not ref or w in exclude or not len(world.week(w)):
+            return None
+        return week_statistics(pd.concat(ref, ignore_index=True), world.week(w), p.source, seed=w.toordinal())
+
+    # the weeks before the replay calibrate its first weeks, as the flow's history does (ml.joint.check_week)
+    before = sorted(x for x in world.has_rows if x < world.weeks[0])[-null_weeks:]
+    stats: dict = {w: st for w in before if (st := statistics(w)) is not None}
+    out: set = set()
+    words: dict = {}
+    for w in world.weeks[:-1]:
+        week = statistics(w)
+        if week is None:
             continue
-        week = week_statistics(pd.concat(ref, ignore_index=True), world.frames[t], p.source, seed=t)
         past = [stats[x] for x in sorted(stats)[-null_weeks:]]
         flags = judge(week, past, p.drift.alarm_rate)
         if any(f.flagged for f in flags):

@@ -135,9 +135,12 @@ def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float) ->
         if len(null) < MIN_NULL_WEEKS or not math.isfinite(value):
             flags.append(JointFlag(key, value, None, null, False))
             continue
-        # duplicates: a share, bounded as the per-column distances are, with a floor of one row in a hundred (a
-        # null of weeks without a repeated row is all zeros); a relation: a log ratio, about normal, of either sign
-        thr = max(bound(null, level), 0.01) if key == "duplicates" else max(_t_bound(null, level), MATERIAL)
+        # duplicates: a share, bounded as the per-column distances are, and at least twice the usual share (a feed
+        # with few distinct values repeats a quarter of its rows in an ordinary week, by 10-15 points more in
+        # some) or one row in a hundred (a null of weeks without a repeated row is all zeros); a frozen feed or a
+        # delivery sent twice repeats every row. A relation: a log ratio, about normal, of either sign
+        thr = (max(bound(null, level), 2 * float(np.median(null)), 0.01) if key == "duplicates"
+               else max(_t_bound(null, level), MATERIAL))
         flags.append(JointFlag(key, value, thr, null, value > thr))
     return flags
 
