@@ -432,15 +432,16 @@ def quarantined(params, frame: pd.DataFrame, weeks: list) -> set:
     return {w for w, *_, report, _s in judged(params, frame, weeks) if not report.success}
 
 
-def held(params, world: World, exclude: set, null_weeks: int = 12) -> tuple[set, dict]:
+def held(params, world: World, exclude: set) -> tuple[set, dict]:
     """The weeks the joint checks (ml/joint.py) hold, judged in order: each week's statistics against its training
     window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
-    change is learned after one window instead of holding every later week), calibrated on the up to `null_weeks` latest
-    weeks not held before it (the replay's first weeks on the weeks before the replay). Seeds follow the week, as in
-    the flow. Returns the held weeks and week -> reasons in words."""
+    change is learned after one window instead of holding every later week), calibrated on the up to
+    `drift.joint_history_weeks` latest weeks not held before it (the replay's first weeks on the weeks before the
+    replay). Seeds follow the week, as in the flow. Returns the held weeks and week -> reasons in words."""
     from ml.joint import describe, judge, week_statistics
 
     p = params
+    null_weeks = p.drift.joint_history_weeks
 
     def statistics(w):
         ref = [world.week(x) for x in window_weeks(w, p.window.train_weeks, world.has_rows) if x not in exclude]

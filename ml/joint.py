@@ -214,21 +214,18 @@ def check_week(history: pd.DataFrame, batch: pd.DataFrame, as_of, source, train_
     by_week = {as_of + timedelta(days=7 * int(k)): g for k, g in history.groupby(offsets, sort=True) if len(g)}
     has_rows = set(by_week) if has_rows is None else set(has_rows)
 
-    def reference(w) -> pd.DataFrame | None:
-        parts = [by_week[x] for x in window_weeks(w, train_weeks, has_rows) if x in by_week]
-        return pd.concat(parts, ignore_index=True) if parts else None
+    def reference(w) -> list[pd.DataFrame]:
+        return [by_week[x] for x in window_weeks(w, train_weeks, has_rows) if x in by_week]
 
     def seed(w) -> int:
         return w.toordinal() % 2**31
 
     past = []
     for w in [w for w in sorted(by_week) if w not in not_null][-null_weeks:]:
-        ref = reference(w)
-        if ref is not None:
-            past.append(week_statistics(ref, by_week[w], source, seed=seed(w)))
+        if ref := reference(w):
+            past.append(week_statistics(pd.concat(ref, ignore_index=True), by_week[w], source, seed=seed(w)))
     ref = reference(as_of)
-    if ref is None or batch.empty:
+    if not ref or batch.empty:
         return JointVerdict((), len(past), 0)
-    week = week_statistics(ref, batch, source, seed=seed(as_of))
-    n_ref = len([x for x in window_weeks(as_of, train_weeks, has_rows) if x in by_week])
-    return JointVerdict(tuple(judge(week, past, alpha)), len(past), n_ref)
+    week = week_statistics(pd.concat(ref, ignore_index=True), batch, source, seed=seed(as_of))
+    return JointVerdict(tuple(judge(week, past, alpha)), len(past), len(ref))

@@ -97,9 +97,13 @@ def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | No
 HELD = "held by the joint checks"  # a manifest reason: the week passed the contract, its columns relate oddly
 
 
+def held_dir(raw_dir: str | Path) -> Path:
+    """Where held weeks' batches are kept: `data/held/`, beside the raw store."""
+    return Path(raw_dir).parent / "held"
+
+
 def held_path(raw_dir: str | Path, as_of: date) -> Path:
-    """Where a held week's batch is kept: `data/held/<as_of>.parquet`, beside the raw store."""
-    return Path(raw_dir).parent / "held" / f"{as_of.isoformat()}.parquet"
+    return held_dir(raw_dir) / f"{as_of.isoformat()}.parquet"
 
 
 def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict) -> Path:

@@ -12,7 +12,6 @@ from ml.metrics import PRIMARY, predict, row_loss, summarize
 from ml.policy import ABPlan, ci_sd, track_record
 from ml.policy import decide as apply_policy
 from ml.stats import Comparison, compare_losses, paired_bootstrap, resampling_units
-from stages.common import write_json
 from stages.ingest import batch_path
 from tasks import lineage, registry
 from tasks.context import WeekRun
@@ -119,15 +118,9 @@ def decide(ctx: WeekRun, trained: dict, compared: dict, drift: dict) -> dict:
     out = {"week": ctx.week, "action": d.action, "summary": d.summary, "reasons": d.reasons,
            "champion_version": compared["champion_version"], "evidence": d.evidence, "dry_run": ctx.dry_run,
            "champion_loss_cv": compared.get("champion_loss_cv"), "freshness": compared.get("freshness")}
-    write_json(ctx.run_dir / "decision.json", out)
-    with lineage.step_run(ctx, "decide"):
-        import mlflow
-
-        lineage.log_json(out, "decision.json")
-        mlflow.set_tags({"decision": d.action, "decision.summary": d.summary})
-        if "expected_change" in d.evidence:
-            mlflow.log_metrics({"expected_change": d.evidence["expected_change"],
-                                "harm_risk": d.evidence["harm_risk"]})
+    metrics = ({k: d.evidence[k] for k in ("expected_change", "harm_risk")} if "expected_change" in d.evidence
+               else None)
+    lineage.record_decision(ctx, out, metrics)
     log.info(f"decide: {d.summary}")
     return out
 

@@ -72,12 +72,7 @@ def _hold(ctx: WeekRun, words: str, where, record: dict) -> dict:
                f"to data/raw/ and remove its entry from data/raw/_landed.json"]
     out = {"week": ctx.week, "action": "hold", "summary": summary, "reasons": reasons, "champion_version": champion,
            "evidence": {"question": "held", "joint": record}, "dry_run": ctx.dry_run}
-    write_json(ctx.run_dir / "decision.json", out)
-    with lineage.step_run(ctx, "decide"):
-        import mlflow
-
-        lineage.log_json(out, "decision.json")
-        mlflow.set_tags({"decision": "hold", "decision.summary": summary[:5000]})
+    lineage.record_decision(ctx, out)
     alerts.announce(alerts.HELD, f"week.{ctx.week}", f"batch of week {week_label(ctx.as_of)} held in {where}: {words}",
                     held=str(where))
     log.warning(f"joint: week {week_label(ctx.as_of)} HELD: {words}; batch kept in {where}; "

@@ -140,6 +140,21 @@ def log_monitor_run(project: Path, experiment: str, name: str, out: dict[str, An
     return run.info.run_id
 
 
+def record_decision(ctx: WeekRun, decision: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+    """The week's decision in data/runs/<week>/decision.json and in the MLflow step `decide` (artifact, the tags
+    `decision` / `decision.summary` the registry views read, and any `metrics`)."""
+    from stages.common import write_json
+
+    write_json(ctx.run_dir / "decision.json", decision)
+    with step_run(ctx, "decide"):
+        import mlflow
+
+        log_json(decision, "decision.json")
+        mlflow.set_tags({"decision": decision["action"], "decision.summary": decision["summary"]})
+        if metrics:
+            mlflow.log_metrics(metrics)
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 

@@ -16,6 +16,12 @@ def run_link(ctx: WeekRun, run_id: str) -> str | None:
     return f"{base}/#/experiments/{ctx.experiment_id}/runs/{run_id}" if base else None
 
 
+def lineage_line(ctx: WeekRun, link: str | None) -> str:
+    """Where the week's MLflow run is: a link to the UI, or the run id and the store."""
+    return (f"[MLflow run]({link})" if link
+            else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`")
+
+
 @task(name="publish decision to the Prefect UI", cache_policy=NO_CACHE)
 def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: dict) -> None:
     key = f"week-{ctx.week}"
@@ -23,8 +29,7 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
     metric = m["metric"]
     comp = decision["evidence"].get("comparison")
     link = run_link(ctx, ctx.parent_run_id)
-    where = (f"[MLflow run]({link})" if link
-             else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`")
+    where = lineage_line(ctx, link)
     version = outcome.get("version")
     lines = [f"# Week {ctx.week}: {ICON.get(decision['action'], decision['action'])}", "",
              f"**{decision['summary']}**", "", "## Evidence", *[f"- {r}" for r in decision["reasons"]], "",
@@ -58,8 +63,7 @@ def publish(ctx: WeekRun, decision: dict, outcome: dict, trained: dict, drift: d
 def publish_held(ctx: WeekRun, decision: dict) -> None:
     """A held week's decision: what broke, where the batch is, the checks against their bounds."""
     link = run_link(ctx, ctx.parent_run_id)
-    where = (f"[MLflow run]({link})" if link
-             else f"MLflow run `{ctx.parent_run_id}` in `{lineage.tracking_uri(ctx.project)}`")
+    where = lineage_line(ctx, link)
     joint = decision["evidence"]["joint"]
     rows = [f"| `{f['check']}` | {f['statistic']:.3g} | "
             + (f"{f['threshold']:.3g}" if f["threshold"] is not None else "n/a")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ml.config import ConfigError, Params
 from ml.sources import source_fingerprint
-from stages.ingest import is_date, read_manifest
+from stages.ingest import held_dir, is_date, read_manifest
 
 
 def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> date:
@@ -23,7 +23,7 @@ def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> da
     if read_manifest(raw).get("fingerprint") != source_fingerprint(params.source):
         return params.window.as_of  # batches of another source (or none): they are re-landed, not continued
     # a held week was processed too (kept in data/held/): the next run goes on after it
-    landed = sorted(p.stem for d in (raw, project / "data" / "held") for p in d.glob("*.parquet"))
+    landed = sorted(p.stem for d in (raw, held_dir(raw)) for p in d.glob("*.parquet"))
     dates = [date.fromisoformat(s) for s in landed if is_date(s)]
     return max(dates) + timedelta(days=7) if dates else params.window.as_of
 
