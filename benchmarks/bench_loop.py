@@ -437,8 +437,9 @@ def held(params, world: World, exclude: set) -> tuple[set, dict]:
     window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
     change is learned after one window instead of holding every later week), calibrated on the up to
     `drift.joint_history_weeks` latest weeks not held before it (the replay's first weeks on the weeks before the
-    replay). Seeds follow the week, as in the flow. Returns the held weeks and week -> reasons in words."""
-    from ml.joint import describe, judge, week_statistics
+    replay). Seeds follow the week, as in the flow; a week flagged right after `drift.joint_hold_weeks` held weeks
+    is not held (the change has lasted). Returns the held weeks and week -> reasons in words."""
+    from ml.joint import describe, held_streak, judge, week_statistics
 
     p = params
     null_weeks = p.drift.joint_history_weeks
@@ -461,7 +462,8 @@ def held(params, world: World, exclude: set) -> tuple[set, dict]:
             continue
         past = [stats[x] for x in sorted(stats)[-null_weeks:]]
         flags = judge(week, past, p.drift.alarm_rate)
-        if any(f.flagged for f in flags):
+        lasting = len(held_streak(w, out, world.has_rows)) >= p.drift.joint_hold_weeks  # as ml.joint.check_week
+        if any(f.flagged for f in flags) and not lasting:
             out.add(w)
             words[w] = describe(flags)
         else:

@@ -164,6 +164,12 @@ class DriftConfig:
     joint_checks: bool = True  # hold a week whose columns no longer relate as before (ml/joint.py): no retrain,
     # the batch kept in data/held/ and out of training windows
     joint_history_weeks: int = 12  # joint checks: past weeks whose own statistics calibrate the bounds
+    joint_hold_weeks: int = 1  # joint checks: a change is held this many weeks in a row; when the next week is
+    # flagged too, the change has lasted and is taken as the new normal (that week trains; the held stay held)
+
+    def __post_init__(self):
+        if self.joint_hold_weeks < 1:
+            raise ConfigError(f"params: 'drift.joint_hold_weeks' must be at least 1, got {self.joint_hold_weeks}")
 
 
 @dataclass(frozen=True)

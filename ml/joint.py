@@ -11,6 +11,8 @@
   from its reference separates every ordinary flights week (2·AUC−1 0.6-0.9: weather and calendar differ week to
   week); regression trees cannot extrapolate, so a season moving out of the reference's range (bike sharing's
   temperatures) looked like a broken relation in a quarter of ordinary weeks;
+- the target: the same statistic for a numeric target predicted from the features (a redefinition from a date
+  on: other units, another way of counting), with a lower floor than a feature's;
 - duplicates: the share of the week's rows repeated exactly (a frozen feed, a delivery sent twice), against the
   same share on past weeks.
 
@@ -30,6 +32,9 @@ from ml.calibration import bound
 ROWS = 3000  # rows sampled from the week (and 1.5x from its reference): each fit well under a second
 MIN_NULL_WEEKS = 6  # past weeks a joint check needs before it judges (the statistics are noisier than a marginal's)
 MATERIAL = math.log(2)  # a relation is broken only when a feature is predicted at least twice as badly as before
+# ... and the target's when it is predicted 25 % worse: the features predict it far less exactly than an hour
+# follows from the time, so a redefinition (x1.5) shows as x1.2-1.9 (ordinary weeks: x0.9-1.2 on flights)
+TARGET_MATERIAL = math.log(1.25)
 MIN_VALUES = 10  # distinct values a numeric feature needs in the reference to be predicted
 MIN_SKILL = 0.2  # a relation is checked where the others predict the feature at least 20 % better than its median
 SCALE = 0.25  # errors are compared beyond this share of the feature's standard deviation
@@ -101,20 +106,23 @@ def duplicate_share(batch: pd.DataFrame, columns: list[str]) -> float:
 
 def week_statistics(reference: pd.DataFrame, batch: pd.DataFrame, source, *, seed: int = 0) -> dict[str, float]:
     """Every joint statistic of one week against its reference (`source`: the params' SourceConfig):
-    `relation:<feature>` for each numeric feature (calendar columns derived from the time are inputs only; so is
-    a numeric target, whose relation to the features a redefinition breaks), and `duplicates`."""
+    `relation:<feature>` for each numeric feature (calendar columns derived from the time are inputs only),
+    `target:<target>` for a numeric target (the same statistic: a target redefined upstream, as in other units or
+    counted another way, no longer follows from the features), and `duplicates`."""
     s = source
     predicted = [c for c in s.numeric_features if not c.startswith("cal_")]
-    inputs = [*s.numeric_features, *((s.target,) if s.task == "regression" else ())]
-    out = {f"relation:{c}": v for c, v in relations(reference, batch, predicted, inputs, s.time_column,
-                                                        timezone=s.timezone, seed=seed).items()}
+    numeric_target = (s.target,) if s.task == "regression" else ()
+    inputs = [*s.numeric_features, *numeric_target]
+    rel = relations(reference, batch, [*predicted, *numeric_target], inputs, s.time_column, timezone=s.timezone,
+                    seed=seed)
+    out = {f"{'target' if c in numeric_target else 'relation'}:{c}": v for c, v in rel.items()}
     out["duplicates"] = duplicate_share(batch, [*predicted, *s.categorical_features])  # as delivered: no cal_
     return out
 
 
 @dataclass(frozen=True)
 class JointFlag:
-    check: str  # relation:<feature> | duplicates
+    check: str  # relation:<feature> | target:<target> | duplicates
     statistic: float
     threshold: float | None  # None: fewer than MIN_NULL_WEEKS past weeks to calibrate on
     null: tuple[float, ...]
@@ -140,7 +148,7 @@ def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float) ->
         # some) or one row in a hundred (a null of weeks without a repeated row is all zeros); a frozen feed or a
         # delivery sent twice repeats every row. A relation: a log ratio, about normal, of either sign
         thr = (max(bound(null, level), 2 * float(np.median(null)), 0.01) if key == "duplicates"
-               else max(_t_bound(null, level), MATERIAL))
+               else max(_t_bound(null, level), TARGET_MATERIAL if key.startswith("target:") else MATERIAL))
         flags.append(JointFlag(key, value, thr, null, value > thr))
     return flags
 
@@ -162,6 +170,11 @@ def describe(flags: list[JointFlag]) -> str:
             continue
         if f.check == "duplicates":
             out.append(f"{f.statistic:.0%} of the rows are repeated (week-to-week bound {f.threshold:.0%})")
+        elif f.check.startswith("target:"):
+            c = f.check.split(":", 1)[1]
+            out.append(f"the target '{c}' no longer follows from the features as it did (error "
+                       f"x{math.exp(f.statistic):.1f}, week-to-week bound x{math.exp(f.threshold):.1f}; redefined "
+                       "upstream?)")
         else:
             c = f.check.split(":", 1)[1]
             out.append(f"'{c}' no longer follows from the other columns and the time as it did (error "
@@ -172,24 +185,46 @@ def describe(flags: list[JointFlag]) -> str:
 NULL_WEEKS = 12  # past weeks whose own statistics calibrate a week's joint checks
 
 
+def held_streak(as_of, held, has_rows) -> tuple:
+    """The weeks held in a row right before `as_of` (weeks without rows skipped), oldest first."""
+    out = []
+    for w in sorted((x for x in has_rows if x < as_of), reverse=True):
+        if w not in held:
+            break
+        out.append(w)
+    return tuple(reversed(out))
+
+
 @dataclass(frozen=True)
 class JointVerdict:
     flags: tuple[JointFlag, ...]
     null_weeks: int  # past weeks the bounds were calibrated on
     reference_weeks: int  # weeks of the reference the new week was compared with
+    # flagged right after these held weeks, as many as drift.joint_hold_weeks allows: the change has lasted, and
+    # the week is taken as the new normal instead of held (a week is never held without end)
+    lasting_since: tuple = ()
 
     @property
     def judged(self) -> bool:
         return any(f.threshold is not None for f in self.flags)
 
     @property
-    def held(self) -> bool:
+    def flagged(self) -> bool:
         return any(f.flagged for f in self.flags)
+
+    @property
+    def held(self) -> bool:
+        return self.flagged and not self.lasting_since
 
     def summary(self) -> str:
         """One line: what was checked against what, and what (if anything) stands out."""
         if self.held:
             return describe(list(self.flags))
+        if self.flagged:
+            since = ", ".join(str(w) for w in self.lasting_since)
+            return (f"flagged after {len(self.lasting_since)} held week(s) in a row ({since}): the change has lasted "
+                    f"and is taken as the new normal, so this week trains (the held weeks stay held): "
+                    f"{describe(list(self.flags))}")
         if not self.judged:
             return (f"not judged yet: {self.null_weeks} past week(s) to calibrate on, {MIN_NULL_WEEKS} needed"
                     if self.flags else "nothing to check (no numeric feature with enough values)")
@@ -198,14 +233,15 @@ class JointVerdict:
 
 
 def check_week(history: pd.DataFrame, batch: pd.DataFrame, as_of, source, train_weeks: int, alpha: float, *,
-               null_weeks: int = NULL_WEEKS, not_null=frozenset(), has_rows=None) -> JointVerdict:
+               null_weeks: int = NULL_WEEKS, not_null=frozenset(), has_rows=None, hold_weeks: int = 1) -> JointVerdict:
     """The joint checks of the week ending at `as_of` (its rows: `batch`), as bench_loop replays them: its statistics
     against its reference (the `train_weeks` newest weeks of `history` before it that have rows), judged against the
     same statistics of the up to `null_weeks` latest past weeks, each against its own reference. `history`: the
     accepted rows before the week (held weeks included: a lasting change is learned after one window); `not_null`:
     as_of keys of past weeks that were held, kept out of the calibration; `has_rows`: the weeks the source has rows
     for (default: those of `history`), so a window shrinks at a rejected week as training's does. Seeds follow the
-    week, so a rerun of a week reaches the same verdict."""
+    week, so a rerun of a week reaches the same verdict. A week flagged right after `hold_weeks` held weeks in a row
+    is not held (`lasting_since`): the change has lasted."""
     from ml.split import week_bounds, window_weeks
 
     tcol = source.time_column
@@ -228,4 +264,7 @@ def check_week(history: pd.DataFrame, batch: pd.DataFrame, as_of, source, train_
     if not ref or batch.empty:
         return JointVerdict((), len(past), 0)
     week = week_statistics(pd.concat(ref, ignore_index=True), batch, source, seed=seed(as_of))
-    return JointVerdict(tuple(judge(week, past, alpha)), len(past), len(ref))
+    flags = tuple(judge(week, past, alpha))
+    streak = held_streak(as_of, not_null, has_rows | set(not_null))
+    lasting = streak if any(f.flagged for f in flags) and len(streak) >= hold_weeks else ()
+    return JointVerdict(flags, len(past), len(ref), lasting)

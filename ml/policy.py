@@ -5,7 +5,8 @@ on newer data is usually better out of time than the one it would replace, so th
 
 - **the champion's own recipe, one more week of data** (the usual week): "serve the refit, or keep the champion?"
   The default is to serve it, as a weekly cron job would; what stops it is an objection with evidence: the data
-  gate (before any of this), the absolute thresholds, the slice guardrails, or the refit credibly worse — the
+  gate (before any of this), the absolute thresholds (when the champion meets them on the same week: a week too
+  hard for both does not keep the staler one), the slice guardrails, or the refit credibly worse — the
   lower end of the interval of its expected change above zero, from the track record of what a week of newer data
   has done to this recipe (every week the candidate is compared out of time with the version trained a week
   earlier) and, when the champion is older than last week's refit, the candidate's comparison with it. A drift
@@ -150,6 +151,13 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     first = "; ".join(x for x in (reasons[0], scores) if x)
     served = "the candidate refit on the window including the newest week" if refit else "the candidate"
 
+    if not absolute_ok and comparison is not None and not _meets(policy, comparison.champion, base):
+        # the champion misses them too on the same week: the week is hard for any model (a pollution episode, a
+        # storm), the thresholds do not tell the two apart, and keeping the champion would only keep it staler
+        reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
+                       f"{comparison.champion:.2f}): a hard week for any model, so the comparison decides")
+        evidence["hard_week"] = True
+        absolute_ok = True
     if not absolute_ok:
         return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)
     if comparison is None:
@@ -220,6 +228,12 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
              f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
     return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
+
+
+def _meets(policy: PolicyConfig, loss: float, base: float) -> bool:
+    """Whether a mean loss meets the absolute thresholds (the gain over the naive baseline, the cap)."""
+    gain = 1 - loss / base if base else 0.0
+    return gain >= policy.min_gain_vs_baseline and (policy.max_metric is None or loss <= policy.max_metric)
 
 
 def _refit_question(policy: PolicyConfig, name: str, c: Comparison, record: TrackRecord | None, shift: list[str],

@@ -1,6 +1,8 @@
 """The joint checks of a landed week (ml/joint.py): do its columns still relate as they did? A week that passed the
 contract but whose relations broke (a time feature shifted by hours, a feature in other units, a frozen feed) is
-held: kept in data/held/ and out of every training window, nothing is trained, the champion serves on."""
+held: kept in data/held/ and out of every training window, nothing is trained, the champion serves on. A change
+that lasts (flagged again right after `drift.joint_hold_weeks` held weeks) is taken as the new normal: that week
+trains, with a warning."""
 from __future__ import annotations
 
 import time
@@ -39,9 +41,10 @@ def joint_check(ctx: WeekRun) -> dict | None:
         batch = pd.read_parquet(batch_path(raw, ctx.as_of))
         verdict = check_week(history, batch, ctx.as_of, p.source, p.window.train_weeks, d.alarm_rate,
                              null_weeks=d.joint_history_weeks, not_null=held_weeks(raw),
-                             has_rows=weeks_with_rows(frame[tcol], ctx.as_of))
+                             has_rows=weeks_with_rows(frame[tcol], ctx.as_of), hold_weeks=d.joint_hold_weeks)
         seconds = time.perf_counter() - began
         record = {"week": week_label(ctx.as_of), "held": verdict.held, "judged": verdict.judged,
+                  "lasting_since": [str(w) for w in verdict.lasting_since],
                   "summary": verdict.summary(), "null_weeks": verdict.null_weeks,
                   "reference_weeks": verdict.reference_weeks, "seconds": round(seconds, 2),
                   "checks": [f.to_dict() for f in verdict.flags]}
@@ -49,7 +52,11 @@ def joint_check(ctx: WeekRun) -> dict | None:
         lineage.log_json(record, "joint/checks.json")
         mlflow.log_metrics({"joint.checks": len(verdict.flags), "joint.flagged": sum(f.flagged for f in verdict.flags),
                             "joint.null_weeks": verdict.null_weeks, "joint.seconds": seconds})
-        mlflow.set_tag("joint", "held" if verdict.held else "passed" if verdict.judged else "not judged")
+        mlflow.set_tag("joint", "held" if verdict.held else "lasting" if verdict.flagged
+                       else "passed" if verdict.judged else "not judged")
+        if verdict.flagged and not verdict.held:
+            log.warning(f"joint: {verdict.summary()} ({seconds:.1f} s)")
+            return None
         if not verdict.held:
             log.info(f"joint: {verdict.summary()} ({seconds:.1f} s)")
             return None

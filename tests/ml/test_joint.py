@@ -1,6 +1,6 @@
 """Joint checks on real 2013 flights weeks: an ordinary week passes; a time feature shifted by 5 hours, a feature
-in other units, a frozen feed and a delivery sent twice are each flagged, naming what broke; each check is judged
-against the same statistic on the past weeks."""
+in other units, a frozen feed, a delivery sent twice and a target redefined (x1.5) are each flagged, naming what
+broke; each check is judged against the same statistic on the past weeks."""
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -40,7 +40,7 @@ def test_an_ordinary_week_passes_every_joint_check(flights):
     _, week, ref, past = flights
     flags = judge(week_statistics(ref, week, S), past, PARAMS.drift.alarm_rate)
     assert flags and not any(f.flagged for f in flags), describe(flags)
-    assert {f.check for f in flags} >= {"relation:dep_delay", "relation:hour", "duplicates"}
+    assert {f.check for f in flags} >= {"relation:dep_delay", "relation:hour", "target:arr_delay", "duplicates"}
     assert all(f.threshold is not None for f in flags)
 
 
@@ -49,6 +49,7 @@ def test_an_ordinary_week_passes_every_joint_check(flights):
     ("units", "'dep_delay' no longer follows"),
     ("frozen", "of the rows are repeated"),
     ("duplicates", "100% of the rows are repeated"),
+    ("target redefined", "the target 'arr_delay' no longer follows from the features"),
 ])
 def test_each_injected_fault_is_flagged_in_words(flights, kind, words):
     frame, week, ref, past = flights
@@ -88,3 +89,28 @@ def test_a_week_is_checked_from_the_accepted_history_as_the_flow_does(flights):
     few = check_week(short, week, WEEK, S, n, PARAMS.drift.alarm_rate)
     assert few.null_weeks == MIN_NULL_WEEKS - 1 and not few.judged and not few.held
     assert "not judged yet" in few.summary()
+
+
+def test_a_change_that_lasts_past_the_held_weeks_is_taken_as_the_new_normal(flights):
+    """A week is held at most `hold_weeks` weeks in a row: flagged again right after them, it trains (a target
+    redefined from a date on is held once, then learned), and the verdict says so; a flagged week after an
+    ordinary week, or after fewer held weeks than allowed, is held."""
+    from ml.contract import accepted_history
+    from ml.joint import check_week
+
+    frame, week, _, _ = flights
+    n = PARAMS.window.train_weeks
+    history = accepted_history(frame, S.time_column, WEEK, 12 + n)
+    broken = inject("target redefined", week, PARAMS, frame)
+    before = WEEK - timedelta(days=7)
+
+    def verdict(held: set, hold_weeks: int = 1):
+        return check_week(history, broken, WEEK, S, n, PARAMS.drift.alarm_rate, not_null=held, hold_weeks=hold_weeks)
+
+    first = verdict(set())
+    assert first.held and not first.lasting_since and "the target 'arr_delay'" in first.summary()
+    lasting = verdict({before})
+    assert lasting.flagged and not lasting.held and lasting.lasting_since == (before,)
+    assert "taken as the new normal" in lasting.summary() and "the target 'arr_delay'" in lasting.summary()
+    assert verdict({before}, hold_weeks=2).held  # one held week, two allowed: held again
+    assert verdict({before - timedelta(days=7)}).held  # the week before it was not held: no streak

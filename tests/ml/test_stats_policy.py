@@ -152,6 +152,25 @@ def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion
     assert d.action == REJECT and "10.0% better; need ≥ 20%" in d.summary
 
 
+def test_a_week_too_hard_for_the_champion_too_does_not_keep_the_staler_model():
+    # the refit misses the baseline by the required 20 % on the newest week; so does the champion on the same rows
+    # (a storm, a pollution episode): the thresholds do not tell them apart and the refit question decides
+    hard = Comparison(champion=17.5, candidate=17.0, rel_change=-0.03, ci_low=-0.05, ci_high=-0.01, confidence=0.95,
+                      rows=6000, clusters=120)
+    d = decide(POLICY, "mae", {"mae": 17.0, "rows": 6000}, BASE, hard, [], None, record=FRESH, same_recipe=True)
+    assert d.action == PROMOTE, d.reasons
+    assert d.evidence["hard_week"] and "the champion misses the absolute thresholds too" in " ".join(d.reasons)
+    # ... and a new recipe still has to be better than the champion on that week
+    worse = Comparison(champion=17.5, candidate=19.0, rel_change=0.086, ci_low=0.05, ci_high=0.12, confidence=0.95,
+                       rows=6000, clusters=120)
+    assert decide(POLICY, "mae", {"mae": 19.0, "rows": 6000}, BASE, worse, [], None, record=FRESH).action == REJECT
+    # a champion that meets them keeps the objection: the candidate is the one that fails
+    fine = Comparison(champion=12.0, candidate=17.0, rel_change=0.42, ci_low=0.3, ci_high=0.5, confidence=0.95,
+                      rows=6000, clusters=120)
+    d = decide(POLICY, "mae", {"mae": 17.0, "rows": 6000}, BASE, fine, [], None, record=FRESH, same_recipe=True)
+    assert d.action == REJECT and d.summary.startswith("reject: fails the absolute thresholds")
+
+
 def test_summary_carries_the_drift_count():
     d = decide(POLICY, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH)
     assert "3 of 11 feature columns drifted beyond their week-to-week variation (27%)" in d.summary
