@@ -432,14 +432,15 @@ def quarantined(params, frame: pd.DataFrame, weeks: list) -> set:
     return {w for w, *_, report, _s in judged(params, frame, weeks) if not report.success}
 
 
-def held(params, world: World, exclude: set) -> tuple[set, dict]:
+def held(params, world: World, exclude: set) -> tuple[set, dict, dict]:
     """The weeks the joint checks (ml/joint.py) hold, judged in order: each week's statistics against its training
     window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
     change is learned after one window instead of holding every later week), calibrated on the up to
-    `drift.joint_history_weeks` latest weeks not held before it (the replay's first weeks on the weeks before the
-    replay). Seeds follow the week, as in the flow; a week flagged right after `drift.joint_hold_weeks` held weeks
-    is not held (the change has lasted). Returns the held weeks and week -> reasons in words."""
-    from ml.joint import describe, held_streak, judge, week_statistics
+    `drift.joint_history_weeks` latest weeks before it (a held one at the bounds it crossed; the replay's first
+    weeks on the weeks before the replay). Seeds follow the week, as in the flow; a week flagged right after
+    `drift.joint_hold_weeks` held weeks is not held (the change has lasted). Returns the held weeks, week -> reasons
+    in words, and the weeks the checks only warned about (the target's), week -> words."""
+    from ml.joint import at_bounds, describe, held_streak, judge, week_statistics
 
     p = params
     null_weeks = p.drift.joint_history_weeks
@@ -456,6 +457,7 @@ def held(params, world: World, exclude: set) -> tuple[set, dict]:
     stats: dict = {w: st for w in before if (st := statistics(w)) is not None}
     out: set = set()
     words: dict = {}
+    warned: dict = {}
     for w in world.weeks[:-1]:
         week = statistics(w)
         if week is None:
@@ -463,12 +465,15 @@ def held(params, world: World, exclude: set) -> tuple[set, dict]:
         past = [stats[x] for x in sorted(stats)[-null_weeks:]]
         flags = judge(week, past, p.drift.alarm_rate)
         lasting = len(held_streak(w, out, world.has_rows)) >= p.drift.joint_hold_weeks  # as ml.joint.check_week
-        if any(f.flagged for f in flags) and not lasting:
+        if any(f.holds for f in flags) and not lasting:
             out.add(w)
             words[w] = describe(flags)
+            stats[w] = at_bounds(week, flags)  # as ml.joint.check_week: at the bounds it crossed
         else:
             stats[w] = week
-    return out, words
+            if any(f.flagged and not f.holds for f in flags):  # the target's check warns, the week trains
+                warned[w] = describe(flags)
+    return out, words, warned
 
 
 def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool, faults: dict | None = None,
@@ -481,7 +486,7 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     q = quarantined(params, frame, world.weeks[:-1]) if gate else set()
     gated = World(name, params, frame, max_weeks, exclude=q, releases=releases, faults=faults, cache=cache)
     began = time.perf_counter()
-    h, why = held(params, world, q) if joint else (set(), {})
+    h, why, warned = held(params, world, q) if joint else (set(), {}, {})
     joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
     checked = World(name, params, frame, max_weeks, exclude=q | h, releases=releases, faults=faults, cache=cache)
     rows = []
@@ -500,6 +505,8 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
             if gate else None,
             "faults": {str(w): k for w, k in (faults or {}).items()},
             "joint": {"held": {str(w): why[w] for w in sorted(h)}, "false_holds": len(h - fault_weeks),
+                      "warned": {str(w): warned[w] for w in sorted(warned)},
+                      "false_warnings": len(set(warned) - fault_weeks), "faults_warned": len(set(warned) & fault_weeks),
                       "faults_held": len(h & fault_weeks), "seconds_per_week": joint_s}}
 
 
@@ -562,7 +569,8 @@ def print_table(res: dict) -> None:
               f"({g['false_quarantines'] / max(g['weeks'], 1):.1%}, target <= 2%)")
     j = res["joint"]
     print(f"joint checks (ml/joint.py; (d) holds the week): {j['false_holds']} of {res['weeks']} ordinary weeks held "
-          f"({j['false_holds'] / max(res['weeks'], 1):.1%}); {j['seconds_per_week']:.2f} s a week")
+          f"({j['false_holds'] / max(res['weeks'], 1):.1%}), {j['false_warnings']} warned (the target's check: the "
+          f"week trains); {j['seconds_per_week']:.2f} s a week")
     if res.get("faulty"):
         print_faults(res)
 
@@ -594,10 +602,13 @@ def print_faults(res: dict) -> None:
         print(f"the gate alone quarantined {g['faults_stopped']} of {n} fault weeks, and {g['false_quarantines']} "
               "ordinary weeks")
     j = f["joint"]
-    print(f"the joint checks held {j['faults_held']} more fault weeks, and {j['false_holds']} ordinary weeks; flagged "
-          f"or stopped: {j['faults_held'] + (f['gate'] or {}).get('faults_stopped', 0)} of {n} (target >= 95%)")
-    for w, words in j["held"].items():
-        print(f"  held {w} ({faults.get(w, 'ordinary week')}): {words[:150]}")
+    flagged = j['faults_held'] + j['faults_warned'] + (f['gate'] or {}).get('faults_stopped', 0)
+    print(f"the joint checks held {j['faults_held']} more fault weeks and warned on {j['faults_warned']} (the week "
+          f"trains), and held {j['false_holds']} ordinary weeks, warned on {j['false_warnings']}; flagged or stopped: "
+          f"{flagged} of {n} (target >= 95%)")
+    for how in ("held", "warned"):
+        for w, words in j[how].items():
+            print(f"  {how} {w} ({faults.get(w, 'ordinary week')}): {words[:150]}")
 
 
 def main(argv: list[str] | None = None) -> int:

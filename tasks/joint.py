@@ -53,8 +53,8 @@ def joint_check(ctx: WeekRun) -> dict | None:
         mlflow.log_metrics({"joint.checks": len(verdict.flags), "joint.flagged": sum(f.flagged for f in verdict.flags),
                             "joint.null_weeks": verdict.null_weeks, "joint.seconds": seconds})
         mlflow.set_tag("joint", "held" if verdict.held else "lasting" if verdict.flagged
-                       else "passed" if verdict.judged else "not judged")
-        if verdict.flagged and not verdict.held:
+                       else "warned" if verdict.warned else "passed" if verdict.judged else "not judged")
+        if (verdict.flagged or verdict.warned) and not verdict.held:
             log.warning(f"joint: {verdict.summary()} ({seconds:.1f} s)")
             return None
         if not verdict.held:
