@@ -15,7 +15,7 @@ CT_STACK_AUTH=1), the servers' own authentication is on, with credentials taken 
 The Dask scheduler and workers stay on 127.0.0.1 (Dask has no authentication of its own).
 Settings (environment):
   CT_PREFECT_PORT (4200), CT_MLFLOW_PORT (5000), CT_SERVING_PORT (8000), CT_WORK_POOL (local-process),
-  CT_WORKER_QUERY_SECONDS (1: how often the worker asks the API for runs to start)
+  CT_WORKER_QUERY_SECONDS (1, 2 on SQLite: how often the worker asks the API for runs to start)
   CT_HEARTBEAT_SECONDS (30), CT_UNRESPONSIVE_SECONDS (3 heartbeats): a flow run silent that long is marked
                                            Crashed by an automation `up` installs (deployments/automations.py)
   CT_ALERT_WEBHOOK_URL                     alerts (run Failed / Crashed, batch quarantined, promotion, A/B test
@@ -107,6 +107,28 @@ def base_env(project: Path, s: dict[str, str]) -> dict[str, str]:
 
 AUTH_VARIABLES = ("PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                   "CT_SERVING_TOKEN")
+
+
+# Prefect's server on SQLite: one writer at a time, and a write that waits on the lock holds a pooled connection for
+# up to 60 s (Prefect's busy timeout). On two loaded cores the periodic writers below queued behind each other and
+# behind the worker's polls until reads waited for a connection too (the API stalled for minutes). The stack turns off
+# the services it has no use for and batches the task-run writes; any of these set in the environment wins.
+SQLITE_SERVER = {
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",  # marks unstarted runs Late (UI colour only)
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",  # no flow here pauses
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",  # marks silent workers offline (UI status only)
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "20",  # one transaction per 20 task-run events
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",  # ... or per second
+}
+
+
+def on_sqlite(env: dict[str, str]) -> bool:
+    return env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "sqlite").startswith("sqlite")
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """The Prefect server's environment: `env`, and on SQLite the lighter write load above."""
+    return {**SQLITE_SERVER, **env} if on_sqlite(env) else env
 
 
 def check_auth(s: dict[str, str]) -> None:
@@ -253,7 +275,7 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     if s["dvc_remote"]:
         dvc_remote(project, s, env)
     start(project, "prefect-server", [str(BIN / "prefect"), "server", "start", "--host", s["bind"],
-                                      "--port", s["prefect_port"]], env)
+                                      "--port", s["prefect_port"]], server_env(env))
     auth_app = ["--app-name", "basic-auth"] if s["auth"] else []
     start(project, "mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri", s["backend"],
                                      "--artifacts-destination", s["artifacts"], "--host", s["bind"],
@@ -280,10 +302,12 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     if s["dask_own"]:
         start_dask(project, s, env)
     if worker:
-        # The worker asks for scheduled runs every second (Prefect's default is 10 s, i.e. a 5 s wait on average
-        # between `prefect deployment run` and the run starting); a query is one small request to a local API.
+        # The worker asks for scheduled runs every second, every 2 s on SQLite (Prefect's default is 10 s, i.e. a
+        # 5 s wait on average between `prefect deployment run` and the run starting). Each query also writes the
+        # work queue's and the deployment's last-polled time, and SQLite has one writer at a time.
         # Its flow runs send a heartbeat every CT_HEARTBEAT_SECONDS: the automation marks a silent one Crashed.
-        wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("CT_WORKER_QUERY_SECONDS", "1"),
+        wenv = {**env, "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("CT_WORKER_QUERY_SECONDS",
+                                                                      "2" if on_sqlite(env) else "1"),
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": os.environ.get("CT_HEARTBEAT_SECONDS", "30")}
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
                                   "--name", f"{s['pool']}-worker"], wenv)

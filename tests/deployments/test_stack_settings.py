@@ -63,3 +63,15 @@ def test_exposed_without_credentials_up_names_every_missing_one_and_starts_nothi
     p = stack_up(repo, **{**bare, "PREFECT_SERVER_API_AUTH_STRING": "admin:pw", "MLFLOW_TRACKING_USERNAME": "admin",
                           "MLFLOW_TRACKING_PASSWORD": "pw", "CT_SERVING_TOKEN": "short"}, CT_BIND_HOST="0.0.0.0")
     assert p.returncode == 1 and "CT_SERVING_TOKEN is 5 characters long" in p.stderr, p.stderr
+
+
+def test_the_sqlite_prefect_server_gets_a_lighter_write_load_and_the_users_settings_win():
+    """On SQLite (one writer at a time) the stack's Prefect server runs without the services it has no use for and
+    batches task-run writes; a setting the user exported wins; a PostgreSQL server is left as Prefect ships it."""
+    from deployments.stack import SQLITE_SERVER, server_env
+
+    sqlite = server_env({"PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "true"})
+    assert sqlite["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"] == "false"
+    assert sqlite["PREFECT_SERVER_SERVICES_FOREMAN_ENABLED"] == "true"  # the user's own setting
+    pg = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://u:p@127.0.0.1/prefect"}
+    assert server_env(pg) == pg and not set(SQLITE_SERVER) & set(server_env(pg))
