@@ -25,7 +25,6 @@ from ml.config import SourceConfig, ValidationConfig
 from ml.split import week_bounds
 from ml.validation import WEEK, numeric_columns, tolerance
 
-RANGE_MARGIN = 0.25  # learned ranges: the accepted weeks' extremes widened by this share of their 1%..99% spread
 MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
 STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
 MAX_WEEK_ROWS = 2000  # learning reads at most this many rows of a week (a fixed-seed sample): ~2 s a week on a
@@ -114,7 +113,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
               "quantiles": [c for c in cal.quantile_exempt if not _is_pinned(vcfg, c, "quantiles")]}
     widened = {c: {f: t for f, t in fams.items() if t > tolerance(vcfg, f, c)} for c, fams in merged.items()}
     widened = {c: f for c, f in widened.items() if f}
-    wider = _wider_ranges(vcfg, data) if vcfg.learn_ranges else {}
+    wider = _wider_ranges(vcfg, data, cfg.target) if vcfg.learn_ranges else {}
     v = dataclasses.replace(
         vcfg, column_tolerances=_pin(vcfg, merged), ranges={**vcfg.ranges, **wider},
         row_count_tolerance=max(vcfg.row_count_tolerance, cal.row_count_tolerance),
@@ -166,11 +165,11 @@ def _pin(vcfg: ValidationConfig, tolerances: dict) -> dict:
     return out
 
 
-def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame) -> dict[str, list]:
-    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- RANGE_MARGIN of their
-    1%..99% spread: a level that grows week by week moves its range with it; a bound a column never crossed in
-    the accepted weeks (a count >= 0) stays where it is."""
-    from ml.profile import round_bound
+def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str | None = None) -> dict[str, list]:
+    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- RANGE_MARGIN (the target:
+    TARGET_RANGE_MARGIN) of their 1%..99% spread: a level that grows week by week moves its range with it; a
+    bound a column never crossed in the accepted weeks (a count >= 0) stays where it is."""
+    from ml.profile import RANGE_MARGIN, TARGET_RANGE_MARGIN, round_bound
 
     out = {}
     for c, bounds in vcfg.ranges.items():
@@ -183,10 +182,11 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame) -> dict[str, list]
         q01, q99 = np.quantile(v, [0.01, 0.99])
         spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
         lo, hi = bounds
-        new_lo = lo if lo is None or lo == 0 else min(lo, round_bound(v.min() - RANGE_MARGIN * spread, math.floor))
+        margin = (TARGET_RANGE_MARGIN if c == target else RANGE_MARGIN) * spread
+        new_lo = lo if lo is None or lo == 0 else min(lo, round_bound(v.min() - margin, math.floor))
         if lo is not None and lo > 0:
             new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0
-        new_hi = hi if hi is None else max(hi, round_bound(v.max() + RANGE_MARGIN * spread, math.ceil))
+        new_hi = hi if hi is None else max(hi, round_bound(v.max() + margin, math.ceil))
         if [new_lo, new_hi] != list(bounds):
             out[c] = [new_lo, new_hi]
     return out

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ml.config import SourceConfig, ValidationConfig
 from ml.sources import calendar_columns, prepare_frame, synthesise_unit_id
-from ml.validation import envelope_weeks
+from ml.validation import envelope_weeks, quantile_scale
 
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
               "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
@@ -31,6 +31,9 @@ STEP = {"rows": 0.05, "nulls": 0.01, "categories": 0.01, "quantiles": 0.1}  # wi
 MIN_PRIOR_WEEKS = 2  # the gate learns rules once this many weeks precede a week (stages/ingest.py)
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
 QUANTILE_TOLERANCE = 1.0  # validation.quantile_tolerance written for new data: seasonal weeks move by ~0.5 IQR
+RANGE_MARGIN = 0.25  # ranges: the history's extremes (later the accepted weeks') +- this share of their spread
+TARGET_RANGE_MARGIN = 1.0  # the target's: its tails follow the news of the week (a record month of a growing
+#                            feed); its location is held by the median rule, its range is there for garbage
 LABEL = re.compile(r"^\s*(?P<column>.+?)\s*>\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 
 
@@ -99,6 +102,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     if drop:
         dropped = [*drop, *dropped]
         notes.append(f"dropped as asked (--drop): {', '.join(drop)}")
+    clock = _clock_columns(derived, numeric, times, timezone, notes)
     numeric += [f"cal_{c}" for c in calendar]
 
     weeks = _weeks(times)
@@ -109,7 +113,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
                {"column": label.column, "above": label.above} if label else None), "task": task,
            "unit_id": uid, "unit_id_from": uid_from or None, "calendar": calendar, "numeric_features": numeric,
            "categorical_features": categorical, "drop": dropped}
-    validation = _validation(derived, src, weeks, window["train_weeks"], notes)
+    validation = _validation(derived, src, weeks, window["train_weeks"], notes, clock=clock)
     evaluate, policy = _slices(derived, times, numeric, categorical, notes)
     name = model_name or _slug(f"{dataset}-{target_col}")
     notes.append(f"model name '{name}' (registry.model_name), from the data folder and the target")
@@ -357,6 +361,27 @@ def _features(data: pd.DataFrame, candidates: list[str], target: str, task: str,
     return numeric, categorical, dropped
 
 
+def _clock_columns(data: pd.DataFrame, numeric: list[str], times: pd.Series, timezone: str,
+                   notes: list[str]) -> list[str]:
+    """Numeric features that are a function of the local month, weekday or hour of the time (a month number, a
+    weekday code): like the cal_ features they move with the clock by design, and December's quantiles say
+    nothing of January's, so they get no learned quantile rule (their ranges, nulls and types still hold)."""
+    local = times.dt.tz_convert(timezone)
+    parts = {"month": local.dt.month, "weekday": local.dt.dayofweek, "hour": local.dt.hour}
+    out = []
+    for c in numeric:
+        col = pd.to_numeric(data[c], errors="coerce")
+        if col.nunique() < 3:
+            continue
+        for name, part in parts.items():
+            if part.nunique() >= 3 and col.groupby(part.to_numpy()).nunique().max() == 1:
+                out.append(c)
+                notes.append(f"'{c}' is a function of the {name} of the time: no learned quantile rule "
+                             f"(validation.quantile_exempt; it moves with the clock, as the cal_ features do)")
+                break
+    return out
+
+
 def _leaks(data: pd.DataFrame, numeric: list[str], y: pd.Series) -> dict[str, str]:
     """Columns that give the target away: nearly equal to it up to scale, or two that sum to it."""
     sample = data[numeric].apply(pd.to_numeric, errors="coerce")
@@ -389,7 +414,8 @@ def _leaks(data: pd.DataFrame, numeric: list[str], y: pd.Series) -> dict[str, st
 
 # --------------------------------------------------------------------------------------------------- validation
 
-def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: int, notes: list[str]) -> dict:
+def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: int, notes: list[str],
+                clock: list[str] = ()) -> dict:
     """The data contract learned from the history, calibrated so that its learned rules together would have
     rejected at most FALSE_ALARM_RATE of the history's ordinary weeks."""
     defaults = ValidationConfig(quantile_tolerance=QUANTILE_TOLERANCE)
@@ -408,27 +434,30 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
     numeric = [c for c in src["numeric_features"] if not c.startswith("cal_")]
     if src["task"] == "regression":
         numeric.append(target)
-    ranges = {c: _range(data[c]) for c in numeric if pd.to_numeric(data[c], errors="coerce").notna().any()}
+    ranges = {c: _range(data[c], TARGET_RANGE_MARGIN if c == target else RANGE_MARGIN) for c in numeric
+              if pd.to_numeric(data[c], errors="coerce").notna().any()}
     ranges = {c: r for c, r in ranges.items() if r is not None}
     full = counts.index[counts >= min_rows]
     mask = weeks.isin(full)
     rules = {"nulls": [c for c in [*features, target] if c not in required and not c.startswith("cal_")],
              "categories": [*src["categorical_features"], *([target] if src["task"] == "classification" else [])],
-             "quantiles": numeric}
+             "quantiles": [c for c in numeric if c not in clock]}
     need = replay_contract(data[mask], weeks[mask], rules, train_weeks, defaults, target=target)
     cal = calibrate(need, defaults, protect=(("quantiles", target),))
     notes.extend(cal.notes)
-    checked = [c for c in numeric if c not in cal.quantile_exempt]
+    quantile_exempt = sorted({*cal.quantile_exempt, *clock})
+    checked = [c for c in numeric if c not in quantile_exempt]
     notes.append(f"validation: ranges for {len(ranges)} numeric column(s) from the history's robust spread (each "
                  f"week they widen with the accepted weeks, validation.learn_ranges); learned quantile checks on "
                  f"{len(checked)} ({', '.join(checked) or 'none'})")
     return {"min_rows": min_rows, "required": required, "null_exempt": cal.null_exempt, "ranges": ranges,
-            "quantile_exempt": cal.quantile_exempt, "row_count_tolerance": cal.row_count_tolerance,
+            "quantile_exempt": quantile_exempt, "row_count_tolerance": cal.row_count_tolerance,
             "column_tolerances": cal.column_tolerances, "_replay": need, "_calibration": cal}
 
 
-def _range(col: pd.Series) -> list | None:
-    """[min, max] a value may take: the history's extremes widened by a quarter of its robust (1%..99%) spread;
+def _range(col: pd.Series, margin: float = 0.25) -> list | None:
+    """[min, max] a value may take: the history's extremes widened by `margin` (a quarter; the target: all) of its
+    robust (1%..99%) spread;
     never below 0 for a column that never was (a sign flip is a broken feed)."""
     v = pd.to_numeric(col, errors="coerce")
     v = v[np.isfinite(v)]
@@ -436,7 +465,7 @@ def _range(col: pd.Series) -> list | None:
         return None
     q01, q99 = v.quantile([0.01, 0.99])
     spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
-    lo, hi = float(v.min()) - 0.25 * spread, float(v.max()) + 0.25 * spread
+    lo, hi = float(v.min()) - margin * spread, float(v.max()) + margin * spread
     if v.min() >= 0:
         lo = max(lo, 0.0)
     integral = bool((v == v.round()).all())
@@ -546,8 +575,7 @@ def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list,
         if ref.size == 0:
             needs.append(np.nan)
             continue
-        q25, q75 = np.quantile(ref, [0.25, 0.75])
-        iqr = float(q75 - q25)
+        iqr = quantile_scale(ref)
         sizes = pd.Series(counts[refs], index=refs)
         env = [per_week[r] for r in envelope_weeks(sizes[sizes > 0])]
         weekly = np.array([*env, np.quantile(ref, qs, method="nearest")])
@@ -771,7 +799,8 @@ def render_params(p: Profile, template: str) -> str:
             ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
             ("quantiles", [0.25, 0.5, 0.75], None),
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
-            ("quantile_exempt", v["quantile_exempt"], "weekly quantiles too variable: their shifts are drift"),
+            ("quantile_exempt", v["quantile_exempt"], "no learned quantile rule: too variable "
+             "week to week (drift), or moving with the clock"),
             ("column_tolerances", v["column_tolerances"], "wider per column, to the history's own week-to-week "
              f"variation: the learned rules together reject <= {FALSE_ALARM_RATE:.0%} of its weeks"),
             ("pinned", {}, "tolerances a person fixed, used exactly: {column: {quantiles: 2.0}}"),

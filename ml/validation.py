@@ -233,10 +233,29 @@ def envelope_weeks(sizes: pd.Series) -> pd.Index:
     return sizes.index[sizes >= max(5, 0.25 * sizes.max())]
 
 
+DISCRETE_VALUES = 12  # a column with at most this many distinct reference values is read as codes or counts
+
+
+def quantile_scale(values: np.ndarray) -> float:
+    """The unit of a quantile rule's tolerance: the reference's IQR, and for a column of few distinct values (a
+    code such as a season or a weather class) at least the step between them. Its IQR is often 0 within a season,
+    and a rule of width 0 rejects the first week that moves by one level."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    q25, q75 = np.quantile(v, [0.25, 0.75])
+    iqr = float(q75 - q25)
+    distinct = np.unique(v)
+    if 2 <= distinct.size <= DISCRETE_VALUES:
+        return max(iqr, float(np.diff(distinct).min()))
+    return iqr
+
+
 def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: pd.Series,
                    target: bool = False) -> Expectation | None:
     """Each quantile within the range the reference weeks' own quantiles spanned, widened by ± tol × reference
-    IQR; None when the reference has no numeric values.
+    IQR (`quantile_scale`); None when the reference has no numeric values.
 
     Learning the range from week to week (not from the pooled reference alone) keeps ordinary weekly swings
     inside it while a unit change or a shifted target still falls far outside."""
@@ -247,7 +266,7 @@ def _quantile_rule(column: str, ref: pd.Series, vcfg: ValidationConfig, weeks: p
         return None
     # the target's tails follow the news of the week (a storm, a holiday): its check is on location, the median
     qs = [0.5] if target else list(vcfg.quantiles)
-    iqr = float(values.quantile(0.75) - values.quantile(0.25))
+    iqr = quantile_scale(values.to_numpy())
     # GX's pandas quantile uses interpolation="nearest"; learn with the same method so equal data passes.
     pooled = values.quantile(qs, interpolation="nearest").to_numpy()
     full = envelope_weeks(pd.Series(weeks).value_counts())

@@ -1,8 +1,8 @@
 """The weekly contract: structural rules stay as configured, value rules follow the accepted weeks.
 
-On bike sharing (hour.csv), onboarded on its first year only: ridership grew in the second year, so the contract
-fixed at onboarding rejects ordinary weeks of it; the contract learned from the accepted weeks lets them through
-and still rejects a unit change, a shifted target and an empty feed in the same weeks."""
+On bike sharing (hour.csv), onboarded on its first year only: ridership grew in the second year and the seasons
+came round again; the contract learned from the accepted weeks lets the ordinary weeks of it through and still
+rejects a unit change, a shifted target and an empty feed in the same weeks."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +23,7 @@ from ml.validation import build_suite, validate_batch
 from tests.conftest import BIKE_CSV
 
 WEEKS = [date(2012, 6, 4) + timedelta(days=7 * k) for k in range(0, 24, 3)]  # summer and autumn of year two
+YEAR_TWO = [date(2012, 1, 2) + timedelta(days=7 * k) for k in range(0, 52, 3)]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +52,14 @@ def judge(params, frame, as_of: date, vcfg: ValidationConfig, learn: bool = True
     return validate_batch(week, suite)
 
 
-def test_the_learned_contract_follows_the_growth_that_the_onboarding_contract_rejects(first_year):
+def test_the_learned_contract_lets_through_the_year_after_onboarding(first_year):
+    """Year two, every third week: ridership grew and the seasons came round again. The contract learned from the
+    accepted weeks rejects at most one of them, and never more than the contract fixed at onboarding."""
     params, frame = first_year
-    fixed = [judge(params, frame, w, params.validation, learn=False) for w in WEEKS]
-    learned = [judge(params, frame, w, params.validation) for w in WEEKS]
-    assert sum(not r.success for r in fixed) >= 3, [r.failures for r in fixed]  # fixed at onboarding: stuck
-    assert sum(not r.success for r in learned) <= 1, [r.failures for r in learned]
+    fixed = [judge(params, frame, w, params.validation, learn=False) for w in YEAR_TWO]
+    learned = [judge(params, frame, w, params.validation) for w in YEAR_TWO]
+    assert sum(not r.success for r in learned) <= 1, [r.failures for r in learned if not r.success]
+    assert sum(not r.success for r in learned) <= sum(not r.success for r in fixed)
 
 
 @pytest.mark.parametrize("kind", ["feature x1.6", "target + 3 sd", "empty feed"])

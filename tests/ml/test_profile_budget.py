@@ -22,10 +22,11 @@ from ml.validation import build_suite, validate_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "datasets"
-# bike sharing: every column numeric and never null; one Beijing station: nulls in most columns, wind direction
+# bike sharing by day (hour.csv's default tolerances already reject <= 1 % of its weeks: nothing to calibrate):
+# every column numeric and never null; one Beijing station: nulls in most columns, wind direction
 # as a category, a regression target with gaps
 CASES = {
-    "bike": (SHARED / "bike_sharing" / "hour.csv", {"target": "cnt"}),
+    "bike": (SHARED / "bike_sharing" / "day.csv", {"target": "cnt"}),
     "station": (SHARED / "beijing_air" / "PRSA_Data_Dongsi_20130301-20170228.csv",
                 {"target": "PM2.5", "timezone": "Asia/Shanghai"}),
 }
@@ -60,6 +61,36 @@ def test_the_rules_together_reject_at_most_the_budget(onboarded):
     # the params as written reproduce the calibrated alarms: nothing is lost in rendering
     written = _tolerances(params.validation, need.columns)
     assert P.alarms(need, written).any(axis=1).equals(cal.alarms)
+
+
+CLOCK = {"bike": {"mnth", "weekday"}, "station": set()}  # features that are a function of the month/weekday/hour
+
+
+def test_features_that_move_with_the_clock_get_no_quantile_rule(onboarded):
+    """A month number or weekday code among the features moves with the calendar as the cal_ features do:
+    December's quantiles say nothing of January's. flows.init exempts them from the learned quantile rule, says
+    so, and keeps their ranges; a feature that only follows the season loosely (bike's 'season') keeps its rule."""
+    name, prof, params, _, _ = onboarded
+    v = params.validation
+    clock = {c for c in params.source.numeric_features if any(f"'{c}' is a function of the" in n for n in prof.notes)}
+    assert clock == CLOCK[name]
+    assert clock <= set(v.quantile_exempt) and clock <= set(v.ranges)
+    if name == "bike":
+        assert "season" not in v.quantile_exempt
+
+
+def test_the_target_range_leaves_room_for_a_record_week(onboarded):
+    """The target's range is its history's extremes +- its whole robust spread (a record month of a growing
+    feed), the features' +- a quarter of theirs."""
+    name, prof, params, frame, _ = onboarded
+    lo, hi = params.validation.ranges[params.source.target]
+    y = frame[params.source.target].dropna()
+    spread = float(y.quantile(0.99) - y.quantile(0.01))
+    assert hi >= y.max() + P.TARGET_RANGE_MARGIN * spread * 0.99 and lo == 0
+    feature = next(c for c in params.validation.ranges if c != params.source.target and c not in CLOCK[name])
+    x = frame[feature].dropna()
+    assert params.validation.ranges[feature][1] <= x.max() + 2 * P.RANGE_MARGIN * float(x.quantile(0.99)
+                                                                                        - x.quantile(0.01)) + 1
 
 
 def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):

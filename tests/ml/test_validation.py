@@ -237,6 +237,25 @@ def test_exempt_and_required_columns_get_no_learned_rule():
     assert ("ExpectColumnValuesToNotBeNull", True) not in on_x and ("ExpectColumnValuesToNotBeNull", False) in on_x
 
 
+def test_a_code_column_may_step_to_its_next_level_but_not_jump():
+    """A season-like code (few distinct values) whose reference IQR is 0: its tolerance is at least the step
+    between its values, so the week the season turns passes, while the same week x1.6 is still rejected."""
+    from ml.validation import quantile_scale
+
+    t = [pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=h) for h in range(24 * 14)]
+    code = [3.0] * (24 * 14 - 20) + [4.0] * 20  # two weeks of season 3, its last hours already 4
+    reference = pd.DataFrame({"t": t, "y": np.arange(len(t)) % 7, "id": range(len(t)), "x": code, "c": "a"})
+    assert quantile_scale(reference["x"].to_numpy()) == 1.0  # IQR 0, step 1
+    assert quantile_scale(np.arange(100.0)) == pytest.approx(49.5)  # many values: the IQR
+    start = pd.Timestamp("2024-01-15", tz="UTC")
+    suite = build_suite(CFG, ValidationConfig(min_rows=5), reference, start, start + pd.Timedelta(days=7),
+                        reference_weeks=2)
+    week = reference.assign(t=reference["t"] + pd.Timedelta(days=14), x=4.0).iloc[:24 * 7]
+    assert validate_batch(week, suite).success
+    jumped = validate_batch(week.assign(x=week["x"] * 1.6), suite)
+    assert not jumped.success and any("x" in f for f in jumped.failures)
+
+
 def test_empty_reference_is_an_error_not_a_weaker_contract():
     start = pd.Timestamp("2024-01-15", tz="UTC")
     with pytest.raises(ValueError, match="reference window is empty"):
