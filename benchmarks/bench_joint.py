@@ -61,31 +61,27 @@ def judged(weeks: list, params, floor: float) -> dict:
     held, warned about (the target's check: the week trains) and missed; the ordinary weeks held, by check."""
     import ml.joint as joint
 
-    saved, joint.MATERIAL = joint.MATERIAL, math.log(floor)
-    try:
-        d = params.drift
-        null: list = []
-        counts: dict = {}
-        by_check: dict = {}
-        for _w, replayed, stats in weeks:
-            past = null[-d.joint_history_weeks:]
-            for kind, st in stats.items():
-                flags = joint.judge(st, past, d.alarm_rate)
-                held = any(f.holds for f in flags)
-                if replayed and len(past) >= joint.MIN_NULL_WEEKS:
-                    c = counts.setdefault(kind, {"weeks": 0, "held": 0, "warned": 0})
-                    c["weeks"] += 1
-                    c["held"] += held
-                    c["warned"] += (not held) and any(f.flagged for f in flags)
-                    if kind == "ordinary" and held:
-                        for f in flags:
-                            if f.holds:
-                                by_check[f.check] = by_check.get(f.check, 0) + 1
-                if kind == "ordinary":
-                    null.append(joint.at_bounds(st, flags) if held else st)
-        return {"floor": floor, "counts": counts, "ordinary_held_by": by_check}
-    finally:
-        joint.MATERIAL = saved
+    d = params.drift
+    null: list = []
+    counts: dict = {}
+    by_check: dict = {}
+    for _w, replayed, stats in weeks:
+        past = null[-d.joint_history_weeks:]
+        for kind, st in stats.items():
+            flags = joint.judge(st, past, d.alarm_rate, material=math.log(floor))
+            held = any(f.holds for f in flags)
+            if replayed and len(past) >= joint.MIN_NULL_WEEKS:
+                c = counts.setdefault(kind, {"weeks": 0, "held": 0, "warned": 0})
+                c["weeks"] += 1
+                c["held"] += held
+                c["warned"] += (not held) and any(f.flagged for f in flags)
+                if kind == "ordinary" and held:
+                    for f in flags:
+                        if f.holds:
+                            by_check[f.check] = by_check.get(f.check, 0) + 1
+            if kind == "ordinary":
+                null.append(joint.at_bounds(st, flags) if held else st)
+    return {"floor": floor, "counts": counts, "ordinary_held_by": by_check}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,10 +146,11 @@ class JointFlag:
         return {**asdict(self), "holds": self.holds}
 
 
-def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float) -> list[JointFlag]:
+def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float,
+          material: float = MATERIAL) -> list[JointFlag]:
     """Each of the week's statistics against the prediction bound of the same statistic on past weeks (each
     against its own reference), at level alpha / the number of checks (Bonferroni: an ordinary week is flagged by
-    any of them in about alpha of weeks)."""
+    any of them in about alpha of weeks); a feature relation's log error ratio must also exceed `material`."""
     level = alpha / max(len(week), 1)
     flags = []
     for key, value in week.items():
@@ -164,7 +165,7 @@ def judge(week: dict[str, float], past: list[dict[str, float]], alpha: float) ->
         # ratio, about normal, of either sign
         usual = float(np.median(null))
         thr = (max(bound(null, level), 2 * usual, usual + (1 - usual) / 2, 0.01) if key == "duplicates"
-               else max(_t_bound(null, level), TARGET_MATERIAL if key.startswith("target:") else MATERIAL))
+               else max(_t_bound(null, level), TARGET_MATERIAL if key.startswith("target:") else material))
         flags.append(JointFlag(key, value, thr, null, value > thr))
     return flags
 

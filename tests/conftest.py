@@ -20,7 +20,7 @@ from deployments.stack import free_port  # noqa: F401  (re-exported for the test
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BIKE_CSV = SHARED / "datasets" / "bike_sharing" / "hour.csv"
-PROJECT_FILES = ["ml", "stages", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
+PROJECT_FILES = ["ml", "stages", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore",
                  "data/.gitignore"]
 
 

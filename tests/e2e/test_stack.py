@@ -164,8 +164,9 @@ def test_deployment_run_completes_and_mlflow_holds_the_lineage(stack, weekly_run
 
 
 def test_artifacts_and_data_are_in_the_object_store_and_a_version_reproduces_from_it(stack, weekly_run, tmp_path):
-    """Shared backends: MLflow's artifacts and the DVC remote in S3. The README's recipe for reproducing a version
-    works from the object store alone: its dvc.lock through MLflow, its data and model through `dvc pull`."""
+    """Shared backends: MLflow's artifacts and the DVC remote in S3. The recipe for reproducing a version
+    (docs/pipeline.md) works from the object store alone: its dvc.lock through MLflow, its data and model through
+    `dvc pull`."""
     if stack["objects"] is None:
         pytest.skip("the default stack keeps artifacts and DVC data in local folders")
     from mlflow.artifacts import download_artifacts

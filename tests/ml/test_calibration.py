@@ -80,7 +80,7 @@ WITHIN_WEEKLY_SWINGS = pytest.mark.xfail(strict=True, reason="within this column
     ("hour", lambda d: d.assign(hour=(d["hour"] + 5) % 24)),  # a time feature in another zone
     ("carrier", lambda d: d.assign(carrier=d["carrier"].replace({"UA": "United", "EV": "ExpressJet"}))),  # recoded
     ("visib", lambda d: d.assign(visib=float("nan"))),  # an empty feed
-    # known misses (README "Calibrated drift alarms"): weather moves these as much from week to week
+    # known misses (docs/contract-and-alarms.md "Calibrated drift alarms"): weather moves these as much week to week
     pytest.param("dep_delay", lambda d: d.assign(dep_delay=d["dep_delay"] * 1.6), marks=WITHIN_WEEKLY_SWINGS),
     pytest.param("origin", lambda d: _swap_top_two(d, "origin"), marks=WITHIN_WEEKLY_SWINGS),  # 36% <-> 33%
 ])
