@@ -427,10 +427,15 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
                  f"{short} short week(s) of the history fall below it and are left out when landed")
     features = [*src["numeric_features"], *src["categorical_features"]]
     target = src["target"]
-    required = [c for c in features if not c.startswith("cal_") and data[c].notna().all()]
-    if data[target].notna().all():
-        required.insert(0, target)
-    notes.append(f"validation.required: {', '.join(required) or 'none'} (never null in {len(data):,} rows)")
+    # never null, fixed: the target and the columns that name a row (unit id parts, categories) when the history
+    # never lacked them. A numeric measurement the model imputes gets the learned null-share rule instead: a
+    # sensor never out in the history goes out one day (Beijing's RAIN, a year on), and a week with a few gaps is
+    # an ordinary week; a column empty all week is still rejected
+    keys = [*(src.get("unit_id_from") or ()), *src["categorical_features"]]
+    required = [c for c in dict.fromkeys([target, *keys]) if c in data.columns and c != src["time_column"]
+                and data[c].notna().all()]
+    notes.append(f"validation.required: {', '.join(required) or 'none'} (never null in {len(data):,} rows; numeric "
+                 f"features get a learned null-share rule)")
     numeric = [c for c in src["numeric_features"] if not c.startswith("cal_")]
     if src["task"] == "regression":
         numeric.append(target)

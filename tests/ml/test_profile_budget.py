@@ -93,6 +93,28 @@ def test_the_target_range_leaves_room_for_a_record_week(onboarded):
                                                                                         - x.quantile(0.01)) + 1
 
 
+def test_a_numeric_feature_never_null_in_the_history_may_have_a_few_gaps_later(onboarded):
+    """`required` (never null, fixed) holds the target and the columns that name a row; a numeric measurement never
+    missing in the history gets the learned null-share rule (a few gaps are no break), and an empty week still
+    fails."""
+    name, _, params, frame, _ = onboarded
+    src, v = params.source, params.validation
+    numeric = [c for c in src.numeric_features if not c.startswith("cal_")]
+    assert not set(v.required) & set(numeric)
+    if name != "bike":
+        return
+    assert v.required == ("cnt",)
+    as_of = params.window.as_of
+    reference = pd.concat([slice_week(frame, src.time_column, w) for w in training_weeks(as_of, 8)])
+    start, end = week_bounds(as_of)
+    suite = build_suite(src, v, reference, start, end, 8)
+    week = slice_week(frame, src.time_column, as_of)
+    hum = [e.kwargs for e in suite if e.type == "ExpectColumnValuesToNotBeNull" and e.column == "hum"]
+    assert hum and all("mostly" in k and k["mostly"] < 1 for k in hum)  # a share of nulls, not never-null
+    empty = validate_batch(week.assign(hum=np.nan), suite)
+    assert not empty.success and any("'hum' is null in every row" in f for f in empty.failures)
+
+
 def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):
     """A widened tolerance lets through the weeks it was widened for, and no more than one step beyond them."""
     name, prof, params, _, _ = onboarded
