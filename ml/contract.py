@@ -165,11 +165,11 @@ def _pin(vcfg: ValidationConfig, tolerances: dict) -> dict:
     return out
 
 
-def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str | None = None) -> dict[str, list]:
-    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- RANGE_MARGIN (the target:
-    TARGET_RANGE_MARGIN) of their 1%..99% spread: a level that grows week by week moves its range with it; a
-    bound a column never crossed in the accepted weeks (a count >= 0) stays where it is."""
-    from ml.profile import RANGE_MARGIN, TARGET_RANGE_MARGIN, round_bound
+def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str) -> dict[str, list]:
+    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- `ml.profile.range_room`: a
+    level that grows week by week moves its range with it; a bound a column never crossed in the accepted weeks
+    (a count >= 0) stays where it is."""
+    from ml.profile import range_room, round_bound
 
     out = {}
     for c, bounds in vcfg.ranges.items():
@@ -179,10 +179,8 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str | None
         v = v[np.isfinite(v)]
         if v.size < 10:
             continue
-        q01, q99 = np.quantile(v, [0.01, 0.99])
-        spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
         lo, hi = bounds
-        margin = (TARGET_RANGE_MARGIN if c == target else RANGE_MARGIN) * spread
+        margin = range_room(v, c, target)
         new_lo = lo if lo is None or lo == 0 else min(lo, round_bound(v.min() - margin, math.floor))
         if lo is not None and lo > 0:
             new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0

@@ -439,8 +439,7 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
     numeric = [c for c in src["numeric_features"] if not c.startswith("cal_")]
     if src["task"] == "regression":
         numeric.append(target)
-    ranges = {c: _range(data[c], TARGET_RANGE_MARGIN if c == target else RANGE_MARGIN) for c in numeric
-              if pd.to_numeric(data[c], errors="coerce").notna().any()}
+    ranges = {c: _range(data[c], target) for c in numeric if pd.to_numeric(data[c], errors="coerce").notna().any()}
     ranges = {c: r for c, r in ranges.items() if r is not None}
     full = counts.index[counts >= min_rows]
     mask = weeks.isin(full)
@@ -460,21 +459,27 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
             "column_tolerances": cal.column_tolerances, "_replay": need, "_calibration": cal}
 
 
-def _range(col: pd.Series, margin: float = 0.25) -> list | None:
-    """[min, max] a value may take: the history's extremes widened by `margin` (a quarter; the target: all) of its
-    robust (1%..99%) spread;
-    never below 0 for a column that never was (a sign flip is a broken feed)."""
+def _range(col: pd.Series, target: str) -> list | None:
+    """[min, max] a value may take: the history's extremes widened by `range_room`; never below 0 for a column
+    that never was (a sign flip is a broken feed)."""
     v = pd.to_numeric(col, errors="coerce")
     v = v[np.isfinite(v)]
     if v.empty:
         return None
-    q01, q99 = v.quantile([0.01, 0.99])
-    spread = max(float(q99 - q01), float(v.max() - v.min()) * 0.01, 1e-9)
-    lo, hi = float(v.min()) - margin * spread, float(v.max()) + margin * spread
+    room = range_room(v.to_numpy(dtype=float), str(col.name), target)
+    lo, hi = float(v.min()) - room, float(v.max()) + room
     if v.min() >= 0:
         lo = max(lo, 0.0)
     integral = bool((v == v.round()).all())
     return [round_bound(lo, math.floor, integral), round_bound(hi, math.ceil, integral)]
+
+
+def range_room(values: np.ndarray, column: str, target: str | None) -> float:
+    """How far a column's range reaches beyond its extremes: RANGE_MARGIN (the target: TARGET_RANGE_MARGIN) of
+    its robust (1%..99%) spread. At onboarding (the history) and each week (the accepted weeks, ml/contract.py)."""
+    q01, q99 = np.quantile(values, [0.01, 0.99])
+    spread = max(float(q99 - q01), float(values.max() - values.min()) * 0.01, 1e-9)
+    return (TARGET_RANGE_MARGIN if column == target else RANGE_MARGIN) * spread
 
 
 def round_bound(x: float, how, integral: bool = False) -> float | int:
