@@ -74,7 +74,7 @@ status:
 
 ## serve: the prediction service alone on 127.0.0.1:8000 (@champion, @challenger during an A/B experiment)
 serve: setup
-	python -m deployments.serving
+	python -m serving
 
 ## bench: benchmarks, printed as ratios against a bare baseline in the same run
 bench: setup

@@ -1,10 +1,10 @@
 """The prediction log on PostgreSQL vs SQLite: latency and throughput of /predict with every prediction committed
 before it is answered.
 
-The service (`python -m deployments.serving`, one process) serves the tiny Ridge of bench_serve.py from a
+The service (`python -m serving`, one process) serves the tiny Ridge of bench_serve.py from a
 throwaway registry; its A/B prediction log (CT_AB_STORE_URL) is the SQLite file of the default set-up, then a
 PostgreSQL server started here (initdb in a temp dir, 127.0.0.1). The log is written by one thread in group
-commits (deployments.ablog.GroupCommit): a request is answered after its row is committed, the event loop is
+commits (serving.ablog.GroupCommit): a request is answered after its row is committed, the event loop is
 not held during the round trip, and concurrent requests share a commit. Each store is measured with one client
 sending sequential single-row requests and with 8 concurrent clients, a warm-up first; afterwards the rows in the
 log are counted (every answered request must be there).
@@ -44,7 +44,7 @@ def bench_store(name: str, store_url: str, tracking_uri: str, rows: list[dict], 
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     port = free_port()
     env = tool_env(MLFLOW_TRACKING_URI=tracking_uri, CT_AB_STORE_URL=store_url)
-    cmd = [sys.executable, "-m", "deployments.serving", "--project-dir", str(project), "--port", str(port),
+    cmd = [sys.executable, "-m", "serving", "--project-dir", str(project), "--port", str(port),
            "--host", "127.0.0.1"]
     out = {}
     with server(cmd, env, f"http://127.0.0.1:{port}/health", work / f"{name}.log"):

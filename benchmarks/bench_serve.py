@@ -3,7 +3,7 @@
 For each of two models - a tiny Ridge on 5 numeric columns and the project's default model (HGB pipeline on the
 default training window) - the model is logged and registered as `flight-delay@champion` in a throwaway SQLite
 registry, then both servers are started on free 127.0.0.1 ports, in the same run:
-- ours:     `python -m deployments.serving` (uvicorn, one process), POST /predict {"unit_id", "features"};
+- ours:     `python -m serving` (uvicorn, one process), POST /predict {"unit_id", "features"};
             every prediction is also written to the SQLite prediction log before it answers
 - baseline: `mlflow models serve --env-manager local` (its default: one uvicorn worker),
             POST /invocations {"dataframe_records": [row]}
@@ -241,7 +241,7 @@ def bench_pair(label: str, tracking_uri: str, rows: list[dict], work: Path, args
     project.mkdir()
     shutil.copy(ROOT / "params.yaml", project / "params.yaml")
     ours_port, base_port = free_port(), free_port()
-    ours_cmd = [sys.executable, "-m", "deployments.serving", "--project-dir", str(project), "--port", str(ours_port),
+    ours_cmd = [sys.executable, "-m", "serving", "--project-dir", str(project), "--port", str(ours_port),
                 "--host", "127.0.0.1"]
     base_cmd = [str(MLFLOW), "models", "serve", "-m", "models:/flight-delay@champion", "--env-manager", "local",
                 "--host", "127.0.0.1", "-p", str(base_port)]

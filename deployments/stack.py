@@ -50,9 +50,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deployments.net import is_loopback
+from ml.names import DEPLOYMENTS
+from serving.net import is_loopback
+from stages.common import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
          "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
@@ -142,7 +143,7 @@ def check_auth(s: dict[str, str]) -> None:
                          f"the environment (never in params.yaml or git); see `python -m deployments.stack --help`")
     if ":" not in os.environ["PREFECT_SERVER_API_AUTH_STRING"]:
         raise StackError("PREFECT_SERVER_API_AUTH_STRING must be user:password")
-    from deployments.serving import serving_token
+    from serving.app import serving_token
 
     try:
         serving_token(s["bind"], dict(os.environ))
@@ -163,15 +164,6 @@ def mlflow_auth_config(project: Path, env: dict[str, str]) -> dict[str, str]:
     return {**env, "MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_AUTH_ADMIN_PASSWORD": env["MLFLOW_TRACKING_PASSWORD"],
             # the UI's CSRF key: the user's, or a fresh one per start (UI sessions then log in again)
             "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (once this returns)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def alive(pid: int) -> bool:
@@ -293,8 +285,7 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
     if deploy:
         run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
              str(project / "deployments" / "prefect.yaml")], env, project)
-        print("deployments applied: weekly-retrain/weekly, drift-monitor/daily, live-monitor/live, "
-              "ab-analysis/ab-analysis, canary/canary")
+        print(f"deployments applied: {', '.join(DEPLOYMENTS)}")
     try:
         print(run([sys.executable, "-m", "deployments.automations", "install"], env, project).strip())
     except StackError as e:
@@ -312,7 +303,7 @@ def up(project: Path, deploy: bool = True, worker: bool = True, serving: bool = 
         start(project, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", s["pool"], "--type", "process",
                                   "--name", f"{s['pool']}-worker"], wenv)
     if serving:
-        start(project, "serving", [sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
+        start(project, "serving", [sys.executable, "-m", "serving", "--project-dir", str(project),
                                    "--host", s["bind"], "--port", s["serving_port"]], env)
         wait_http(f"{s['serving']}/health", "serving", project, ok=(200, 503))  # 503: no @champion yet
         print(f"serving: answering at {s['serving']} (/predict, /feedback, /health, /metrics)")

@@ -14,8 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.cli import run_flow
 from flows.weekly_retrain import PROJECT
-
-RETRAIN_DEPLOYMENT = "weekly-retrain/weekly"
+from ml.names import RETRAIN_DEPLOYMENT
 
 
 @task(name="measure drift vs the champion's training data", cache_policy=NO_CACHE)

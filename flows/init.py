@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from stages.common import PROJECT
 
 
 def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:

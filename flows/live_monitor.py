@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.cli import run_flow
-from flows.drift_monitor import RETRAIN_DEPLOYMENT
 from flows.weekly_retrain import PROJECT
+from ml.names import RETRAIN_DEPLOYMENT
 
 
 @task(name="live loss of the champion vs its holdout promise", cache_policy=NO_CACHE)
@@ -25,8 +25,8 @@ def measure(project: str, now: str | None = None) -> dict:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from deployments.ablog import ABLog, store_url
     from ml.live import live_check
+    from serving.ablog import ABLog, store_url
     from stages.common import load_params
     from tasks import lineage, registry
     from tasks.ab import unit_losses
@@ -86,10 +86,10 @@ def compare_previous(project: str, measured: dict, now: str | None = None) -> di
     import numpy as np
     import pandas as pd
 
-    from deployments.ablog import ABLog, store_url
     from ml.features import feature_frame
     from ml.live import previous_check
     from ml.metrics import row_loss
+    from serving.ablog import ABLog, store_url
     from stages.common import load_params
     from tasks import registry
     from tasks.ab import unit_losses

@@ -36,12 +36,12 @@ def corrupt_copy(project: Path, week: date) -> Path:
 def ab_traffic(project: Path, first_week: date, max_weeks: int) -> dict:
     """Serve the following real weeks through the prediction service (requests, then outcomes) and run the
     ab-analysis flow after each week, until it promotes, rolls back or refuses."""
-    from deployments.ablog import ABLog, store_url
-    from deployments.stack import free_port
-    from deployments.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
     from flows.ab_analysis import ab_analysis
     from ml.sources import load_source
     from ml.split import slice_week, week_label
+    from serving.ablog import ABLog, store_url
+    from serving.net import free_port
+    from serving.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
     from stages.common import load_params
     from tasks.lineage import tracking_uri
 

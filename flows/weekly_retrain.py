@@ -15,11 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.cli import run_flow
+from stages.common import PROJECT
 from tasks import lineage
 from tasks.context import WeekRun, git_info
 from tasks.retry import retry_if_transient
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 def _run_name() -> str:
@@ -78,11 +77,11 @@ def weekly_retrain(as_of: str | None = None, source: str | None = None, dry_run:
     ctx = check_parameters(project_dir or str(PROJECT), as_of, source, dry_run)
     # The steps' libraries load once the parameters are known to be good: a bad parameter fails, and a good run
     # shows its first task, without waiting for pandas, sklearn and MLflow to import.
+    from tasks.act import act
     from tasks.data import ingest_batch, validate_batch
     from tasks.drift import drift_report
     from tasks.evaluation import compare_with_champion, decide
     from tasks.joint import joint_check
-    from tasks.registry import act
     from tasks.search import search_week
     from tasks.training import log_candidate, reproduce
     from tasks.ui import publish, publish_held

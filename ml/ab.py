@@ -16,7 +16,8 @@ from datetime import datetime
 
 import numpy as np
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+from ml.names import CHALLENGER, CHAMPION
+
 PROMOTE, ROLLBACK, CONTINUE, INVALID = "promote", "rollback", "continue", "invalid"
 
 

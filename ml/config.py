@@ -225,7 +225,7 @@ class RegistryConfig:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """The prediction service (deployments/serving.py)."""
+    """The prediction service (serving/app.py)."""
 
     host: str = "127.0.0.1"  # loopback unless a user opts in to more
     port: int = 8000

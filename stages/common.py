@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -16,7 +17,27 @@ from ml.config import ConfigError, Params, parse_params
 from ml.sources import SourceError
 from ml.split import EmptyWeekError
 
+PROJECT = Path(__file__).resolve().parents[1]  # the project's root (the default --project-dir)
 USER_ERRORS = (ConfigError, SourceError, EmptyWeekError, FileNotFoundError)
+
+
+# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ (MLflow 3), so a value found there may
+# be one this process set for an earlier project; only the user's own setting is honoured.
+_DERIVED: set[str] = set()
+
+
+def tracking_uri(project: Path) -> str:
+    """MLFLOW_TRACKING_URI when the user set it (e.g. a server), else a SQLite store in the project."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _DERIVED:
+        return env
+    return f"sqlite:///{(project / 'mlflow.db').resolve()}"
+
+
+def quiet_libraries() -> None:
+    """One line per step is ours to write: library INFO chatter (registry, GX docs sites) stays out of flow logs."""
+    for name in ("mlflow", "great_expectations", "dvc", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -11,17 +11,17 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, decide_ab, loss_cv, plan_units
 from ml.config import Params
 from ml.metrics import row_loss
+from ml.names import ANALYSIS_DEPLOYMENT
+from serving.ablog import ABLog, store_url
 from tasks import alerts, lineage
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
-from tasks.registry import alias_version, promote_challenger
+from tasks.registry import alias_version, promote_challenger, retire_challenger
 from tasks.retry import retry_if_transient
 
-ANALYSIS_DEPLOYMENT = "ab-analysis/ab-analysis"
 STATUS = {PROMOTE: "promoted", ROLLBACK: "rolled_back", INVALID: "invalid"}
 
 
@@ -94,8 +94,7 @@ def end_experiments_on_promotion(project: Path, params: Params, promoted: str) -
         ended = log.close_running(params.registry.model_name, "superseded",
                                   f"the weekly flow promoted v{promoted} to @champion")
     name = params.registry.model_name
-    if alias_version(name, CHALLENGER_ALIAS) is not None:
-        MlflowClient().delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    retire_challenger(MlflowClient(), name)
     return ended
 
 
@@ -189,7 +188,7 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
         alerts.announce(alerts.PROMOTED, f"model.{name}", f"{name} v{version} is @champion after A/B experiment "
                         f"{experiment['id']}: {decision['summary']}", version=version)
     elif action == ROLLBACK:
-        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        retire_challenger(client, name)
         out.update(challenger=None, moved=True)
         logger.info(f"act: @challenger v{version} removed; @champion stays v{champ_now}")
     else:

@@ -12,7 +12,6 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployments.ablog import utcnow
 from ml.ab import CHALLENGER, CHAMPION
 from ml.canary import (
     ADVANCE,
@@ -25,14 +24,15 @@ from ml.canary import (
     split_guardrail,
 )
 from ml.config import Params
+from ml.names import CANARY_DEPLOYMENT
+from serving.ablog import utcnow
 from tasks import alerts, lineage
 from tasks.ab import finish_look, open_log, register, schedule, unit_losses
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
-from tasks.registry import alias_version, promote_challenger
+from tasks.registry import alias_version, promote_challenger, retire_challenger
 from tasks.retry import retry_if_transient
 
-CANARY_DEPLOYMENT = "canary/canary"
 KIND = "canary"
 MIN_TIMED_ROWS = 20  # per variant and step, before latencies are compared
 
@@ -156,7 +156,7 @@ def act(project: str, params: Params, experiment: dict, decision: dict) -> dict:
             alerts.announce(alerts.PROMOTED, f"model.{name}", f"{name} v{version} is @champion after canary "
                             f"rollout {experiment['id']}: {decision['summary']}", version=version)
         else:  # ROLLBACK
-            client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+            retire_challenger(client, name)
             out.update(share=0.0, moved=True)
             log.set_experiment(experiment["id"], status="rolled_back", decided_at=now, decision=decision["summary"])
             logger.info(f"act: canary v{version} rolled back; @champion v{champ_now} serves every unit")

@@ -19,11 +19,8 @@ from stages.ingest import backfill, batch_path, quarantine_frame, window
 from stages.prepare import read_batches
 from tasks import alerts, lineage
 from tasks.context import WeekRun
+from tasks.errors import BatchRejected
 from tasks.retry import retry_if_transient
-
-
-class BatchRejected(RuntimeError):
-    """The new batch broke the data contract; it is in quarantine and nothing was trained."""
 
 
 @functools.lru_cache(maxsize=2)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from stages.common import USER_ERRORS
-from tasks.data import BatchRejected
 from tasks.lineage import TrackingUnavailable
+
+
+class BatchRejected(RuntimeError):
+    """The new batch broke the data contract; it is in quarantine and nothing was trained."""
+
 
 # USER_ERRORS: bad params, source or file, a week without data (shared with the DVC stages). BatchRejected: the
 # batch broke the data contract and is in quarantine. TrackingUnavailable: the MLflow server does not answer (the

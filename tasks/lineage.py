@@ -2,26 +2,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stages.common import _DERIVED, quiet_libraries, tracking_uri  # noqa: F401 (tasks.lineage.tracking_uri)
 from tasks.context import WeekRun
-
-# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ (MLflow 3), so a value found there may
-# be one this process set for an earlier project; only the user's own setting is honoured.
-_DERIVED: set[str] = set()
-
-
-def tracking_uri(project: Path) -> str:
-    """MLFLOW_TRACKING_URI when the user set it (e.g. a server), else a SQLite store in the project."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and env not in _DERIVED:
-        return env
-    return f"sqlite:///{(project / 'mlflow.db').resolve()}"
 
 
 def ui_url() -> str | None:
@@ -49,12 +37,6 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         problem = str(getattr(e, "reason", e))
     raise TrackingUnavailable(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {problem}; "
                               "start it (python -m deployments.stack up) or unset MLFLOW_TRACKING_URI")
-
-
-def quiet_libraries() -> None:
-    """One line per step is ours to write: library INFO chatter (registry, GX docs sites) stays out of flow logs."""
-    for name in ("mlflow", "great_expectations", "dvc", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def ensure_experiment(project: Path, name: str) -> str:

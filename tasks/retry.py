@@ -10,6 +10,8 @@ import sys
 import urllib.error
 from collections.abc import Iterator
 
+from tasks.errors import is_expected
+
 # OSErrors about a path, not the network: the next attempt finds the same path.
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 _MLFLOW_TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
@@ -19,8 +21,6 @@ def retry_if_transient(task, task_run, state) -> bool:
     """Prefect retry_condition_fn: retry when the failure, or what caused it, is transient IO; never an expected
     error (tasks.errors.EXPECTED_ERRORS). A plain function on purpose: Prefect ignores other callables here."""
     from prefect.states import get_state_exception
-
-    from tasks.errors import is_expected  # imported here: tasks.data (imported by tasks.errors) uses this module
 
     exc = get_state_exception(state)
     return not is_expected(exc) and any(is_transient(e) for e in _causes(exc))

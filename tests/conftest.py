@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.stack import free_port  # noqa: F401  (re-exported for the tests)
+from serving.net import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BIKE_CSV = SHARED / "datasets" / "bike_sharing" / "hour.csv"
-PROJECT_FILES = ["ml", "stages", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore",
-                 "data/.gitignore"]
+PROJECT_FILES = ["ml", "stages", "serving", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
+                 ".dvcignore", "data/.gitignore"]
 
 
 def tool_env(**extra: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deployments.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
+from serving.traffic import ServiceProcess, request_rows, send_outcomes, send_predictions
 from tests.conftest import ROOT, edit_params, free_port, tool_env
 
 MODEL = "flight-delay"

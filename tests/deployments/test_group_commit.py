@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import sqlalchemy as sa
 
-from deployments.ablog import ABLog, GroupCommit, utcnow
+from serving.ablog import ABLog, GroupCommit, utcnow
 from tests.conftest import postgres_server
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, assign
+from serving.ablog import ABLog, store_url
 from tests.deployments.conftest import MODEL, Service, fragile_model, instances, register, serving_project, train, week
 
 

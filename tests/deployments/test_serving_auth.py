@@ -10,10 +10,10 @@ import sys
 import httpx
 import pytest
 
-from deployments.ablog import ABLog, store_url
-from deployments.net import is_loopback
-from deployments.serving import serving_token
-from deployments.traffic import ServiceProcess
+from serving.ablog import ABLog, store_url
+from serving.app import serving_token
+from serving.net import is_loopback
+from serving.traffic import ServiceProcess
 from tests.conftest import ROOT, free_port, tool_env
 from tests.deployments.conftest import instances, register, serving_project, train, week
 
@@ -37,7 +37,7 @@ def test_what_counts_as_exposed(host, loopback):
 def test_exposed_without_a_usable_token_refuses_to_start(tmp_path, token):
     project = serving_project(tmp_path / "project")
     port = free_port()
-    p = subprocess.run([sys.executable, "-m", "deployments.serving", "--project-dir", str(project), "--host",
+    p = subprocess.run([sys.executable, "-m", "serving", "--project-dir", str(project), "--host",
                         "0.0.0.0", "--port", str(port)], cwd=ROOT, env=tool_env(CT_SERVING_TOKEN=token),
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stdout + p.stderr

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from deployments.ablog import ABLog, store_url
-from deployments.traffic import ServiceProcess, send_outcomes, send_predictions
+from serving.ablog import ABLog, store_url
+from serving.traffic import ServiceProcess, send_outcomes, send_predictions
 from tests.conftest import ROOT, free_port, tool_env
 from tests.deployments.conftest import instances, outcomes_of, register, serving_project, train, week
 

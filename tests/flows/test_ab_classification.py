@@ -12,10 +12,10 @@ import pytest
 import yaml
 from sklearn.metrics import log_loss
 
-from deployments.ablog import ABLog, store_url, utcnow
 from ml.ab import CHALLENGER, CHAMPION, assign
 from ml.models import build_baseline, build_model
 from ml.split import slice_week
+from serving.ablog import ABLog, store_url, utcnow
 from tests.conftest import ROOT
 from tests.ml.test_models import AIR, air_weeks, beijing_air, default_train
 

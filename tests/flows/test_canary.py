@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from deployments.ablog import ABLog, store_url
 from ml.ab import CHALLENGER, CHAMPION, assign
+from serving.ablog import ABLog, store_url
 from tests.conftest import edit_params
 from tests.deployments.conftest import Service, instances, outcomes_of, week
 from tests.flows.conftest import committed_project

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from deployments.ablog import ABLog, store_url
-from deployments.traffic import request_rows
 from ml.features import feature_frame
+from serving.ablog import ABLog, store_url
+from serving.traffic import request_rows
 from stages.common import load_params
 from tests.conftest import edit_params
 from tests.conftest import prefect_api as api_call

@@ -57,7 +57,7 @@ def scenario(prefect_api, tmp_path_factory):
     s["while_running"] = week(repo, "2013-05-19")  # would promote again, but the experiment is running: held
     s["aliases_while_running"] = {a: str(v) for a, v in client(repo).get_registered_model(MODEL).aliases.items()}
 
-    from deployments.ablog import ABLog, store_url
+    from serving.ablog import ABLog, store_url
 
     with ABLog(store_url(repo)) as log:  # the experiment ends (its analysis is tested in test_ab_loop.py)
         log.close_running(MODEL, "rolled_back", "ended by the test")

@@ -6,8 +6,7 @@ import sqlite3
 import pytest
 
 from ml.config import ConfigError
-from tasks.data import BatchRejected
-from tasks.errors import is_expected
+from tasks.errors import BatchRejected, is_expected
 from tasks.lineage import TrackingUnavailable, check_server
 from tasks.retry import _causes, is_transient
 from tests.conftest import free_port

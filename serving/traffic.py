@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
-from deployments.serving import PROJECT
+from serving.app import PROJECT
 
 
 class ServiceProcess:
-    """`python -m deployments.serving` for one project on 127.0.0.1, started and stopped by its owner; with
+    """`python -m serving` for one project on 127.0.0.1, started and stopped by its owner; with
     `token`, the service requires it (CT_SERVING_TOKEN) and this client sends it."""
 
     def __init__(self, project: Path, port: int, env: dict[str, str] | None = None, log: Path | None = None,
@@ -26,7 +26,7 @@ class ServiceProcess:
         env = dict(env or os.environ)
         if token:
             env["CT_SERVING_TOKEN"] = token
-        self.proc = subprocess.Popen([sys.executable, "-m", "deployments.serving", "--project-dir", str(project),
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving", "--project-dir", str(project),
                                       "--host", "127.0.0.1", "--port", str(port)], cwd=PROJECT, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.http = httpx.Client(base_url=self.url, timeout=60,
