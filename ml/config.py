@@ -150,6 +150,9 @@ class ValidationConfig:
     false_alarm_rate: float = 0.01  # ... calibrated to reject at most this share of those weeks together
     learn_ranges: bool = False  # `ranges` widen to the accepted weeks' extremes +- 1/4 of their spread (flows.init
     #                             sets it: its ranges come from the history; hand-set ranges stay as written)
+    # share of a week's rows that may lie beyond a range's bounds other than 0 (a reading or two past the record of
+    # a sensor: not a broken feed); a bound at 0 (a sign) and +-inf stay strict. 0: every row within its range
+    range_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -468,6 +471,8 @@ def _check_column_tolerances(v: ValidationConfig) -> None:
                                       f">= 0, got {tol!r}")
     if v.learn_weeks < 0:
         raise ConfigError(f"params: 'validation.learn_weeks' must be 0 (no learning) or more, got {v.learn_weeks}")
+    if not 0 <= v.range_tolerance < 1:
+        raise ConfigError(f"params: 'validation.range_tolerance' must be in [0, 1), got {v.range_tolerance}")
     if not 0 <= v.false_alarm_rate < 1:
         raise ConfigError(f"params: 'validation.false_alarm_rate' must be in [0, 1), got {v.false_alarm_rate}")
 

@@ -47,7 +47,8 @@ class Contract:
         v = self.validation
         return {"learned_from": self.learned_from, "widened": self.widened, "exempt": self.exempt,
                 "ranges_widened": self.ranges_widened, "row_count_tolerance": v.row_count_tolerance,
-                "pinned": v.pinned, "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
+                "pinned": v.pinned, "range_tolerance": v.range_tolerance,
+                "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
                 "null_exempt": list(v.null_exempt), "quantile_exempt": list(v.quantile_exempt),
                 "notes": self.notes, "seconds": round(self.seconds, 3)}
 

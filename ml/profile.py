@@ -32,6 +32,10 @@ MIN_PRIOR_WEEKS = 2  # the gate learns rules once this many weeks precede a week
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
 QUANTILE_TOLERANCE = 1.0  # validation.quantile_tolerance written for new data: seasonal weeks move by ~0.5 IQR
 RANGE_MARGIN = 0.25  # ranges: the history's extremes (later the accepted weeks') +- this share of their spread
+# validation.range_tolerance written for new data: 0, every row within its range. Letting 0.12-0.5 % of rows past
+# took Beijing's out-of-sample quarantines from 14 to 11 of 156 weeks but caught 6-7 fewer feature x1.6 and 3 fewer
+# target + 1 sd breaks (docs/contract-and-alarms.md)
+RANGE_TOLERANCE = 0.0
 TARGET_RANGE_MARGIN = 1.0  # the target's: its tails follow the news of the week (a record month of a growing
 #                            feed); its location is held by the median rule, its range is there for garbage
 LABEL = re.compile(r"^\s*(?P<column>.+?)\s*>\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
@@ -806,6 +810,8 @@ def render_params(p: Profile, template: str) -> str:
             ("null_exempt", v["null_exempt"], "null share too variable week to week for that check"),
             ("ranges", v["ranges"], "[min, max] from the history's robust spread; widened each week to the "
              "accepted weeks' own (learn_ranges), never narrowed; >= 0 stays >= 0"),
+            ("range_tolerance", RANGE_TOLERANCE, "share of rows that may pass a range's bound other than 0 (a "
+             "reading past the record; a bound at 0 stays strict)"),
             ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
             ("quantiles", [0.25, 0.5, 0.75], None),
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),

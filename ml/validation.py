@@ -113,8 +113,10 @@ def _fixed_rules(cfg: SourceConfig, vcfg: ValidationConfig, week_start: pd.Times
     """Rules straight from params: never-null columns, value ranges, the week's time span, unique ids, row floor."""
     rules = [Expectation("ExpectColumnValuesToNotBeNull", {"column": c}, f"'{c}' is never null")
              for c in never_null_columns(cfg, vcfg)]
-    rules += [_range_rule(c, bounds) for c, bounds in vcfg.ranges.items() if any(b is not None for b in bounds)]
-    ranged = {c for c, b in vcfg.ranges.items() if isinstance(b, (list, tuple)) and len(b) == 2 and None not in b}
+    rules += [r for c, bounds in vcfg.ranges.items() if any(b is not None for b in bounds)
+              for r in _range_rules(c, bounds, vcfg.range_tolerance)]
+    ranged = {c for c, b in vcfg.ranges.items() if isinstance(b, (list, tuple)) and len(b) == 2 and None not in b
+              and not vcfg.range_tolerance}  # a tolerant range lets a few rows past: +-inf among them
     # +-inf passes every null and quantile check and poisons training: every numeric column must be finite
     rules += [Expectation("ExpectColumnValuesToBeBetween", {"column": c, "min_value": -FLOAT_MAX,
                                                             "max_value": FLOAT_MAX}, f"'{c}' is finite (no ±inf)")
@@ -135,16 +137,31 @@ def _fixed_rules(cfg: SourceConfig, vcfg: ValidationConfig, week_start: pd.Times
     return rules
 
 
-def _range_rule(column: str, bounds: Any) -> Expectation:
-    """`validation.ranges` entry [min, max] (either may be null) as a between-rule."""
+def _range_rules(column: str, bounds: Any, tolerance: float = 0.0) -> list[Expectation]:
+    """`validation.ranges` entry [min, max] (either may be null) as between-rules: one strict rule, or with a
+    `tolerance` (validation.range_tolerance) a strict rule for a bound at 0 (a sign) and one that lets that share of
+    rows past the other bounds."""
     if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
         raise ConfigError(f"params: 'validation.ranges.{column}' must be [min, max], got {bounds!r}")
     lo, hi = bounds
     if lo is not None and hi is not None and lo > hi:
         raise ConfigError(f"params: 'validation.ranges.{column}' has min {lo} > max {hi}")
+    if not tolerance:
+        return [_between(column, lo, hi)]
+    strict = [_between(column, 0, None)] if lo == 0 else []
+    lo = None if lo == 0 else lo
+    if lo is None and hi is None:
+        return strict
+    mostly = round(1 - tolerance, 6)
+    return [*strict, _between(column, lo, hi, mostly,
+                              f"'{column}' lies in {_interval(lo, hi)} in at least {_limit(mostly * 100)} of rows")]
+
+
+def _between(column: str, lo, hi, mostly: float | None = None, description: str | None = None) -> Expectation:
     kwargs = {"column": column, **({"min_value": lo} if lo is not None else {}),
-              **({"max_value": hi} if hi is not None else {})}
-    return Expectation("ExpectColumnValuesToBeBetween", kwargs, f"'{column}' lies in {_interval(lo, hi)}")
+              **({"max_value": hi} if hi is not None else {}), **({"mostly": mostly} if mostly else {})}
+    return Expectation("ExpectColumnValuesToBeBetween", kwargs,
+                       description or f"'{column}' lies in {_interval(lo, hi)}")
 
 
 def _learned_rules(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.DataFrame, week_start: pd.Timestamp,
@@ -474,8 +491,9 @@ def _explain_between(exp: Expectation, res: dict) -> str:
                 f"not numbers (e.g. {_examples(res)})")
     else:
         where = _interval(k.get("min_value"), k.get("max_value"))
+    allowed = f" (allowed {_limit((1 - k['mostly']) * 100)})" if k.get("mostly") else ""
     return (f"'{exp.column}': {res['unexpected_count']:,} rows ({_pct(res['unexpected_percent'])}) outside "
-            f"{where} (e.g. {_examples(res)})")
+            f"{where}{allowed} (e.g. {_examples(res)})")
 
 
 def _explain_unique(exp: Expectation, res: dict) -> str:

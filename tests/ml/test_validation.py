@@ -286,3 +286,35 @@ def test_a_shifted_target_is_rejected_as_a_target_shift(flights, params):
     batch["arr_delay"] = batch["arr_delay"] + 60
     report = validate_batch(batch, suite)
     assert any(f.startswith("target 'arr_delay' median") and "target well beyond" in f for f in report.failures)
+
+
+def test_a_tolerant_range_lets_a_reading_past_its_record_but_not_a_sign_flip_or_inf(flights, params):
+    import dataclasses
+
+    src, n = params.source, params.window.train_weeks
+    batch = slice_week(flights, src.time_column, BASE_WEEK)
+    reference = pd.concat([slice_week(flights, src.time_column, w) for w in training_weeks(BASE_WEEK, n)],
+                          ignore_index=True)
+    start, end = week_bounds(BASE_WEEK)
+    top = float(batch["distance"].max())
+    ranges = {"distance": [0, top]}
+
+    def report(vcfg, frame):
+        return validate_batch(frame, build_suite(src, vcfg, reference, start, end, n))
+
+    strict = dataclasses.replace(params.validation, ranges=ranges)
+    tolerant = dataclasses.replace(strict, range_tolerance=0.005)
+    one_past = batch.copy()
+    one_past.loc[one_past.index[0], "distance"] = top * 1.5  # one reading past the record
+    assert not report(strict, one_past).success
+    assert report(tolerant, one_past).success, report(tolerant, one_past).failures
+    many_past = batch.copy()
+    many_past.loc[many_past.index[:100], "distance"] = top * 1.5  # ~2.5 % of the week's rows
+    failures = report(tolerant, many_past).failures
+    assert any("'distance'" in f and "(allowed 0.5%)" in f for f in failures), failures
+    negative = batch.copy()
+    negative.loc[negative.index[0], "distance"] = -1.0  # a bound at 0 is a sign: strict
+    assert any("'distance'" in f for f in report(tolerant, negative).failures)
+    infinite = batch.copy()
+    infinite.loc[infinite.index[0], "distance"] = np.inf
+    assert any("±inf" in f for f in report(tolerant, infinite).failures)
