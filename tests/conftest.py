@@ -52,13 +52,19 @@ def prefect_api(base: str, path: str, body: dict | None = None):
 
 def wait_final(base: str, run_id: str, timeout: float = 420) -> dict:
     """The flow run once it reaches a terminal state."""
-    end = time.time() + timeout
+    end, state = time.time() + timeout, "not read"
     while True:
-        fr = prefect_api(base, f"/flow_runs/{run_id}")
-        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return fr
+        try:
+            fr = prefect_api(base, f"/flow_runs/{run_id}")
+        except (TimeoutError, urllib.error.URLError) as e:  # a poll the API did not answer in 30 s: poll again
+            # (Prefect's server on SQLite under load: docs/operations.md); the timeout still bounds the wait
+            fr, state = None, f"the API did not answer ({e})"
+        if fr is not None:
+            if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return fr
+            state = fr["state_type"]
         if time.time() > end:
-            raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {fr['state_type']}")
+            raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {state}")
         time.sleep(1)
 
 

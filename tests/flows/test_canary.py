@@ -31,8 +31,11 @@ def ramp(prefect_api, tmp_path_factory, flights):
     canary.to_deployment(name="canary").apply()  # so the weekly flow can schedule the first look
     s = {"repo": repo}
     weekly_retrain(as_of="2013-05-05", project_dir=str(repo))  # the first champion (v1): no ramp, nothing to ramp over
+    # each step's split is checked at ab.srm_alpha: at 0.001 an honest split fails a step once in ~1,000; the ramp
+    # here must not depend on that draw (a broken split: tests/ml/test_canary.py)
     edit_params(repo, train={"hgb": STRONG}, canary={"enabled": True, "steps": STEPS, "hold_hours": 0,
-                                                     "min_outcomes": 150, "max_step_hours": 1})
+                                                     "min_outcomes": 150, "max_step_hours": 1},
+                ab={"srm_alpha": 1e-6})
     s["weekly"] = weekly_retrain(as_of="2013-05-12", project_dir=str(repo))
     s["after_weekly"] = aliases(repo)
     params = load_params(repo / "params.yaml")
