@@ -193,13 +193,7 @@ class Service:
                 fallback = challenger_rows
             else:
                 try:
-                    t = time.perf_counter()
-                    out = snap.challenger.predict([f for _, f in challenger_rows])
-                    took = time.perf_counter() - t
-                    self.metrics.model_time.labels(CHALLENGER).observe(took)
-                    ms = took * 1000 / len(challenger_rows)
-                    for (i, _), a in zip(challenger_rows, out, strict=True):
-                        answers[i] = (a, snap.challenger.version, ms)
+                    self._run_model(snap.challenger, CHALLENGER, challenger_rows, answers)
                     self.breaker.succeeded()
                     fallback = []
                 except Exception as e:
@@ -215,13 +209,7 @@ class Service:
             by_variant[CHAMPION] = by_variant[CHAMPION] + fallback
         champion_rows = by_variant[CHAMPION]
         if champion_rows:
-            t = time.perf_counter()
-            out = snap.champion.predict([f for _, f in champion_rows])
-            took = time.perf_counter() - t
-            self.metrics.model_time.labels(CHAMPION).observe(took)
-            ms = took * 1000 / len(champion_rows)
-            for (i, _), a in zip(champion_rows, out, strict=True):
-                answers[i] = (a, snap.champion.version, ms)
+            self._run_model(snap.champion, CHAMPION, champion_rows, answers)
         now = utcnow()
         results = []
         for i, row in enumerate(rows):
@@ -230,6 +218,17 @@ class Service:
             results.append({"request_id": row["request_id"], "unit_id": row["unit_id"], "prediction": shown,
                             "variant": row["variant"], "model_version": version, "fallback": row["fallback"]})
         return (results[0] if single else {"predictions": results}), rows, t0
+
+    def _run_model(self, served: Served, variant: str, rows: list[tuple[int, dict]], answers: dict) -> None:
+        """`served`'s answers to `rows` ((index, features)) into `answers[index]`, as (answer, version, ms per row);
+        the model's time is observed per variant. Raises whatever the model raises, with `answers` untouched."""
+        t = time.perf_counter()
+        out = served.predict([f for _, f in rows])
+        took = time.perf_counter() - t
+        self.metrics.model_time.labels(variant).observe(took)
+        ms = took * 1000 / len(rows)
+        for (i, _), a in zip(rows, out, strict=True):
+            answers[i] = (a, served.version, ms)
 
     def account(self, rows: list[dict], t0: float) -> None:
         """Count the logged predictions and the request's latency (start to committed)."""

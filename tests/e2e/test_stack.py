@@ -400,6 +400,19 @@ def test_an_ab_experiment_runs_from_the_weekly_decision_through_served_traffic_t
     assert run.data.tags["decision"] == "promote" and run.data.metrics["srm_p_value"] > 1e-6
 
 
+def wait_alert(stack, kind: str, about: str, timeout: float = 90) -> str:
+    """The first alert the stack's webhook received (from Prefect's automations) whose text holds `kind` and
+    `about`; fails after `timeout` seconds listing what was received."""
+    end, texts = time.time() + timeout, []
+    while time.time() < end:
+        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
+        hit = next((t for t in texts if kind in t and about in t), None)
+        if hit:
+            return hit
+        time.sleep(2)
+    raise AssertionError(f"alert {kind!r} about {about!r} not received; received: {texts}")
+
+
 def weekly_runs_tagged(stack, tag: str) -> list[dict]:
     dep = prefect_api(stack["api"], "/deployments/name/weekly-retrain/weekly")
     return prefect_api(stack["api"], "/flow_runs/filter", {
@@ -449,14 +462,7 @@ def test_the_monitors_start_retrains_on_drift_and_on_degraded_live_performance(s
     assert done["state_type"] == "COMPLETED", done["state"]
     assert wait_final(stack["api"], second["id"])["state_type"] in ("COMPLETED", "CANCELLED")
 
-    end, texts = time.time() + 90, []
-    while time.time() < end:
-        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
-        if any("ct.model.degraded" in t and "DEGRADED" in t for t in texts):
-            break
-        time.sleep(2)
-    else:
-        raise AssertionError(f"no degradation alert received; received: {texts}")
+    wait_alert(stack, "ct.model.degraded", "DEGRADED")
 
 
 def test_a_canary_of_a_worse_model_is_rolled_back_by_the_deployed_canary_flow(stack, weekly_run, flights):
@@ -512,14 +518,7 @@ def test_a_canary_of_a_worse_model_is_rolled_back_by_the_deployed_canary_flow(st
         while http.get("/health").json()["experiment"] is not None:
             assert time.time() < end
             time.sleep(0.5)
-    end, texts = time.time() + 90, []
-    while time.time() < end:
-        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
-        if any("ct.model.rolled-back" in t and exp["id"] in t for t in texts):
-            break
-        time.sleep(2)
-    else:
-        raise AssertionError(f"no rollback alert received; received: {texts}")
+    wait_alert(stack, "ct.model.rolled-back", exp["id"])
 
 
 def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack, weekly_run):
@@ -547,19 +546,6 @@ def test_a_deployed_run_fans_its_candidates_out_on_the_stacks_dask_cluster(stack
         assert alive(pid) and workers in (parent(pid), parent(parent(pid))), (r.data.tags, workers)
     assert "up to date" in subprocess.run(["dvc", "status"], cwd=repo, env=stack["env"], capture_output=True,
                                           text=True).stdout
-
-
-def wait_alert(stack, kind: str, about: str, timeout: float = 90) -> str:
-    """The first alert the stack's webhook received (from Prefect's automations) whose text holds `kind` and
-    `about`; fails after `timeout` seconds listing what was received."""
-    end, texts = time.time() + timeout, []
-    while time.time() < end:
-        texts = [f"{a.get('subject')}\n{a.get('body')}" for a in stack["alerts"]]
-        hit = next((t for t in texts if kind in t and about in t), None)
-        if hit:
-            return hit
-        time.sleep(2)
-    raise AssertionError(f"alert {kind!r} about {about!r} not received; received: {texts}")
 
 
 def test_alerts_reach_the_webhook_through_prefect_automations(stack, weekly_run, tmp_path):
