@@ -74,7 +74,7 @@ def _init(args) -> int:
     from ml.config import check_columns_exist, parse_params
     from ml.profile import profile, render_params, week_span
     from ml.sources import load_source, read_table, source_files
-    from stages.common import atomic_write
+    from stages.common import atomic_write, week_path
 
     out = Path(args.params).resolve()
     base = out.parent
@@ -100,6 +100,8 @@ def _init(args) -> int:
         shutil.copy2(out, keep)
         print(f"init: the previous {out.name} is kept as {keep}")
     atomic_write(out, lambda t: t.write_text(text))
+    if (week := week_path(out)).exists():  # the last run's week belongs to the previous params
+        week.unlink()
     s = prof.summary
     print(f"init: {s['rows']:,} rows in {s['files']} file(s), {s['first']:%Y-%m-%d} .. {s['last']:%Y-%m-%d} "
           f"({s['weeks']} weeks, ~{s['weekly_rows']:,} rows a week)")

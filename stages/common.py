@@ -1,6 +1,7 @@
 """IO shared by the stages: params loading, atomic writes, and one clear error line on bad input."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -8,6 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,51 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return parse_params(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+WEEK_FILE = "week.yaml"  # beside params.yaml: the week the last run was for (run state, git-ignored)
+_WEEK_HEADER = ("# The week the last run was for: run state, not configuration. Written by the weekly flow (and by\n"
+                "# `dvc repro`'s land stage from window.as_of in params.yaml when missing); git-ignored. Edit it, or\n"
+                "# run `python -m flows.weekly_retrain --as-of ...`, to train another week.\n")
+
+
+def week_path(params_path: str | Path) -> Path:
+    return Path(params_path).parent / WEEK_FILE
+
+
+def read_week(params_path: str | Path) -> date | None:
+    """The week of the last run (week.yaml beside params.yaml), or None when no run has set one."""
+    path = week_path(params_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    value = raw.get("as_of") if isinstance(raw, dict) else None
+    try:
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{path}: 'as_of' must be a date like 2013-06-02, got {value!r} (delete the file to "
+                          f"start from window.as_of in params.yaml)") from None
+
+
+def write_week(params_path: str | Path, as_of: date | str) -> bool:
+    """Record the week a run is for in week.yaml (atomically); False when it already says so."""
+    week = date.fromisoformat(str(as_of))
+    if read_week(params_path) == week:
+        return False
+    atomic_write(week_path(params_path), lambda t: t.write_text(f'{_WEEK_HEADER}as_of: "{week.isoformat()}"\n'))
+    return True
+
+
+def load_stage_params(path: str | Path = "params.yaml") -> Params:
+    """params.yaml as a DVC stage reads it: window.as_of is the run's week (week.yaml) once a run has set one."""
+    params = load_params(path)
+    week = read_week(path)
+    if week is None or week == params.window.as_of:
+        return params
+    return dataclasses.replace(params, window=dataclasses.replace(params.window, as_of=week))
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ml.config import ConfigError, Params
 from ml.metrics import PRIMARY, loss_by_slice, predict, row_loss, summarize
-from stages.common import cli, load_params, write_csv, write_json, write_parquet
+from stages.common import cli, load_stage_params, write_csv, write_json, write_parquet
 
 
 def score(params: Params, model, holdout: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--holdout", default="data/prepared/holdout.parquet")
     ap.add_argument("--out", default="data/eval")
     args = ap.parse_args(argv)
-    params = load_params(args.params)
+    params = load_stage_params(args.params)
     s, ev = params.source, params.evaluate
     model_dir, out = Path(args.model), Path(args.out)
     model, baseline = joblib.load(model_dir / "model.pkl"), joblib.load(model_dir / "baseline.pkl")

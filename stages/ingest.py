@@ -22,7 +22,17 @@ from ml.config import Params, check_columns_exist
 from ml.contract import accepted_history
 from ml.sources import load_source, source_fingerprint
 from ml.split import describe_window, slice_week, training_weeks, week_bounds, week_label, weeks_with_rows, window_weeks
-from stages.common import atomic_write, cli, fmt_int, load_params, write_json, write_parquet
+from stages.common import (
+    WEEK_FILE,
+    atomic_write,
+    cli,
+    fmt_int,
+    load_params,
+    read_week,
+    write_json,
+    write_parquet,
+    write_week,
+)
 
 MANIFEST = "_landed.json"
 
@@ -313,12 +323,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--raw", default="data/raw", help="raw batch store")
-    ap.add_argument("--as-of", type=date.fromisoformat, help="week to land (default: window.as_of in params)")
+    ap.add_argument("--as-of", type=date.fromisoformat,
+                    help=f"week to land and record in {WEEK_FILE} (default: the week there, else window.as_of)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    as_of = args.as_of or params.window.as_of
+    as_of = args.as_of or read_week(args.params) or params.window.as_of
     Path(args.raw).mkdir(parents=True, exist_ok=True)
     result = backfill(params, args.raw, as_of, base=Path(args.params).resolve().parent)
+    write_week(args.params, as_of)  # the week the later stages read (DVC: an output of this stage)
     if not result.landed:
         have = params.window.train_weeks + 1 - len(result.excluded)
         left = f"; {len(result.excluded)} left out (see {Path(args.raw) / MANIFEST})" if result.excluded else ""

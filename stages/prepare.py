@@ -9,7 +9,7 @@ import pandas as pd
 from ml.config import Params
 from ml.sources import check_batch_columns
 from ml.split import EmptyWeekError, describe_window, week_label
-from stages.common import cli, fmt_int, load_params, write_parquet
+from stages.common import cli, fmt_int, load_stage_params, write_parquet
 from stages.ingest import batch_path, excluded_weeks, window
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw", default="data/raw")
     ap.add_argument("--out", default="data/prepared")
     args = ap.parse_args(argv)
-    params = load_params(args.params)
+    params = load_stage_params(args.params)
     w = params.window
     weeks = window(args.raw, w.as_of, w.train_weeks)
     if (why := describe_window(w.as_of, weeks, w.train_weeks)):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ml.search import candidates, score_candidate, summary, validation_split
-from stages.common import cli, fmt_int, load_params, write_json
+from stages.common import cli, fmt_int, load_stage_params, write_json
 
 
 def run_search(params, train: pd.DataFrame, log=print) -> dict:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", default="data/prepared/train.parquet")
     ap.add_argument("--out", default="data/search")
     args = ap.parse_args(argv)
-    params = load_params(args.params)
+    params = load_stage_params(args.params)
     declared = candidates(params)
     doc = run_search(params, pd.read_parquet(args.train) if declared else pd.DataFrame())
     write_json(Path(args.out) / "results.json", doc)

@@ -15,7 +15,7 @@ from ml.config import Params
 from ml.models import build_baseline, model_family
 from ml.search import chosen_train, fit_model, rare_classes
 from ml.split import week_bounds
-from stages.common import cli, fmt_int, load_params, write_json, write_pickle
+from stages.common import cli, fmt_int, load_stage_params, write_json, write_pickle
 
 
 def fit_candidate(params: Params, train: pd.DataFrame, search: dict | None = None):
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refit-with", metavar="HOLDOUT", help="refit: add this holdout week and drop the oldest "
                     "training week (the window of the same length that ends with the holdout)")
     args = ap.parse_args(argv)
-    params = load_params(args.params)
+    params = load_stage_params(args.params)
     train = pd.read_parquet(args.train)
     if args.refit_with:
         train = refit_window(params, train, pd.read_parquet(args.refit_with))

@@ -44,6 +44,5 @@ def git_info(project: Path) -> dict[str, str]:
         return p.stdout.strip() if p.returncode == 0 else ""
 
     sha = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!params.yaml",
-                ":!data")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!data")
     return {"git_sha": sha, "git_dirty": str(bool(dirty)).lower()}

@@ -61,12 +61,13 @@ def api_url() -> str | None:
 
 @task(name="dvc repro (land → prepare)", cache_policy=NO_CACHE)
 def prepare(ctx: WeekRun) -> bool:
-    """Set the week in params.yaml and bring the prepared data up to date; True when the search must run."""
+    """Record the week in week.yaml and bring the prepared data up to date; True when the search must run."""
     from dvc.repo import Repo
 
-    from tasks.training import _dvc_logs_once, set_as_of
+    from stages.common import write_week
+    from tasks.training import _dvc_logs_once
 
-    set_as_of(ctx.path("params.yaml"), ctx.week)
+    write_week(ctx.path("params.yaml"), ctx.week)
     stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
     if stale.exists():
         stale.unlink()

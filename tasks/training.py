@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import warnings
 from datetime import date, timedelta
 from importlib.metadata import version
@@ -17,34 +16,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ml.features import feature_frame
-from stages.common import atomic_write
+from stages.common import WEEK_FILE, write_week
 from tasks import lineage
 from tasks.context import WeekRun
-
-AS_OF_LINE = re.compile(r"^(?P<head>[ \t]+as_of:[ \t]*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s#]+)(?P<tail>.*)$")
-
-
-def set_as_of(params_file: Path, as_of: str) -> bool:
-    """Write window.as_of into params.yaml, changing that one value and nothing else (comments, layout)
-    - what `dvc exp run -S window.as_of=...` does to the workspace."""
-    text = params_file.read_text()
-    if str(yaml.safe_load(text)["window"]["as_of"]) == as_of:
-        return False
-    lines = text.splitlines(keepends=True)
-    in_window = False
-    for i, line in enumerate(lines):
-        if line and not line[0].isspace() and not line.startswith("#"):
-            in_window = line.startswith("window:")
-        elif in_window and (m := AS_OF_LINE.match(line.rstrip("\n"))):
-            lines[i] = f'{m["head"]}"{as_of}"{m["tail"]}' + ("\n" if line.endswith("\n") else "")
-            break
-    else:
-        raise ValueError(f"{params_file}: no 'as_of:' line under 'window:' to set")
-    new = "".join(lines)
-    if str(yaml.safe_load(new)["window"]["as_of"]) != as_of:
-        raise ValueError(f"{params_file}: could not set window.as_of to {as_of}")
-    atomic_write(params_file, lambda t: t.write_text(new))
-    return True
 
 
 def lock_hashes(project: Path) -> dict[str, str]:
@@ -81,14 +55,14 @@ def _dvc_logs_once():
 
 @task(name="dvc repro (search → train → evaluate, refit)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
-    """Set the week in params.yaml, track data/raw, run the DVC pipeline; returns metrics and data hashes."""
+    """Record the week in week.yaml, run the DVC pipeline; returns metrics and data hashes."""
     from dvc.repo import Repo
 
     log = get_run_logger()
     with lineage.step_run(ctx, "train"):
         import mlflow
 
-        set_as_of(ctx.path("params.yaml"), ctx.week)
+        write_week(ctx.path("params.yaml"), ctx.week)
         # DVC's API resolves paths and the stage graph against the cwd: work from inside the project.
         stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
         if stale.exists():
@@ -112,6 +86,7 @@ def reproduce(ctx: WeekRun) -> dict:
         mlflow.log_artifacts(str(ctx.path("data", "eval", "plots")), "plots")
         mlflow.log_artifact(str(ctx.path("dvc.lock")))
         mlflow.log_artifact(str(ctx.path("params.yaml")))
+        mlflow.log_artifact(str(ctx.path(WEEK_FILE)))
         chosen = f"candidate {info['candidate']}: " if info.get("candidate") else ""
         log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {chosen}{info['family']} on "
                  f"{info['train_rows']:,} rows; holdout {key} {metrics['model'][key]:.2f} vs naive "

@@ -48,7 +48,10 @@ def onboard(repo: Path, case: str) -> dict:
         state = weekly_retrain(project_dir=str(repo), return_state=True)
         runs.append((state, state.result() if state.is_completed() else None))
     return {"printed": printed, "repro": repro.stdout, "metrics": metrics, "runs": runs,
-            "params_after_init": params_after_init, "params_now": (repo / "params.yaml").read_text()}
+            "params_after_init": params_after_init, "params_now": (repo / "params.yaml").read_text(),
+            "week_now": (repo / "week.yaml").read_text(),
+            "git_status": run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout.strip(),
+            "week_ignored": run(["git", "check-ignore", "-q", "week.yaml"], repo, check=False).returncode == 0}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -83,11 +86,11 @@ def test_init_then_dvc_repro_then_weekly_runs_decide(onboarded):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     assert client.get_model_version_by_alias(params["registry"]["model_name"], "champion")
-    # nothing but window.as_of changed in params.yaml: no hand edit, and the flow moves the week on
-    before = r["params_after_init"].splitlines()
-    after = r["params_now"].splitlines()
-    assert [a for a, b in zip(before, after, strict=True) if a != b] == [
-        line for line in before if line.strip().startswith("as_of:")]
+    # params.yaml is the user's: no run writes it; the week of the last run is in week.yaml (git-ignored)
+    assert r["params_now"] == r["params_after_init"]
+    assert yaml.safe_load(r["week_now"])["as_of"] == decisions[-1]["week"]
+    assert r["git_status"] == "", r["git_status"]  # no tracked file changed (DVC's stage outputs are ignored)
+    assert r["week_ignored"]
     _record(case, m, decisions)
 
 
