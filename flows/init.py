@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _init(args) -> int:
     from ml.config import check_columns_exist, parse_params
-    from ml.profile import profile, render_params, week_span
+    from ml.profile import profile, week_span
+    from ml.render import render_params
     from ml.sources import load_source, read_table, source_files
     from stages.common import atomic_write, week_path
 

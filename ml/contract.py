@@ -84,7 +84,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     the weeks before it, `accepted_history`)."""
     import time
 
-    from ml.profile import calibrate, replay_contract
+    from ml.budget import calibrate, replay_contract
 
     began = time.perf_counter()
     if vcfg.learn_weeks == 0 or history.empty:

@@ -1,5 +1,5 @@
 """The contract `flows.init` learns is calibrated family-wise: the replay of its learned rules over the history
-(`ml.profile.replay_contract`) says which week each rule would reject, agrees with the gate that Great
+(`ml.budget.replay_contract`) says which week each rule would reject, agrees with the gate that Great
 Expectations runs, and `calibrate` widens (or exempts) rules until together they reject at most 1 % of the
 history's weeks."""
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from ml import budget as B
 from ml import profile as P
+from ml import render as R
 from ml.config import ConfigError, ValidationConfig, parse_params
 from ml.sources import load_source, read_table
 from ml.split import slice_week, training_weeks, week_bounds
@@ -40,7 +42,7 @@ def onboarded(request):
     if not path.exists():
         pytest.fail(f"{path} is missing: the shared datasets folder must sit beside the project")
     prof = P.profile({path.name: read_table(path, None)}, path=str(path), **kw)
-    raw = yaml.safe_load(P.render_params(prof, (ROOT / "params.yaml").read_text()))
+    raw = yaml.safe_load(R.render_params(prof, (ROOT / "params.yaml").read_text()))
     params = parse_params(copy.deepcopy(raw))
     return request.param, prof, params, load_source(params.source, ROOT), raw
 
@@ -48,19 +50,19 @@ def onboarded(request):
 def test_the_rules_together_reject_at_most_the_budget(onboarded):
     name, prof, params, _, _ = onboarded
     cal = prof.validation["_calibration"]
-    assert cal.default_rate > P.FALSE_ALARM_RATE, f"{name}: nothing to calibrate"  # the per-rule defaults do not
+    assert cal.default_rate > B.FALSE_ALARM_RATE, f"{name}: nothing to calibrate"  # the per-rule defaults do not
     need = prof.validation["_replay"]
     rejected = cal.alarms[cal.alarms].index
     # beyond the budget only weeks no tolerance lets through: a feed empty all week (every reference week had
     # values), which the gate must reject
     nulls = [r for r in need.columns if r[0] == "nulls"]
     broken = [k for k in rejected if np.isinf(need.loc[k, nulls].to_numpy(dtype=float)).any()]
-    assert len(rejected) - len(broken) <= int(P.FALSE_ALARM_RATE * len(need))
-    assert cal.rate <= P.FALSE_ALARM_RATE or len(broken) > 0
-    assert any(f"budget {P.FALSE_ALARM_RATE:.0%}" in n for n in prof.notes)
+    assert len(rejected) - len(broken) <= int(B.FALSE_ALARM_RATE * len(need))
+    assert cal.rate <= B.FALSE_ALARM_RATE or len(broken) > 0
+    assert any(f"budget {B.FALSE_ALARM_RATE:.0%}" in n for n in prof.notes)
     # the params as written reproduce the calibrated alarms: nothing is lost in rendering
     written = _tolerances(params.validation, need.columns)
-    assert P.alarms(need, written).any(axis=1).equals(cal.alarms)
+    assert B.alarms(need, written).any(axis=1).equals(cal.alarms)
 
 
 CLOCK = {"bike": {"mnth", "weekday"}, "station": set()}  # features that are a function of the month/weekday/hour
@@ -125,10 +127,10 @@ def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):
     assert v.column_tolerances, f"{name}: no rule was widened"
     for column, tols in v.column_tolerances.items():
         for family, tol in tols.items():
-            base = P.defaults_of(DEFAULTS)[family]
+            base = B.defaults_of(DEFAULTS)[family]
             x = need[(family, column)].to_numpy()
             x = x[np.isfinite(x)]
-            assert base < tol <= x.max() + P.STEP[family] + 1e-9, (column, family, tol)
+            assert base < tol <= x.max() + B.STEP[family] + 1e-9, (column, family, tol)
             assert (x > base).any()  # widened because the history needed it
 
 
@@ -140,7 +142,7 @@ def test_the_replay_agrees_with_the_gate(onboarded):
     src, n = params.source, params.window.train_weeks
     default = dataclasses.replace(params.validation, row_count_tolerance=DEFAULTS.row_count_tolerance,
                                   null_exempt=(), quantile_exempt=(), column_tolerances={})
-    fires = P.alarms(need, _tolerances(default, need.columns))
+    fires = B.alarms(need, _tolerances(default, need.columns))
     rejected = list(need.index[fires.any(axis=1)])[:6]
     quiet = list(need.index[~fires.any(axis=1)][:: max(1, len(need) // 2)])
     anchor = P._monday_on_or_before(frame[src.time_column].min())
@@ -206,7 +208,7 @@ def test_the_cheapest_weeks_are_let_through_and_the_most_extreme_kept():
     a, b = quiet(100), quiet(100)
     a[10], a[20] = 1.3, 4.0  # quantiles of 'a' 1.3 and 4 IQR outside the envelope
     b[30] = 0.08  # 'b' null share 8 points above the reference's (default tolerance 5)
-    cal = P.calibrate(need_table({("quantiles", "a"): a, ("nulls", "b"): b, P.ROW_RULE: quiet(100)}), DEFAULTS)
+    cal = B.calibrate(need_table({("quantiles", "a"): a, ("nulls", "b"): b, B.ROW_RULE: quiet(100)}), DEFAULTS)
     # relative widening: 'a' to 1.3 IQR (x1.3) and 'b' to 8 points (x1.6) are cheaper than 'a' to 4 IQR (x4)
     assert cal.column_tolerances == {"a": {"quantiles": 1.4}, "b": {"nulls": 0.09}}
     assert list(cal.alarms[cal.alarms].index) == [20] and cal.rate == 0.01
@@ -217,17 +219,17 @@ def test_a_week_no_tolerance_lets_through_counts_against_the_budget():
     nulls, q = quiet(100), quiet(100)
     nulls[5] = np.inf  # a feed empty all week: its has-values rule holds whatever the tolerance
     q[50] = 1.5
-    cal = P.calibrate(need_table({("nulls", "x"): nulls, ("quantiles", "y"): q}), DEFAULTS)
+    cal = B.calibrate(need_table({("nulls", "x"): nulls, ("quantiles", "y"): q}), DEFAULTS)
     assert cal.column_tolerances == {"y": {"quantiles": 1.6}}  # the one week allowed is the empty feed
     assert list(cal.alarms[cal.alarms].index) == [5]
 
 
 def test_a_rule_beyond_its_cap_is_exempted_not_widened():
     q, n, step = quiet(50), quiet(50), quiet(50)  # 50 weeks: the budget allows none to stay rejected
-    q[1], q[2] = P.MAX_QUANTILE_TOLERANCE + 2, 1.2
-    n[3], n[4] = P.MAX_NULL_TOLERANCE + 0.1, 0.07
+    q[1], q[2] = B.MAX_QUANTILE_TOLERANCE + 2, 1.2
+    n[3], n[4] = B.MAX_NULL_TOLERANCE + 0.1, 0.07
     step[6] = np.inf  # a column of few values stepping to a new one while its reference IQR is 0
-    cal = P.calibrate(need_table({("quantiles", "q"): q, ("nulls", "n"): n, ("quantiles", "step"): step}),
+    cal = B.calibrate(need_table({("quantiles", "q"): q, ("nulls", "n"): n, ("quantiles", "step"): step}),
                       DEFAULTS)
     assert cal.quantile_exempt == ["q", "step"] and cal.null_exempt == ["n"]
     assert "q" not in cal.column_tolerances and "n" not in cal.column_tolerances
@@ -238,7 +240,7 @@ def test_a_rule_beyond_its_cap_is_exempted_not_widened():
 def test_the_row_count_tolerance_is_widened_like_any_rule():
     rows = quiet(100)
     rows[7], rows[8], rows[9] = 0.6, 0.62, 0.9  # weeks 60-90 % busier than any reference week
-    cal = P.calibrate(need_table({P.ROW_RULE: rows}), DEFAULTS)
+    cal = B.calibrate(need_table({B.ROW_RULE: rows}), DEFAULTS)
     assert cal.row_count_tolerance == 0.65 and cal.rate == 0.01  # the busiest week stays rejected
     assert cal.column_tolerances == {}
 
@@ -277,7 +279,7 @@ def test_the_target_median_is_widened_last():
     target[10] = 1.2
     other[20] = 3.0
     rules = {("quantiles", "y"): target, ("quantiles", "x"): other}
-    plain = P.calibrate(need_table(rules), DEFAULTS)
+    plain = B.calibrate(need_table(rules), DEFAULTS)
     assert plain.column_tolerances == {"y": {"quantiles": 1.3}}
-    kept = P.calibrate(need_table(rules), DEFAULTS, protect=(("quantiles", "y"),))
+    kept = B.calibrate(need_table(rules), DEFAULTS, protect=(("quantiles", "y"),))
     assert kept.column_tolerances == {"x": {"quantiles": 3.1}} and list(kept.alarms[kept.alarms].index) == [10]
