@@ -207,70 +207,92 @@ def decide_ab(champion_loss: np.ndarray, challenger_loss: np.ndarray, *, assigne
     ev: dict = {"metric": metric, "assigned": {CHAMPION: assigned[0], CHALLENGER: assigned[1]},
                 "with_outcome": {CHAMPION: n_a, CHALLENGER: n_b}, "planned_units": planned_units,
                 "fallbacks": fallbacks, "challenger_requests": challenger_requests}
+    stop = (_split_gate(assigned, (n_a, n_b), share, srm_alpha, reasons, ev)
+            or _error_gate(fallbacks, challenger_requests, max_error_rate, reasons, ev))
+    if stop:
+        return stop
+    progress = f"{n_a + n_b:,} of {planned_units:,} planned units with outcomes"
+    wait = _too_early(champion_loss, challenger_loss, min_units, metric)
+    if wait:
+        reasons.append(wait[1])
+        if now >= max_end:
+            return ABDecision(ROLLBACK, f"rollback: out of time ({max_end:%Y-%m-%d}) with {wait[0]} "
+                              f"({progress}); the champion stays", reasons, ev)
+        return ABDecision(CONTINUE, f"continue: {wait[0]} yet ({progress})", reasons, ev)
+    lift = sequential_lift(champion_loss, challenger_loss, alpha=alpha, mde=mde)
+    ev["lift"] = lift.to_dict()
+    line = (f"{metric} {lift.challenger_mean:.3g} (challenger) vs {lift.champion_mean:.3g} (champion): "
+            f"{_pct(lift.lift)}, always-valid {1 - alpha:.0%} CI {_pct(lift.ci_low)}…{_pct(lift.ci_high)}, "
+            f"p = {lift.p_value:.3g}")
+    reasons += [line, f"sample size: {progress} (MDE {mde:.0%} at {power:.0%} power)"]
+    action, why, head = _verdict(lift, n_a + n_b >= planned_units, now, planned_end, max_end, mde, progress)
+    if why:
+        reasons.append(why)
+    return ABDecision(action, f"{head}: {line}", reasons, ev)
+
+
+def _split_gate(assigned: tuple[int, int], with_outcome: tuple[int, int], share: float, srm_alpha: float,
+                reasons: list[str], ev: dict) -> ABDecision | None:
+    """Gate 1: the split matches the plan (SRM), both as routed and among the units with outcomes."""
     srm_assigned = srm_check(*assigned, share, srm_alpha)
-    srm_outcome = srm_check(n_a, n_b, share, srm_alpha)
+    srm_outcome = srm_check(*with_outcome, share, srm_alpha)
     ev["srm"] = {"assigned_p": srm_assigned.p_value, "outcome_p": srm_outcome.p_value, "alpha": srm_alpha,
                  "observed_share": srm_assigned.observed_share, "expected_share": share}
     reasons.append(f"split: {assigned[0]:,} champion / {assigned[1]:,} challenger units "
                    f"({srm_assigned.observed_share:.1%} challenger, planned {share:.0%}); SRM chi-square "
                    f"p = {srm_assigned.p_value:.3g} (units with outcomes: p = {srm_outcome.p_value:.3g}; "
                    f"alpha {srm_alpha:g})")
-    if srm_assigned.mismatch or srm_outcome.mismatch:
-        which = "routing" if srm_assigned.mismatch else "outcomes (feedback missing more on one side)"
-        reasons.append(f"sample-ratio mismatch in the {which}: the split is broken, so no comparison can be trusted; "
-                       "aliases stay as they are until the cause is fixed")
-        return ABDecision(INVALID, "invalid: sample-ratio mismatch "
-                          f"(p = {min(srm_assigned.p_value, srm_outcome.p_value):.2g} < {srm_alpha:g}); "
-                          "refusing to decide", reasons, ev)
+    if not (srm_assigned.mismatch or srm_outcome.mismatch):
+        return None
+    which = "routing" if srm_assigned.mismatch else "outcomes (feedback missing more on one side)"
+    reasons.append(f"sample-ratio mismatch in the {which}: the split is broken, so no comparison can be trusted; "
+                   "aliases stay as they are until the cause is fixed")
+    return ABDecision(INVALID, "invalid: sample-ratio mismatch "
+                      f"(p = {min(srm_assigned.p_value, srm_outcome.p_value):.2g} < {srm_alpha:g}); "
+                      "refusing to decide", reasons, ev)
 
-    error_rate = fallbacks / challenger_requests if challenger_requests else 0.0
+
+def _error_gate(fallbacks: int, requests: int, max_error_rate: float, reasons: list[str],
+                ev: dict) -> ABDecision | None:
+    """Gate 2: the challenger answers; past `max_error_rate` of its requests failed, it is rolled back."""
+    error_rate = fallbacks / requests if requests else 0.0
     ev["challenger_error_rate"] = error_rate
-    if error_rate > max_error_rate:
-        reasons.append(f"the challenger failed on {fallbacks:,} of {challenger_requests:,} requests "
-                       f"({error_rate:.1%} > {max_error_rate:.1%}); the champion answered those")
-        return ABDecision(ROLLBACK, f"rollback: challenger error rate {error_rate:.1%} > {max_error_rate:.1%}",
-                          reasons, ev)
+    if error_rate <= max_error_rate:
+        return None
+    reasons.append(f"the challenger failed on {fallbacks:,} of {requests:,} requests "
+                   f"({error_rate:.1%} > {max_error_rate:.1%}); the champion answered those")
+    return ABDecision(ROLLBACK, f"rollback: challenger error rate {error_rate:.1%} > {max_error_rate:.1%}",
+                      reasons, ev)
 
-    n = n_a + n_b
-    progress = f"{n:,} of {planned_units:,} planned units with outcomes"
-    out_of_time = now >= max_end
+
+def _too_early(champion_loss: np.ndarray, challenger_loss: np.ndarray, min_units: int,
+               metric: str) -> tuple[str, str] | None:
+    """Gate 3: enough outcomes on each side, and a loss to compare; (short, long) reason when not yet."""
+    n_a, n_b = len(champion_loss), len(challenger_loss)
     need = max(min_units, 2)  # the test needs a spread of loss on each side
     if min(n_a, n_b) < need:
-        wait = ("too few outcomes", f"too few outcomes to test: {n_a:,} champion / {n_b:,} challenger "
+        return ("too few outcomes", f"too few outcomes to test: {n_a:,} champion / {n_b:,} challenger "
                 f"(need {need:,} each)")
-    elif min(np.mean(champion_loss), np.mean(challenger_loss)) <= 0:
-        wait = ("no loss to compare", f"nothing to compare yet: a variant's mean {metric} is 0 (every outcome "
+    if min(np.mean(champion_loss), np.mean(challenger_loss)) <= 0:
+        return ("no loss to compare", f"nothing to compare yet: a variant's mean {metric} is 0 (every outcome "
                 "was predicted exactly), so the ratio of the two is undefined")
-    else:
-        wait = None
-    if wait:
-        reasons.append(wait[1])
-        if out_of_time:
-            return ABDecision(ROLLBACK, f"rollback: out of time ({max_end:%Y-%m-%d}) with {wait[0]} "
-                              f"({progress}); the champion stays", reasons, ev)
-        return ABDecision(CONTINUE, f"continue: {wait[0]} yet ({progress})", reasons, ev)
+    return None
 
-    lift = sequential_lift(champion_loss, challenger_loss, alpha=alpha, mde=mde)
-    ev["lift"] = lift.to_dict()
-    line = (f"{metric} {lift.challenger_mean:.3g} (challenger) vs {lift.champion_mean:.3g} (champion): "
-            f"{_pct(lift.lift)}, always-valid {1 - alpha:.0%} CI {_pct(lift.ci_low)}…{_pct(lift.ci_high)}, "
-            f"p = {lift.p_value:.3g}")
-    reasons.append(line)
-    reasons.append(f"sample size: {progress} (MDE {mde:.0%} at {power:.0%} power)")
+
+def _verdict(lift, planned_reached: bool, now: datetime, planned_end: datetime, max_end: datetime, mde: float,
+             progress: str) -> tuple[str, str, str]:
+    """Gate 4, the always-valid interval of the lift: (action, reason, head of the summary line)."""
     if lift.ci_high < 0:
-        reasons.append("the whole interval is below zero: the challenger's loss is lower")
-        return ABDecision(PROMOTE, f"promote: {line}", reasons, ev)
+        return PROMOTE, "the whole interval is below zero: the challenger's loss is lower", "promote"
     if lift.ci_low > 0:
-        reasons.append("the whole interval is above zero: the challenger's loss is higher")
-        return ABDecision(ROLLBACK, f"rollback: {line}", reasons, ev)
-    if n >= planned_units:
-        reasons.append(f"the planned sample is reached and no change of {mde:.0%} or more is detected: the champion "
-                       "stays")
-        return ABDecision(ROLLBACK, f"rollback (no detectable gain at the planned size): {line}", reasons, ev)
-    if out_of_time:
-        reasons.append(f"the experiment ran out of time ({max_end:%Y-%m-%d}) before the planned sample: the "
-                       "champion stays")
-        return ABDecision(ROLLBACK, f"rollback (out of time, {progress}): {line}", reasons, ev)
+        return ROLLBACK, "the whole interval is above zero: the challenger's loss is higher", "rollback"
+    if planned_reached:
+        return (ROLLBACK, f"the planned sample is reached and no change of {mde:.0%} or more is detected: the "
+                "champion stays", "rollback (no detectable gain at the planned size)")
+    if now >= max_end:
+        return (ROLLBACK, f"the experiment ran out of time ({max_end:%Y-%m-%d}) before the planned sample: the "
+                "champion stays", f"rollback (out of time, {progress})")
     if now >= planned_end:
-        reasons.append(f"planned end passed with too few units: extended, at the latest until {max_end:%Y-%m-%d}")
-    return ABDecision(CONTINUE, f"continue ({progress}): {line}", reasons, ev)
+        return (CONTINUE, f"planned end passed with too few units: extended, at the latest until {max_end:%Y-%m-%d}",
+                f"continue ({progress})")
+    return CONTINUE, "", f"continue ({progress})"

@@ -124,20 +124,10 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     accuracy and ROC AUC; log loss decides."""
     refit = policy.refit if refit is None else refit
     name = metric.upper() if metric == "mae" else metric
-    reasons: list[str] = []
-    cand, base = candidate[metric], baseline[metric]
-    gain = 1 - cand / base if base else 0.0
-    absolute_ok = gain >= policy.min_gain_vs_baseline
-    reasons.append(f"{name} {cand:.2f} vs naive baseline {base:.2f} ({gain:.1%} better; "
-                   f"need ≥ {policy.min_gain_vs_baseline:.0%})")
+    absolute_ok, reasons = _absolute_thresholds(policy, name, candidate[metric], baseline[metric])
     scores = _scores(candidate, champion if comparison else None)
     if scores:
-        reasons.append(scores)
-    if policy.max_metric is not None:
-        capped = cand <= policy.max_metric
-        absolute_ok &= capped
-        reasons.append(f"{name} {cand:.2f} {'≤' if capped else '>'} cap {policy.max_metric:g}")
-
+        reasons.insert(1, scores)
     shift, drift_note = drift_facts(policy, drift)
     if drift_note:
         reasons.append(drift_note)
@@ -151,7 +141,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     first = "; ".join(x for x in (reasons[0], scores) if x)
     served = "the candidate refit on the window including the newest week" if refit else "the candidate"
 
-    if not absolute_ok and comparison is not None and not _meets(policy, comparison.champion, base):
+    if not absolute_ok and comparison is not None and not _meets(policy, comparison.champion, baseline[metric]):
         # the champion misses them too on the same week: the week is hard for any model (a pollution episode, a
         # storm), the thresholds do not tell the two apart, and keeping the champion would only keep it staler
         reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
@@ -167,56 +157,18 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
 
     c = comparison
     evidence["empty_comparison"] = c.empty
-    ci = (f"{name} {c.candidate:.2f} on the newest week, as the champion's (its recipe on its data: nothing to "
-          "compare)" if c.empty else
-          f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
-          f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
-    reasons.append(ci)
-    worst = [s for s in slices if s["enforced"] and s["rel_change"] > policy.max_slice_regression]
-    enforced = [s for s in slices if s["enforced"]]
-    if worst:
-        w = max(worst, key=lambda s: s["rel_change"])
-        guard = (f"guardrail: {len(worst)} slice(s) worse than the champion by more than "
-                 f"{policy.max_slice_regression:.0%}, worst {w['column']}={w['slice']} {pct(w['rel_change'])} "
-                 f"on {w['rows']:,} rows")
-    else:
-        top = max((s["rel_change"] for s in enforced), default=0.0)
-        guard = (f"no slice worse than {policy.max_slice_regression:.0%} ({len(enforced)} slices checked, "
-                 f"worst {pct(top)})")
-    reasons.append(guard)
+    ci = _comparison_line(name, c)
+    worst, guard = _slice_guardrail(policy, slices)
+    reasons += [ci, guard]
     if worst:
         return Decision(REJECT, f"reject: {'; '.join(x for x in (ci, scores, guard, drift_note) if x)}", reasons,
                         evidence)
-
-    conclusive = c.ci_high <= -policy.min_improvement
-    evidence["conclusive"] = conclusive
+    evidence["conclusive"] = c.ci_high <= -policy.min_improvement
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if same_recipe and refit and fresher_weeks > 0:
         return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
     evidence["question"] = "new recipe"
-    if fresher_weeks <= 0:
-        outlook = f"no newer data than the champion: only a conclusive win counts (CI bound {pct(c.ci_high)})"
-        would = conclusive
-        reasons.append(f"{outlook}: {'it clears' if conclusive else 'it does not clear'} "
-                       f"{pct(-policy.min_improvement)}")
-    else:
-        fresh = record.gain if (refit and record) else 0.0
-        fresh_sd = math.hypot(record.se, record.spread) if (refit and record) else 0.0  # this one week's change
-        expected = c.rel_change + fresh
-        sd = math.hypot(ci_sd(c), fresh_sd)
-        risk = _tail(expected, sd, policy.max_harm)
-        evidence.update(expected_change=expected, expected_sd=sd, harm_risk=risk)
-        would = expected < 0 and risk <= policy.harm_risk
-        if refit and record:
-            basis = (f"{pct(c.rel_change)} on the newest week {pct(fresh)} for one more week of data (track record: "
-                     f"{record.weeks} week{'s' if record.weeks != 1 else ''})")
-        elif refit:
-            basis = f"{pct(c.rel_change)} on the newest week (no track record of fresher data yet)"
-        else:
-            basis = f"{pct(c.rel_change)} on the newest week"
-        outlook = (f"expected change in served {name} {pct(expected)} ({basis}); chance of being worse than the "
-                   f"champion by more than {policy.max_harm:.0%}: {risk:.0%} (bound {policy.harm_risk:.0%})")
-        reasons.append(outlook)
+    would = _new_recipe_outlook(policy, name, c, fresher_weeks, record if refit else None, refit, reasons, evidence)
     if not would:
         why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), record if refit else None)
         reasons.append(f"keep the champion: {why}")
@@ -228,6 +180,70 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     short = (f"; expected change in served {name} {pct(evidence['expected_change'])}, chance of > "
              f"{policy.max_harm:.0%} worse {evidence['harm_risk']:.0%}" if "expected_change" in evidence else "")
     return Decision(PROMOTE, f"promote: {line}{short}", reasons, evidence)
+
+
+def _absolute_thresholds(policy: PolicyConfig, name: str, cand: float, base: float) -> tuple[bool, list[str]]:
+    """Gate 1: the candidate beats the naive baseline by `min_gain_vs_baseline` (and meets `max_metric`)."""
+    gain = 1 - cand / base if base else 0.0
+    ok = gain >= policy.min_gain_vs_baseline
+    reasons = [f"{name} {cand:.2f} vs naive baseline {base:.2f} ({gain:.1%} better; "
+               f"need ≥ {policy.min_gain_vs_baseline:.0%})"]
+    if policy.max_metric is not None:
+        capped = cand <= policy.max_metric
+        ok &= capped
+        reasons.append(f"{name} {cand:.2f} {'≤' if capped else '>'} cap {policy.max_metric:g}")
+    return ok, reasons
+
+
+def _comparison_line(name: str, c: Comparison) -> str:
+    """The paired comparison with the champion in words; an empty one (same predictions) says so."""
+    if c.empty:
+        return (f"{name} {c.candidate:.2f} on the newest week, as the champion's (its recipe on its data: nothing to "
+                "compare)")
+    return (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
+            f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
+
+
+def _slice_guardrail(policy: PolicyConfig, slices: list[dict]) -> tuple[list[dict], str]:
+    """Gate 2: no enforced slice worse than the champion by more than `max_slice_regression`."""
+    worst = [s for s in slices if s["enforced"] and s["rel_change"] > policy.max_slice_regression]
+    if worst:
+        w = max(worst, key=lambda s: s["rel_change"])
+        return worst, (f"guardrail: {len(worst)} slice(s) worse than the champion by more than "
+                       f"{policy.max_slice_regression:.0%}, worst {w['column']}={w['slice']} {pct(w['rel_change'])} "
+                       f"on {w['rows']:,} rows")
+    enforced = [s for s in slices if s["enforced"]]
+    top = max((s["rel_change"] for s in enforced), default=0.0)
+    return worst, (f"no slice worse than {policy.max_slice_regression:.0%} ({len(enforced)} slices checked, "
+                   f"worst {pct(top)})")
+
+
+def _new_recipe_outlook(policy: PolicyConfig, name: str, c: Comparison, fresher_weeks: int,
+                        record: TrackRecord | None, refit: bool, reasons: list[str], evidence: dict) -> bool:
+    """Gate 3 for a new recipe, "is it better?": with no newer data than the champion only a conclusive win
+    counts; otherwise the expected change of the served model (the comparison + the track record of a week of
+    fresher data) must be negative and the chance of `max_harm` worse at most `harm_risk`."""
+    if fresher_weeks <= 0:
+        conclusive = evidence["conclusive"]
+        reasons.append(f"no newer data than the champion: only a conclusive win counts (CI bound {pct(c.ci_high)}): "
+                       f"{'it clears' if conclusive else 'it does not clear'} {pct(-policy.min_improvement)}")
+        return conclusive
+    fresh = record.gain if record else 0.0
+    fresh_sd = math.hypot(record.se, record.spread) if record else 0.0  # this one week's change
+    expected = c.rel_change + fresh
+    sd = math.hypot(ci_sd(c), fresh_sd)
+    risk = _tail(expected, sd, policy.max_harm)
+    evidence.update(expected_change=expected, expected_sd=sd, harm_risk=risk)
+    if record:
+        basis = (f"{pct(c.rel_change)} on the newest week {pct(fresh)} for one more week of data (track record: "
+                 f"{record.weeks} week{'s' if record.weeks != 1 else ''})")
+    elif refit:
+        basis = f"{pct(c.rel_change)} on the newest week (no track record of fresher data yet)"
+    else:
+        basis = f"{pct(c.rel_change)} on the newest week"
+    reasons.append(f"expected change in served {name} {pct(expected)} ({basis}); chance of being worse than the "
+                   f"champion by more than {policy.max_harm:.0%}: {risk:.0%} (bound {policy.harm_risk:.0%})")
+    return expected < 0 and risk <= policy.harm_risk
 
 
 def _meets(policy: PolicyConfig, loss: float, base: float) -> bool:
