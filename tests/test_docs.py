@@ -169,3 +169,18 @@ def test_readme_links_every_docs_page():
     linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README) if t.partition("#")[0]}
     unlinked = [rel(p) for p in DOCS if p.resolve() not in linked]
     assert not unlinked, f"README.md links none of: {unlinked}"
+
+
+def test_documented_commands_run_outside_make_send_no_telemetry():
+    """`python -m flows.weekly_retrain` in the activated environment, without the Makefile's variables: the
+    project's own Prefect settings (pyproject.toml) switch the temporary server's telemetry off, whose failed
+    sends were logged as ERROR lines with no internet."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_") and k != "DO_NOT_TRACK"}
+    code = "from prefect.settings import get_current_settings as s; print(s().server.analytics_enabled)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=README.parent, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.stdout.strip() == "False", p.stdout + p.stderr
