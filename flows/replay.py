@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from flows.weekly_retrain import PROJECT, weekly_retrain
+from stages.common import copy_pipeline
 
 DEFAULT_START = date(2013, 6, 2)
 WORKSPACE = PROJECT / ".demo"
@@ -38,13 +38,7 @@ def make_workspace(dest: Path, source: Path = PROJECT) -> Path:
                        check=True, capture_output=True)
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PIPELINE_FILES:
-        src, out = source / name, dest / name
-        if src.is_dir():
-            shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out)
+    copy_pipeline(source, dest, PIPELINE_FILES)
     if not (dest / ".git").exists():
         git("init", "-q")
     git("add", "-A")

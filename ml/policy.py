@@ -168,9 +168,10 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     if same_recipe and refit and fresher_weeks > 0:
         return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
     evidence["question"] = "new recipe"
-    would = _new_recipe_outlook(policy, name, c, fresher_weeks, record if refit else None, refit, reasons, evidence)
+    fresh = record if refit else None  # the track record counts only for the refit served
+    would = _new_recipe_outlook(policy, name, c, fresher_weeks, fresh, refit, reasons, evidence)
     if not would:
-        why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), record if refit else None)
+        why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), fresh)
         reasons.append(f"keep the champion: {why}")
         return Decision(REJECT, f"reject ({why}): {line}", reasons, evidence)
     waiting = _wait_or_experiment(policy, c, [*shift], line, reasons, evidence, running=running, plan=plan)

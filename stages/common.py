@@ -102,6 +102,20 @@ def load_stage_params(path: str | Path = "params.yaml") -> Params:
     return dataclasses.replace(params, window=dataclasses.replace(params.window, as_of=week))
 
 
+def copy_pipeline(source: Path, dest: Path, names) -> None:
+    """Copy `names` (folders and files of the project `source`, those that exist) into `dest`, over what is there:
+    a project of its own (the demo's workspace, a test's repository)."""
+    import shutil
+
+    for name in names:
+        src, out = source / name, dest / name
+        if src.is_dir():
+            shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call write(tmp) on a temp file beside `path`, then rename it into place (never half-written)."""
     path = Path(path)

@@ -70,16 +70,10 @@ def wait_final(base: str, run_id: str, timeout: float = 420) -> dict:
 
 def make_project(dest: Path) -> Path:
     """Copy the project's pipeline files into `dest`, then `git init` + `dvc init` there."""
+    from stages.common import copy_pipeline
+
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if not src.exists():
-            continue
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    copy_pipeline(ROOT, dest, PROJECT_FILES)
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["dvc", "config", "core.analytics", "false"], dest)
