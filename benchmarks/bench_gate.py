@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="only these datasets (names as printed)")
     ap.add_argument("--shares", default="0.25,0.5", help="out of sample: init on these shares of the history")
     ap.add_argument("--no-in-sample", action="store_true", help="skip the in-sample replay")
+    ap.add_argument("--without-companions", action="store_true",
+                    help="quantile rules without their companions (validation.companions false): the baseline")
     args, init_extra = ap.parse_known_args(argv)
     import logging
 
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nin sample: flows.init on the whole history, the gate on every week\n" + head)
         for name in ([] if args.no_in_sample else names):
             params = (parse_project_params() if name == "nycflights13" else init_params(cases[name]))
-            print(line(name, run(name, params, args.max_weeks)), flush=True)
+            print(line(name, run(name, companions(params, args), args.max_weeks)), flush=True)
         if args.no_holdout:
             return 0
         for share in [float(x) for x in args.shares.split(",")]:
@@ -241,8 +243,17 @@ def main(argv: list[str] | None = None) -> int:
                   + head)
             for name in [n for n in names if n != "nycflights13"]:
                 params, cut = init_on_first(cases[name], share)
-                print(line(name, run(name, params, args.max_weeks, after=cut, inject=False)), flush=True)
+                print(line(name, run(name, companions(params, args), args.max_weeks, after=cut, inject=False)),
+                      flush=True)
     return 0
+
+
+def companions(params, args):
+    import dataclasses
+
+    if not args.without_companions:
+        return params
+    return dataclasses.replace(params, validation=dataclasses.replace(params.validation, companions=False))
 
 
 def parse_project_params():

@@ -31,7 +31,7 @@ ROW_RULE = ("rows", "")  # the one row-count rule of the contract
 
 
 def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[str]], train_weeks: int,
-                    cfg: ValidationConfig, target: str | None = None) -> pd.DataFrame:
+                    cfg: ValidationConfig, target: str | None = None, companion: dict | None = None) -> pd.DataFrame:
     """The tolerance each learned rule would need for each week of the history to pass it.
 
     `rules` lists the columns of each family ("nulls", "categories", "quantiles"); the row-count rule is always
@@ -40,7 +40,9 @@ def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[
     rule when its entry exceeds the rule's tolerance. NaN: the rule does not exist that week (e.g. no quantile
     rule for a column constant in its reference); inf: no tolerance lets the week pass (a column empty all week
     whose every reference week had values, a quantile of a week without values). The target's quantile rule is
-    its median only, as in `ml.validation`.
+    its median only, as in `ml.validation`. With `companion` ({"inputs", "time_column", "timezone"}) and
+    `cfg.companions`, a quantile rule's need is the smaller of its own and its companion's (`ml.companion`): a
+    week whose column moved with the other columns passes the gate, so it asks no widening of the rule.
     """
     w = weeks.to_numpy()
     ids = np.unique(w)
@@ -59,13 +61,37 @@ def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[
         np.add.at(table, (np.searchsorted(ids, w), codes + 1), 1)
         table = table[:, 1:]  # non-null rows per week and category
         out[("categories", c)] = [_category_need(table[pos[k]], table[refs].sum(axis=0)) for k, refs in judged]
-    for c in rules.get("quantiles", []):
-        qs = [0.5] if c == target else list(cfg.quantiles)
-        out[("quantiles", c)] = _quantile_needs(pd.to_numeric(data[c], errors="coerce").to_numpy(), w, ids,
-                                               judged, qs) if qs else [np.nan] * len(judged)
+    from threadpoolctl import threadpool_limits
+
+    relations = _history_design(data, companion) if companion and cfg.companions else None
+    # hundreds of small products and solves: BLAS threads cost 25x more than they save on them (2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in rules.get("quantiles", []):
+            qs = [0.5] if c == target else list(cfg.quantiles)
+            x = _without(relations, c) if relations and c != target else None  # the target has no companion
+            out[("quantiles", c)] = _quantile_needs(pd.to_numeric(data[c], errors="coerce").to_numpy(), w, ids,
+                                                   judged, qs, x, _floor(cfg, c)) if qs else [np.nan] * len(judged)
     frame = pd.DataFrame(out, index=pd.Index([k for k, _ in judged], name="week"), dtype=float)
     frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["family", "column"])
     return frame
+
+
+def _history_design(data: pd.DataFrame, companion: dict) -> tuple | None:
+    from ml.companion import history_design
+
+    return history_design(data, companion["inputs"], companion["time_column"], companion["timezone"])
+
+
+def _floor(cfg: ValidationConfig, column: str) -> float:
+    """The narrowest tolerance a column's quantile rule can have: a need at or below it never fails the rule."""
+    given = [t.get("quantiles") for t in (cfg.pinned.get(column, {}), cfg.column_tolerances.get(column, {}))]
+    return min([cfg.quantile_tolerance, *(t for t in given if t is not None)])
+
+
+def _without(relations: tuple, column: str) -> np.ndarray:
+    """The design matrix that predicts `column`: every input but the column itself."""
+    x, names = relations
+    return x[:, [0, *(1 + j for j, n in enumerate(names) if n != column)]]
 
 
 def _row_need(n: int, ref: np.ndarray) -> float:
@@ -91,9 +117,14 @@ def _category_need(week: np.ndarray, ref: np.ndarray) -> float:
     return float(week[ref == 0].sum() / total) if total else np.nan
 
 
-def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list, qs: list[float]) -> list[float]:
+def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list, qs: list[float],
+                    x: np.ndarray | None = None, floor: float = 0.0) -> list[float]:
     """Each quantile within the reference weeks' envelope (`ml.validation._quantile_rule`) +- tol x IQR: the
-    tol a week needs is its quantiles' largest distance outside the envelope, in reference IQRs."""
+    tol a week needs is its quantiles' largest distance outside the envelope, in reference IQRs; with `x` (the
+    rows' relation inputs), the smaller of that and its companion's need where it exceeds `floor` (below it the
+    rule passes the week anyway)."""
+    from ml.companion import ReplayFit
+
     keep = np.isfinite(v)
     v, w = v[keep], w[keep]
     order = np.argsort(w, kind="stable")
@@ -101,6 +132,7 @@ def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list,
     starts = np.searchsorted(w, ids)
     ends = np.searchsorted(w, ids, side="right")
     counts = ends - starts
+    companion = ReplayFit(v, x[keep][order], starts, ends) if x is not None else None
     # GX's pandas quantile uses "nearest" for the check, linear for the IQR, as ml.validation learns them
     per_week = [np.quantile(v[s:e], qs, method="nearest") if e > s else None for s, e in zip(starts, ends, strict=True)]
     needs = []
@@ -124,7 +156,10 @@ def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list,
             needs.append(np.inf)
             continue
         dev = float(np.max(np.maximum(lows - obs, obs - highs)))
-        needs.append(dev / iqr if iqr > 0 else (np.inf if dev > 0 else 0.0))
+        need = dev / iqr if iqr > 0 else (np.inf if dev > 0 else 0.0)
+        if companion is not None and need > floor and iqr > 0:
+            need = min(need, companion.need(i, refs, list(envelope_weeks(sizes[sizes > 0])), qs, iqr))
+        needs.append(need)
     return needs
 
 

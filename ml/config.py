@@ -153,6 +153,10 @@ class ValidationConfig:
     # share of a week's rows that may lie beyond a range's bounds other than 0 (a reading or two past the record of
     # a sensor: not a broken feed); a bound at 0 (a sign) and +-inf stay strict. 0: every row within its range
     range_tolerance: float = 0.0
+    # a week that fails a numeric column's quantile rule passes when each quantile is where the other columns put it
+    # (as far from a linear prediction from them as in the reference weeks: ml/companion.py): an episode that moves
+    # correlated columns together is not a break of one of them
+    companions: bool = True
 
 
 @dataclass(frozen=True)

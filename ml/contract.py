@@ -102,7 +102,10 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     data, weeks = history[keep].reset_index(drop=True), weeks[keep].reset_index(drop=True)
     learned_from = sorted((as_of + timedelta(days=7 * int(k))).isoformat() for k in weeks.unique())
     rules = value_rules(cfg, vcfg)
-    need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target) if len(data) else None
+    relations = {"inputs": [c for c in numeric_columns(cfg) if not c.startswith("cal_")],
+                 "time_column": cfg.time_column, "timezone": cfg.timezone}
+    need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target,
+                           companion=relations) if len(data) else None
     if need is None or len(need) < MIN_LEARN_WEEKS:
         v = dataclasses.replace(vcfg, column_tolerances=_pin(vcfg, vcfg.column_tolerances))
         return Contract(validation=v, learned_from=learned_from, seconds=time.perf_counter() - began,

@@ -445,7 +445,8 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
     rules = {"nulls": [c for c in [*features, target] if c not in required and not c.startswith("cal_")],
              "categories": [*src["categorical_features"], *([target] if src["task"] == "classification" else [])],
              "quantiles": [c for c in numeric if c not in clock]}
-    need = replay_contract(data[mask], weeks[mask], rules, train_weeks, defaults, target=target)
+    relations = {"inputs": numeric, "time_column": src["time_column"], "timezone": src.get("timezone", "UTC")}
+    need = replay_contract(data[mask], weeks[mask], rules, train_weeks, defaults, target=target, companion=relations)
     cal = calibrate(need, defaults, protect=(("quantiles", target),))
     notes.extend(cal.notes)
     quantile_exempt = sorted({*cal.quantile_exempt, *clock})

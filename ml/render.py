@@ -60,6 +60,8 @@ def render_params(p: Profile, template: str) -> str:
             ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
             ("quantiles", [0.25, 0.5, 0.75], None),
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
+            ("companions", True, "a week whose quantiles moved with the other columns (a linear prediction "
+             "from them) passes: an episode, not a break of one column"),
             ("quantile_exempt", v["quantile_exempt"], "no learned quantile rule: too variable "
              "week to week (drift), or moving with the clock"),
             ("column_tolerances", v["column_tolerances"], "wider per column, to the history's own week-to-week "

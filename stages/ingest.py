@@ -288,7 +288,8 @@ def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame
 
 def contract_record(suite: list, contract) -> dict:
     """What is saved with a run or a quarantined batch: the learned contract and every rule of the suite."""
-    return {**contract.to_json(), "suite": [{"type": e.type, "kwargs": e.kwargs, "description": e.description}
+    return {**contract.to_json(), "suite": [{"type": e.type, "kwargs": e.kwargs, "description": e.description,
+                                             **({"companion": e.companion} if e.companion else {})}
                                             for e in suite]}
 
 

@@ -163,7 +163,8 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         log.info(f"validate: {contract.notes[0]} ({contract.seconds:.1f} s)")
         report = run_suite(batch, suite)
         summary = {"week": week_label(ctx.as_of), "success": report.success, "expectations": report.n_expectations,
-                   "failed": report.n_failed, "failures": report.failures, "rows": len(batch)}
+                   "failed": report.n_failed, "failures": report.failures, "excused": report.excused,
+                   "rows": len(batch)}
         write_json(ctx.run_dir / "validation.json", {**summary, "gx_result": report.result})
         mlflow.log_metrics({"expectations": report.n_expectations, "failed_expectations": report.n_failed,
                             "rows": len(batch)})
@@ -182,7 +183,9 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
                                 f"{report.n_failed} of {report.n_expectations} expectations failed "
                                 f"({len(report.failures)} problem(s)):\n{reasons}")
         land(ctx, Path(staged))
-        log.info(f"validate: {report.n_expectations} expectations passed on {len(batch):,} rows; "
+        moved = f" ({len(report.excused)} moved with the other columns: {'; '.join(report.excused)})" \
+            if report.excused else ""
+        log.info(f"validate: {report.n_expectations} expectations passed on {len(batch):,} rows{moved}; "
                  f"batch landed in {batch_path(ctx.path('data', 'raw'), ctx.as_of)}")
     return summary
 

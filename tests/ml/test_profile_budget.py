@@ -154,7 +154,8 @@ def test_the_replay_agrees_with_the_gate(onboarded):
         start, end = week_bounds(as_of)
         report = validate_batch(slice_week(frame, src.time_column, as_of),
                                 build_suite(src, default, reference, start, end, n))
-        failed = {_rule(d) for d in report.result["expectations"] if not d["success"]}
+        # a quantile rule whose column moved with the others (its companion) lets the week through, as the replay
+        failed = {_rule(d) for d in report.result["expectations"] if not d["success"] and "excused" not in d}
         expected = {r for r in need.columns if fires.at[k, r]}
         assert failed == expected, f"{name} week {as_of}: GX {sorted(failed)}, replay {sorted(expected)}"
     assert rejected  # the defaults reject some real weeks: the agreement was tested where it matters
