@@ -27,16 +27,14 @@ ROWS = 6000  # reference rows the fit reads (a fixed-seed sample); the gaps are 
 
 
 def fit(reference: pd.DataFrame, column: str, inputs: list[str], time_column: str, timezone: str,
-        weeks: np.ndarray, envelope: list, qs: list[float], width: float, x: pd.DataFrame | None = None) -> dict | None:
+        weeks: np.ndarray, envelope: list, qs: list[float], width: float, x: pd.DataFrame) -> dict | None:
     """The companion of `column`'s quantile rule: the fit, and for each quantile in `qs` the range its gap to the
     prediction may take ([lowest, highest] over the reference weeks in `envelope` and the pooled reference,
     ± `width`: the rule's own, tolerance x the column's IQR). `weeks`: each reference row's week. None when the
-    others do not predict the column. `x`: `reference_design(reference, inputs, ...)`, when already computed."""
+    others do not predict the column. `x`: `reference_design(reference, inputs, ...)`, shared by the columns."""
     inputs = [c for c in inputs if c != column and c in reference.columns]
     y = pd.to_numeric(reference[column], errors="coerce").to_numpy(dtype=float)
-    if x is None:
-        x = reference_design(reference, inputs, time_column, timezone)
-    if x is None or not inputs:
+    if not inputs:
         return None
     usable = [c for c in x.columns if c != column and x[c].notna().mean() > 0.5 and np.nanstd(x[c].to_numpy()) > 0]
     known = np.isfinite(y)
@@ -48,13 +46,11 @@ def fit(reference: pd.DataFrame, column: str, inputs: list[str], time_column: st
     rows = np.sort(np.random.default_rng(0).permutation(rows)[:ROWS])
     coef, *_ = np.linalg.lstsq(z[rows], y[rows], rcond=None)
     pred = z @ coef
-    error = float(np.mean(np.abs(y[known] - pred[known])))
-    if error > (1 - MIN_SKILL) * float(np.mean(np.abs(y[known] - np.median(y[known])))):
+    if not _skilled(y[known], pred[known]):
         return None  # the others barely predict it: nothing to excuse a move by
-    gaps = [_gaps(y[known], pred[known], qs)]
-    gaps += [_gaps(y[known & (weeks == w)], pred[known & (weeks == w)], qs) for w in envelope]
-    gaps = np.array([g for g in gaps if g is not None])
-    lows, highs = gaps.min(axis=0) - width, gaps.max(axis=0) + width
+    lows, highs = _gap_envelope([(y[known], pred[known]), *((y[known & (weeks == w)], pred[known & (weeks == w)])
+                                                           for w in envelope)], qs)
+    lows, highs = lows - width, highs + width
     return {"column": column, "inputs": inputs, "time_column": time_column, "timezone": timezone,
             "design": usable, "center": center.round(9).tolist(), "scale": scale.round(9).tolist(),
             "coef": np.round(coef, 9).tolist(), "quantiles": list(qs),
@@ -69,6 +65,18 @@ def reference_design(reference: pd.DataFrame, inputs: list[str], time_column: st
         return design(reference, [c for c in inputs if c in reference.columns], time_column, timezone)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _skilled(y: np.ndarray, pred: np.ndarray) -> bool:
+    """Whether the prediction beats the median by MIN_SKILL (as the joint checks ask of a relation)."""
+    return len(y) >= 50 and np.mean(np.abs(y - pred)) <= (1 - MIN_SKILL) * np.mean(np.abs(y - np.median(y)))
+
+
+def _gap_envelope(pairs, qs: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest gap of each quantile over (column, prediction) pairs: the pooled reference and its
+    weeks."""
+    gaps = np.array([g for y, pred in pairs if (g := _gaps(y, pred, qs)) is not None])
+    return gaps.min(axis=0), gaps.max(axis=0)
 
 
 def _gaps(y: np.ndarray, pred: np.ndarray, qs: list[float]) -> np.ndarray | None:
@@ -96,30 +104,16 @@ def predicted_quantiles(batch: pd.DataFrame, companion: dict) -> tuple[np.ndarra
     return np.quantile(y[known], qs, method="nearest"), np.quantile(pred[known], qs, method="nearest")
 
 
-def excuse(batch: pd.DataFrame, companion: dict | None) -> str | None:
-    """Why a failed quantile rule is let through (every quantile is where the other columns put it, as far from
-    their prediction as in the reference weeks), or None: the column moved on its own."""
-    if not companion:
-        return None
+def excuse(batch: pd.DataFrame, companion: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The batch's quantiles of the column and of its prediction when every quantile is where the other columns
+    put it (as far from their prediction as in the reference weeks): the failed rule is let through. None: the
+    column moved on its own."""
     got = predicted_quantiles(batch, companion)
     if got is None:
         return None
     observed, predicted = got
-    gaps = observed - predicted
-    if not all(lo <= g <= hi for g, (lo, hi) in zip(gaps, companion["gap_ranges"], strict=True)):
-        return None
-    shown = ", ".join(f"{_name(q)} {_fmt(o)} (predicted {_fmt(p)})"
-                      for q, o, p in zip(companion["quantiles"], observed, predicted, strict=True))
-    return (f"'{companion['column']}' moved with the other columns: {shown}, each as far from the prediction as "
-            f"in the reference weeks")
-
-
-def _name(q: float) -> str:
-    return "median" if q == 0.5 else f"p{q * 100:g}"
-
-
-def _fmt(x: float) -> str:
-    return f"{x:,.4g}"
+    inside = all(lo <= g <= hi for g, (lo, hi) in zip(observed - predicted, companion["gap_ranges"], strict=True))
+    return got if inside else None
 
 
 # --------------------------------------------------------------------------------------------------------- replay
@@ -129,9 +123,8 @@ def history_design(data: pd.DataFrame, inputs: list[str], time_column: str, time
     """The relation inputs of a whole history for the contract's replay (`ml.budget`): the design matrix (an
     intercept, then each usable input centred on the history's median and scaled by its standard deviation, a
     missing value at 0) and the names of its columns after the intercept. None without a usable time column."""
-    try:
-        x = design(data, [c for c in inputs if c in data.columns], time_column, timezone)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    x = reference_design(data, inputs, time_column, timezone)
+    if x is None:
         return None
     usable = [c for c in x.columns if x[c].notna().mean() > 0.5 and np.nanstd(x[c].to_numpy()) > 0]
     z = ((x[usable] - x[usable].median()) / x[usable].std()).fillna(0.0).to_numpy()
@@ -140,7 +133,8 @@ def history_design(data: pd.DataFrame, inputs: list[str], time_column: str, time
 
 class ReplayFit:
     """A column's companion in the replay: each week's normal equations summed once, so the fit of any judged
-    week on its reference weeks is one small solve, as `fit` fits it on the gate's reference."""
+    week on its reference weeks is one small solve. As `fit` on the gate's reference, except that every row is
+    read and the inputs are scaled once on the whole history."""
 
     def __init__(self, y: np.ndarray, x: np.ndarray, starts: np.ndarray, ends: np.ndarray):
         self.y, self.x, self.starts, self.ends = y, x, starts, ends
@@ -153,16 +147,10 @@ class ReplayFit:
         coef = np.linalg.lstsq(self.gram[refs].sum(axis=0), self.moment[refs].sum(axis=0), rcond=None)[0]
         rows = np.concatenate([np.arange(self.starts[r], self.ends[r]) for r in refs])
         y, pred = self.y[rows], self.x[rows] @ coef
-        if len(rows) < 50 or np.mean(np.abs(y - pred)) > (1 - MIN_SKILL) * np.mean(np.abs(y - np.median(y))):
-            return np.inf
-        gaps = [_gaps(y, pred, qs)]
-        for r in envelope:
-            s, e = self.starts[r], self.ends[r]
-            gaps.append(_gaps(self.y[s:e], self.x[s:e] @ coef, qs))
-        gaps = np.array([g for g in gaps if g is not None])
         s, e = self.starts[week], self.ends[week]
-        if e <= s:
+        if e <= s or not _skilled(y, pred):
             return np.inf
+        lows, highs = _gap_envelope([(y, pred), *((self.y[self.starts[r]:self.ends[r]],
+                                                   self.x[self.starts[r]:self.ends[r]] @ coef) for r in envelope)], qs)
         gap = _gaps(self.y[s:e], self.x[s:e] @ coef, qs)
-        dev = float(np.max(np.maximum(gaps.min(axis=0) - gap, gap - gaps.max(axis=0))))
-        return dev / iqr if iqr > 0 else (np.inf if dev > 0 else 0.0)
+        return float(np.max(np.maximum(lows - gap, gap - highs))) / iqr  # the caller has iqr > 0

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ml.config import SourceConfig, ValidationConfig
 from ml.split import week_bounds
-from ml.validation import WEEK, numeric_columns, tolerance
+from ml.validation import WEEK, companion_inputs, numeric_columns, tolerance
 
 MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
 STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
@@ -102,8 +102,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     data, weeks = history[keep].reset_index(drop=True), weeks[keep].reset_index(drop=True)
     learned_from = sorted((as_of + timedelta(days=7 * int(k))).isoformat() for k in weeks.unique())
     rules = value_rules(cfg, vcfg)
-    relations = {"inputs": [c for c in numeric_columns(cfg) if not c.startswith("cal_")],
-                 "time_column": cfg.time_column, "timezone": cfg.timezone}
+    relations = {"inputs": companion_inputs(cfg), "time_column": cfg.time_column, "timezone": cfg.timezone}
     need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target,
                            companion=relations) if len(data) else None
     if need is None or len(need) < MIN_LEARN_WEEKS:

@@ -185,6 +185,12 @@ def _learned_rules(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.Data
     return rules
 
 
+def companion_inputs(cfg: SourceConfig) -> list[str]:
+    """The numeric columns that predict one another in the companions (no cal_ column: the hour and weekday of
+    the time are inputs already)."""
+    return [c for c in numeric_columns(cfg) if not c.startswith("cal_")]
+
+
 def _companion_args(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.DataFrame, weeks: pd.Series) -> dict:
     """What `ml.companion.fit` needs besides the column: the reference, the numeric columns that predict it (no
     cal_ column: the hour and weekday of the time are inputs already) and the time. Features only: the target's
@@ -194,7 +200,7 @@ def _companion_args(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.Dat
 
     if not vcfg.companions:
         return {}
-    inputs = [c for c in numeric_columns(cfg) if not c.startswith("cal_") and c in reference.columns]
+    inputs = [c for c in companion_inputs(cfg) if c in reference.columns]
     x = reference_design(reference, inputs, cfg.time_column, cfg.timezone)
     if x is None:
         return {}
@@ -386,8 +392,11 @@ def _excused(batch: pd.DataFrame, suite: list[Expectation], failed: list) -> dic
     for i, r in failed:
         exp = suite[i]
         if exp.companion and exp.type == "ExpectColumnQuantileValuesToBeBetween" and not _raised(r):
-            if (why := excuse(batch, exp.companion)) is not None:
-                out[i] = f"{explain(exp, r)}, but {why}"
+            if (got := excuse(batch, exp.companion)) is not None:
+                shown = ", ".join(f"{_quantile_name(q)} {_fmt(o)} (predicted {_fmt(p)})"
+                                  for q, o, p in zip(exp.companion["quantiles"], *got, strict=True))
+                out[i] = (f"{explain(exp, r)}, but '{exp.column}' moved with the other columns: {shown}, each as "
+                          f"far from the prediction as in the reference weeks")
     return out
 
 
