@@ -7,14 +7,16 @@ after each week until it decides.
 
 It runs in a workspace of its own, `.demo/` (git-ignored): a copy of the pipeline (code, dvc.yaml, params.yaml)
 with its own git repository, DVC cache and remote, MLflow store and data, so the checkout it was started from is
-left as it was (`git status` clean) and its registry holds no demo models. A second call runs in the same
-workspace with the code copied again.
+left as it was (`git status` clean) and its registry holds no demo models. A second call starts the workspace
+afresh (the earlier call's runs, models and data are removed, the code copied again), so it prints the same
+decisions; a folder given with --workspace is only ever cleared if an earlier demo made it (its marker file).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -25,19 +27,42 @@ from stages.common import copy_pipeline
 
 DEFAULT_START = date(2013, 6, 2)
 WORKSPACE = PROJECT / ".demo"
+MARKER = ".demo-workspace"  # written into every workspace this program makes: only such a folder is ever cleared
 # what a pipeline needs to run on its own: the code the stages and flows import, its config and the DVC remote
 PIPELINE_FILES = ("ml", "stages", "serving", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
                   ".dvcignore", "data/.gitignore", ".dvc/config")
 
 
+class WorkspaceError(ValueError):
+    """The folder given for the demo's workspace holds files the demo did not make."""
+
+
+def clear_workspace(dest: Path) -> None:
+    """Remove an earlier demo's workspace (its registry would hold a champion trained on later weeks, and the
+    replay would then compare against it); refuse a folder with files the demo did not make."""
+    import shutil
+
+    if not dest.exists() or not any(dest.iterdir()):
+        return
+    if not (dest / MARKER).exists() and dest != WORKSPACE.resolve():
+        raise WorkspaceError(f"{dest} holds files and is not a demo workspace (no {MARKER} file in it): give a new "
+                             "or empty folder with --workspace")
+    from tasks.lineage import forget_stores, tracking_uri
+
+    forget_stores(tracking_uri(dest))
+    shutil.rmtree(dest)
+
+
 def make_workspace(dest: Path, source: Path = PROJECT) -> Path:
-    """`dest` as a project of its own: the pipeline files of `source` copied in (again on every call, so it runs
-    the current code), a git repository with them committed (the git sha in the lineage) and DVC set up."""
+    """`dest` as a project of its own, started afresh: the pipeline files of `source` copied in, a git repository
+    with them committed (the git sha in the lineage) and DVC set up."""
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=demo", "-c", "user.email=demo@localhost", *args], cwd=dest,
                        check=True, capture_output=True)
 
+    clear_workspace(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / MARKER).write_text("made by `python -m flows.replay` (make demo): cleared and made again on every call\n")
     copy_pipeline(source, dest, PIPELINE_FILES)
     if not (dest / ".git").exists():
         git("init", "-q")
@@ -116,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from flows.cli import flow_logging
 
-    project = make_workspace(args.workspace.resolve())
+    try:
+        project = make_workspace(args.workspace.resolve())
+    except WorkspaceError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
     print(f"demo workspace: {project} (a copy of the pipeline with its own git repo, DVC and MLflow stores)")
     log_file = project / "data" / "logs" / "replay.log"
     with flow_logging(log_file, "replay"):  # tracebacks (the corrupted week's) go to the log, not the terminal
@@ -179,7 +208,11 @@ Look at the results (the demo's workspace: {where}/):
                {where}/data/ab/ab.db (every prediction served, every outcome; SQLite)
   Roll back:   python -m flows.rollback --project-dir {where}
   Full log:    {os.path.relpath(log_file)}""")
-    return 0
+    broken = [w for w, action, _ in results if action in ("Failed", "Crashed", "Cancelled")]
+    if broken:
+        print(f"\ndemo: the weekly flow failed on {', '.join(map(str, broken))} (a real week, not the corrupted "
+              f"batch): see {os.path.relpath(log_file)}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":

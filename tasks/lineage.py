@@ -39,6 +39,28 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
                               "start it (python -m deployments.stack up) or unset MLFLOW_TRACKING_URI")
 
 
+def forget_stores(uri: str) -> None:
+    """Drop what MLflow keeps open in this process for the store at `uri` (its stores and SQLAlchemy engines):
+    after the store's SQLite file was removed and made again (the demo's workspace started afresh), a kept engine
+    would write to the removed file."""
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    for registry in (tracking_utils._tracking_store_registry, registry_utils._model_registry_store_registry):
+        if registry is not None:
+            registry._get_store_with_resolved_uri.cache_clear()
+    for store in (TrackingStore, RegistryStore):
+        engine = store._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
 def ensure_experiment(project: Path, name: str) -> str:
     """Point MLflow at the store and return the experiment id (artifacts under the project for SQLite)."""
     import mlflow
