@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt
 ## demo: replay 6 real weeks through the weekly flow in the demo's workspace .demo/ (a copy of the pipeline with its
 ## own git repo, DVC and MLflow stores: this checkout stays as it is); local Prefect API
 demo: setup
-	python -m flows.replay
+	python -m cli.replay
 
 ## dvc-demo: the DVC pipeline alone on the default window (no Prefect, no MLflow)
 dvc-demo: setup

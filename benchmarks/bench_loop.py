@@ -1,5 +1,5 @@
 """The closed loop over a year: weekly retrains, the predictions actually served, and A/B tests, under four
-policies, on nycflights13 and bike sharing (and any dataset `flows.init` onboards).
+policies, on nycflights13 and bike sharing (and any dataset `cli.init` onboards).
 
 Every eligible week is replayed in order, as production runs it: at each week's end the policy decides with the
 week as holdout; the following week's traffic is served by the champion (and, while an experiment runs, by the
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gate", action="store_true", help="no data gate: (d) sees every week, no gated (b+) line")
     ap.add_argument("--faults", action="store_true", help="replay each dataset a second time with seeded faults")
     ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
-    ap.add_argument("--data", help="your own files instead (the flows.init flag; other init flags pass through)")
+    ap.add_argument("--data", help="your own files instead (the cli.init flag; other init flags pass through)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
     args, extra = ap.parse_known_args(argv)
     from benchmarks.bench_gate import datasets

@@ -1,7 +1,7 @@
 """Does the weekly candidate search serve better models than the fixed `train` recipe? Out of time, on real weeks.
 
 For evenly spaced weeks of each shared dataset (nycflights13 with the project's params; bike sharing and Beijing
-air quality with the params `flows.init` writes), with the training window before each week:
+air quality with the params `cli.init` writes), with the training window before each week:
 - fixed: the `train` section fitted on the window;
 - search: the declared candidates (`search.candidates`, or ml.search.EXAMPLE when none are) fitted on the window
   less its newest `search.validation_weeks` week(s) and scored on them (ml.search, as the weekly flow and the DVC

@@ -1,6 +1,6 @@
 """Shapes of data the shared datasets do not have as delivered, built from them: what a new user's files look like.
 
-Each shape writes CSV files into a folder and returns the `flows.init` arguments for them:
+Each shape writes CSV files into a folder and returns the `cli.init` arguments for them:
 
 - `daily_numeric`: bike sharing by day (day.csv): one row a day, numeric features only (no column that could slice
   the errors), the time as text carrying UTC offsets that change with daylight saving time ("...-04:00").

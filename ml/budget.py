@@ -4,7 +4,7 @@ rules together within a share of the history's ordinary weeks.
 The gate judges each week by rules learned from the weeks before it; each learned rule has a tolerance, and a week
 fails the rule exactly when the tolerance it would need exceeds the one configured. `replay_contract` computes that
 needed tolerance for every rule and every week of the history, so the false alarms of any choice of tolerances are
-known without running the gate again; `calibrate` chooses them for the whole contract. `flows.init` calibrates on
+known without running the gate again; `calibrate` chooses them for the whole contract. `cli.init` calibrates on
 the history it onboards (`ml.profile`), the weekly contract on the accepted weeks before each week (`ml.contract`).
 
 Pure: frames in, tables and tolerances out.
@@ -174,6 +174,7 @@ class Calibration:
     alarms: pd.Series  # judged week -> whether the calibrated contract still rejects it
     default_alarms: pd.Series  # the same with every rule at its default tolerance
     notes: list[str] = field(default_factory=list)
+    null_tolerance: float = 0.05  # every null-share rule's tolerance: the default, or the feed's outage record
 
     @property
     def rate(self) -> float:
@@ -213,6 +214,9 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     base = defaults_of(cfg)
     tol = {r: base[r[0]] for r in need.columns}
     default_alarms = alarms(need, tol).any(axis=1)
+    record, where = outage_record(need)
+    nulls = max(base["nulls"], record)
+    tol.update({r: nulls for r in need.columns if r[0] == "nulls"})
     allowed = math.floor(budget * len(need) + 1e-9)
     cost = need / pd.Series([base[r[0]] for r in need.columns], index=need.columns)
     # a quantile rule no width can satisfy (a step in a column of few values, IQR 0) is cleared by exempting it:
@@ -241,7 +245,7 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     widened: dict[str, dict[str, float]] = {}
     notes = []
     for (family, column), t in sorted(tol.items()):
-        if (family, column) in exempt or t <= base[family] or family == "rows":
+        if (family, column) in exempt or t <= (nulls if family == "nulls" else base[family]) or family == "rows":
             continue
         widened.setdefault(column, {})[family] = t
         notes.append(f"validation.column_tolerances '{column}' {family} {t:g} (default {base[family]:g}): "
@@ -255,6 +259,9 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     if rows > base["rows"]:
         notes.append(f"validation.row_count_tolerance {rows:g} (default {base['rows']:g}): "
                      f"{_fails(need, ROW_RULE, base['rows'])} of the history's weeks would fail the default")
+    if nulls > base["nulls"]:
+        notes.append(f"validation.null_tolerance {nulls:g} (default {base['nulls']:g}): the feed's columns have gone "
+                     f"partly null before ({where}); any column may, so each null-share rule allows that rise")
     after = alarms(need, final).any(axis=1)
     notes.append(f"validation: the learned rules together reject {after.sum()} of {len(need)} replayed weeks "
                  f"({after.mean() if len(need) else 0:.1%}; at the default tolerances {default_alarms.sum()}, "
@@ -262,7 +269,26 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     return Calibration(row_count_tolerance=rows, column_tolerances=widened,
                        null_exempt=sorted(c for f, c in exempt if f == "nulls"),
                        quantile_exempt=sorted(c for f, c in exempt if f == "quantiles"),
-                       alarms=after, default_alarms=default_alarms, notes=notes)
+                       alarms=after, default_alarms=default_alarms, notes=notes, null_tolerance=nulls)
+
+
+def outage_record(need: pd.DataFrame) -> tuple[float, str]:
+    """The feed's record of partial outages: the largest rise of any column's null share above its reference in
+    the replayed weeks, rounded up, at most MAX_NULL_TOLERANCE, and where it was. A sensor or a source that went
+    partly dark once in a feed can in any of its columns: at Beijing's stations NO2's first outage came a year
+    after CO's and O3's. A week with no values at all is not a partial outage (the empty feed, never ordinary)."""
+    cols = [r for r in need.columns if r[0] == "nulls"]
+    if not cols:
+        return 0.0, ""
+    v = need[cols].where(np.isfinite(need[cols]))
+    if not v.notna().to_numpy().any():
+        return 0.0, ""
+    column = v.max().idxmax()
+    week = v[column].idxmax()
+    rise = float(v[column].max())
+    if rise <= 0:
+        return 0.0, ""
+    return min(_round_up(rise, STEP["nulls"]), MAX_NULL_TOLERANCE), f"'{column[1]}' +{rise:.0%} points in week {week}"
 
 
 def _fails(need: pd.DataFrame, rule: tuple[str, str], tolerance: float) -> str:

@@ -148,7 +148,7 @@ class ValidationConfig:
     pinned: dict = field(default_factory=dict)
     learn_weeks: int = 52  # value rules' tolerances and ranges follow the accepted weeks of the last year
     false_alarm_rate: float = 0.01  # ... calibrated to reject at most this share of those weeks together
-    learn_ranges: bool = False  # `ranges` widen to the accepted weeks' extremes +- 1/4 of their spread (flows.init
+    learn_ranges: bool = False  # `ranges` widen to the accepted weeks' extremes +- 1/4 of their spread (cli.init
     #                             sets it: its ranges come from the history; hand-set ranges stay as written)
     # share of a week's rows that may lie beyond a range's bounds other than 0 (a reading or two past the record of
     # a sensor: not a broken feed); a bound at 0 (a sign) and +-inf stay strict. 0: every row within its range

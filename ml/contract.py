@@ -47,6 +47,7 @@ class Contract:
         v = self.validation
         return {"learned_from": self.learned_from, "widened": self.widened, "exempt": self.exempt,
                 "ranges_widened": self.ranges_widened, "row_count_tolerance": v.row_count_tolerance,
+                "null_tolerance": v.null_tolerance,
                 "pinned": v.pinned, "range_tolerance": v.range_tolerance,
                 "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
                 "null_exempt": list(v.null_exempt), "quantile_exempt": list(v.quantile_exempt),
@@ -119,6 +120,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     wider = _wider_ranges(vcfg, data, cfg.target) if vcfg.learn_ranges else {}
     v = dataclasses.replace(
         vcfg, column_tolerances=_pin(vcfg, merged), ranges={**vcfg.ranges, **wider},
+        null_tolerance=max(vcfg.null_tolerance, cal.null_tolerance),
         row_count_tolerance=max(vcfg.row_count_tolerance, cal.row_count_tolerance),
         null_exempt=tuple(dict.fromkeys([*vcfg.null_exempt, *exempt["nulls"]])),
         quantile_exempt=tuple(dict.fromkeys([*vcfg.quantile_exempt, *exempt["quantiles"]])))

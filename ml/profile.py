@@ -1,7 +1,7 @@
 """Profile a user's files and choose every setting of params.yaml for them, each with the reason in words.
 
 Pure: frames in, a `Profile` out (the chosen sections as plain values + one note per choice). The command that
-reads the files and writes params.yaml is `python -m flows.init`; rendering lives in `ml.render`, the
+reads the files and writes params.yaml is `python -m cli.init`; rendering lives in `ml.render`, the
 false-alarm budget of the contract in `ml.budget`.
 """
 from __future__ import annotations
@@ -456,7 +456,8 @@ def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: in
                  f"{len(checked)} ({', '.join(checked) or 'none'})")
     return {"min_rows": min_rows, "required": required, "null_exempt": cal.null_exempt, "ranges": ranges,
             "quantile_exempt": quantile_exempt, "row_count_tolerance": cal.row_count_tolerance,
-            "column_tolerances": cal.column_tolerances, "_replay": need, "_calibration": cal}
+            "null_tolerance": cal.null_tolerance, "column_tolerances": cal.column_tolerances, "_replay": need,
+            "_calibration": cal}
 
 
 def _range(col: pd.Series, target: str) -> list | None:

@@ -1,11 +1,14 @@
 """params.yaml for a profile (`ml.profile`): the chosen sections, each key commented, the rest from the project's
-own params.yaml. Pure: a Profile and the template text in, the text out (`python -m flows.init` writes it)."""
+own params.yaml. Pure: a Profile and the template text in, the text out (`python -m cli.init` writes it)."""
 from __future__ import annotations
 
 from datetime import date
 
 from ml.budget import FALSE_ALARM_RATE
+from ml.config import ValidationConfig
 from ml.profile import QUANTILE_TOLERANCE, RANGE_TOLERANCE, Profile
+
+NULL_TOLERANCE = ValidationConfig().null_tolerance
 
 
 def _y(value) -> str:
@@ -51,7 +54,9 @@ def render_params(p: Profile, template: str) -> str:
             ("row_count_tolerance", v["row_count_tolerance"], "learned: rows within the reference weeks' "
              f"[min x {1 - v['row_count_tolerance']:g}, max x {1 + v['row_count_tolerance']:g}]"),
             ("required", v["required"], "never null (time and unit id always)"),
-            ("null_tolerance", 0.05, "learned: other columns' null share <= reference share + 5 points"),
+            ("null_tolerance", v["null_tolerance"], "learned: other columns' null share <= reference share + "
+             f"{v['null_tolerance'] * 100:g} points" + (" (the history's record rise of a column's nulls)"
+                                                        if v["null_tolerance"] > NULL_TOLERANCE else "")),
             ("null_exempt", v["null_exempt"], "null share too variable week to week for that check"),
             ("ranges", v["ranges"], "[min, max] from the history's robust spread; widened each week to the "
              "accepted weeks' own (learn_ranges), never narrowed; >= 0 stays >= 0"),
@@ -72,7 +77,7 @@ def render_params(p: Profile, template: str) -> str:
             ("learn_ranges", True, "ranges widen to the accepted weeks' extremes +- 1/4 of their spread")]),
     }
     m = p.summary
-    head = (f"# Written by `python -m flows.init` from {s['path']}\n# ({m['rows']:,} rows in {m['files']} file(s), "
+    head = (f"# Written by `python -m cli.init` from {s['path']}\n# ({m['rows']:,} rows in {m['files']} file(s), "
             f"{m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of ~{m['weekly_rows']:,} rows).\n"
             "# One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. "
             "Edit freely.\n\n")

@@ -236,7 +236,7 @@ def _row_count_rule(cfg: SourceConfig, vcfg: ValidationConfig, reference: pd.Dat
 
 def tolerance(vcfg: ValidationConfig, family: str, column: str) -> float:
     """The tolerance of a learned rule ("nulls", "categories" or "quantiles") on `column`: its entry in
-    `validation.column_tolerances` (flows.init widens a rule to its own week-to-week variation), else the default."""
+    `validation.column_tolerances` (cli.init widens a rule to its own week-to-week variation), else the default."""
     default = {"nulls": vcfg.null_tolerance, "categories": vcfg.category_tolerance,
                "quantiles": vcfg.quantile_tolerance}[family]
     return float(vcfg.column_tolerances.get(column, {}).get(family, default))

@@ -20,8 +20,8 @@ from serving.net import free_port  # noqa: F401  (re-exported for the tests)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BIKE_CSV = SHARED / "datasets" / "bike_sharing" / "hour.csv"
-PROJECT_FILES = ["ml", "stages", "serving", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
-                 ".dvcignore", "data/.gitignore"]
+PROJECT_FILES = ["ml", "stages", "serving", "tasks", "flows", "cli", "deployments", "dvc.yaml", "params.yaml",
+                 ".gitignore", ".dvcignore", "data/.gitignore"]
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -97,8 +97,8 @@ BEIJING = SHARED / "datasets" / "beijing_air"
 
 
 def init_project(repo: Path, *args: str) -> str:
-    """`python -m flows.init ...` in the project copy, as a user types it; returns what it printed."""
-    return run([sys.executable, "-m", "flows.init", *args], repo).stdout
+    """`python -m cli.init ...` in the project copy, as a user types it; returns what it printed."""
+    return run([sys.executable, "-m", "cli.init", *args], repo).stdout
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +222,7 @@ def flights_repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def bike_repo(tmp_path: Path) -> Path:
-    """A project onboarded onto UCI bike sharing (Fanaee-T & Gama 2013) by `flows.init`, nothing edited."""
+    """A project onboarded onto UCI bike sharing (Fanaee-T & Gama 2013) by `cli.init`, nothing edited."""
     if not BIKE_CSV.exists():
         pytest.fail(f"{BIKE_CSV} is missing: the shared datasets folder must sit beside the project")
     repo = make_project(tmp_path / "repo")

@@ -1,4 +1,4 @@
-"""`make demo`'s program (flows.replay) on real weeks, in a workspace of its own: the weeks decide, the corrupted
+"""`make demo`'s program (cli.replay) on real weeks, in a workspace of its own: the weeks decide, the corrupted
 batch is quarantined with its reasons, and the checkout it started from is left as it was."""
 import subprocess
 
@@ -18,7 +18,7 @@ def demo(prefect_api, tmp_path_factory):
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from flows.replay import main
+    from cli.replay import main
 
     workspace = tmp_path_factory.mktemp("demo") / "workspace"
     before = git_status(ROOT)
@@ -56,7 +56,7 @@ def test_a_second_demo_starts_afresh_and_decides_as_the_first(demo, tmp_path):
     from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
 
-    from flows.replay import main
+    from cli.replay import main
 
     out = StringIO()
     with redirect_stdout(out):

@@ -1,5 +1,5 @@
 """A corpus of corrupted weeks against the gate, on data the project was not tuned on (Beijing air quality,
-onboarded by `flows.init`): every breaking batch is rejected with a worded reason, quarantined byte for byte,
+onboarded by `cli.init`): every breaking batch is rejected with a worded reason, quarantined byte for byte,
 and neither @champion nor @challenger moves; benign changes (an extra column, reordered columns or rows) pass."""
 from __future__ import annotations
 

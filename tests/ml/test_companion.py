@@ -74,7 +74,7 @@ def test_a_column_the_others_do_not_predict_and_the_target_get_no_companion(epis
 
 
 def test_the_replay_asks_no_widening_for_a_week_the_companion_lets_through():
-    """`flows.init` and the weekly contract calibrate tolerances on the replayed needs: an episode the others
+    """`cli.init` and the weekly contract calibrate tolerances on the replayed needs: an episode the others
     explain needs no wider rule (so the rule stays tight for a column that moves alone), a broken week still does."""
     from ml.budget import replay_contract
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.init import main as init
+from cli.init import main as init
 from ml.config import SourceConfig, ValidationConfig, parse_params
 from ml.contract import accepted_history, learn_contract
 from ml.sources import load_source

@@ -1,4 +1,4 @@
-"""The contract `flows.init` learns is calibrated family-wise: the replay of its learned rules over the history
+"""The contract `cli.init` learns is calibrated family-wise: the replay of its learned rules over the history
 (`ml.budget.replay_contract`) says which week each rule would reject, agrees with the gate that Great
 Expectations runs, and `calibrate` widens (or exempts) rules until together they reject at most 1 % of the
 history's weeks."""
@@ -70,7 +70,7 @@ CLOCK = {"bike": {"mnth", "weekday"}, "station": set()}  # features that are a f
 
 def test_features_that_move_with_the_clock_get_no_quantile_rule(onboarded):
     """A month number or weekday code among the features moves with the calendar as the cal_ features do:
-    December's quantiles say nothing of January's. flows.init exempts them from the learned quantile rule, says
+    December's quantiles say nothing of January's. cli.init exempts them from the learned quantile rule, says
     so, and keeps their ranges; a feature that only follows the season loosely (bike's 'season') keeps its rule."""
     name, prof, params, _, _ = onboarded
     v = params.validation
@@ -210,10 +210,24 @@ def test_the_cheapest_weeks_are_let_through_and_the_most_extreme_kept():
     a[10], a[20] = 1.3, 4.0  # quantiles of 'a' 1.3 and 4 IQR outside the envelope
     b[30] = 0.08  # 'b' null share 8 points above the reference's (default tolerance 5)
     cal = B.calibrate(need_table({("quantiles", "a"): a, ("nulls", "b"): b, B.ROW_RULE: quiet(100)}), DEFAULTS)
-    # relative widening: 'a' to 1.3 IQR (x1.3) and 'b' to 8 points (x1.6) are cheaper than 'a' to 4 IQR (x4)
-    assert cal.column_tolerances == {"a": {"quantiles": 1.4}, "b": {"nulls": 0.09}}
+    # relative widening: 'a' to 1.3 IQR (x1.3) is cheaper than 'a' to 4 IQR (x4); 'b''s rise of 8 points is the
+    # feed's outage record, which every null-share rule allows
+    assert cal.column_tolerances == {"a": {"quantiles": 1.4}} and cal.null_tolerance == 0.09
     assert list(cal.alarms[cal.alarms].index) == [20] and cal.rate == 0.01
     assert cal.default_rate == 0.03
+
+
+def test_a_partial_outage_of_one_column_lets_every_column_go_as_dark():
+    # 'co' lost 12 points of its values one week; 'no2' never did. A week where 'no2' loses 10 points is the same
+    # kind of week (a sensor out), so the contract allows it; a column empty all week is still rejected.
+    co, no2 = quiet(100), quiet(100)
+    co[40] = 0.12
+    no2[70] = np.inf
+    cal = B.calibrate(need_table({("nulls", "co"): co, ("nulls", "no2"): no2}), DEFAULTS)
+    assert cal.null_tolerance == 0.13 and cal.column_tolerances == {}
+    assert list(cal.alarms[cal.alarms].index) == [70]
+    assert any("null_tolerance 0.13" in n and "'co' +12% points in week 40" in n for n in cal.notes), cal.notes
+    assert B.calibrate(need_table({("nulls", "co"): quiet(100)}), DEFAULTS).null_tolerance == DEFAULTS.null_tolerance
 
 
 def test_a_week_no_tolerance_lets_through_counts_against_the_budget():
@@ -247,7 +261,7 @@ def test_the_row_count_tolerance_is_widened_like_any_rule():
 
 
 def test_column_tolerances_are_read_by_the_gate_and_checked(onboarded):
-    """The key flows.init writes widens the gate's rule; a typo in it is named."""
+    """The key cli.init writes widens the gate's rule; a typo in it is named."""
     _, _, params, frame, raw = onboarded
     src, v = params.source, params.validation
     column, tols = next((c, t) for c, t in v.column_tolerances.items() if "quantiles" in t)

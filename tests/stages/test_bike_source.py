@@ -1,4 +1,4 @@
-"""The generic files source on UCI bike sharing (Fanaee-T & Gama 2013), onboarded by `flows.init`, through the
+"""The generic files source on UCI bike sharing (Fanaee-T & Gama 2013), onboarded by `cli.init`, through the
 real DVC pipeline."""
 import json
 import sys

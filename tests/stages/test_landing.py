@@ -1,6 +1,6 @@
 """Nothing unvalidated reaches training: the `land` stage gates backfilled weeks, never lands a quarantined week,
 leaves out stub weeks, re-lands the window when the source settings change, and checks every column-naming key
-before anything runs. Real DVC-stage commands on UCI bike sharing, onboarded by `flows.init`."""
+before anything runs. Real DVC-stage commands on UCI bike sharing, onboarded by `cli.init`."""
 import json
 import sys
 from pathlib import Path

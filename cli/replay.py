@@ -2,8 +2,8 @@
 experiment: the following real weeks go through the prediction service as traffic, and the ab-analysis flow looks
 after each week until it decides.
 
-    python -m flows.replay                      # 6 weeks from late spring into summer (season change)
-    python -m flows.replay --start 2013-09-01 --weeks 4 --ab-weeks 0
+    python -m cli.replay                      # 6 weeks from late spring into summer (season change)
+    python -m cli.replay --start 2013-09-01 --weeks 4 --ab-weeks 0
 
 It runs in a workspace of its own, `.demo/` (git-ignored): a copy of the pipeline (code, dvc.yaml, params.yaml)
 with its own git repository, DVC cache and remote, MLflow store and data, so the checkout it was started from is
@@ -29,8 +29,8 @@ DEFAULT_START = date(2013, 6, 2)
 WORKSPACE = PROJECT / ".demo"
 MARKER = ".demo-workspace"  # written into every workspace this program makes: only such a folder is ever cleared
 # what a pipeline needs to run on its own: the code the stages and flows import, its config and the DVC remote
-PIPELINE_FILES = ("ml", "stages", "serving", "tasks", "flows", "deployments", "dvc.yaml", "params.yaml", ".gitignore",
-                  ".dvcignore", "data/.gitignore", ".dvc/config")
+PIPELINE_FILES = ("ml", "stages", "serving", "tasks", "flows", "cli", "deployments", "dvc.yaml", "params.yaml",
+                  ".gitignore", ".dvcignore", "data/.gitignore", ".dvc/config")
 
 
 class WorkspaceError(ValueError):
@@ -62,7 +62,7 @@ def make_workspace(dest: Path, source: Path = PROJECT) -> Path:
 
     clear_workspace(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / MARKER).write_text("made by `python -m flows.replay` (make demo): cleared and made again on every call\n")
+    (dest / MARKER).write_text("made by `python -m cli.replay` (make demo): cleared and made again on every call\n")
     copy_pipeline(source, dest, PIPELINE_FILES)
     if not (dest / ".git").exists():
         git("init", "-q")

@@ -1,7 +1,7 @@
 """Onboard your own data: profile CSV/Parquet files and write a complete, commented params.yaml for them.
 
-    python -m flows.init --data 'data/incoming/*.csv' --target cnt
-    python -m flows.init --data '../air/*.csv' --target 'PM2.5>75' --timezone Asia/Shanghai   # a derived label
+    python -m cli.init --data 'data/incoming/*.csv' --target cnt
+    python -m cli.init --data '../air/*.csv' --target 'PM2.5>75' --timezone Asia/Shanghai   # a derived label
 
 It prints every choice and why; then `dvc repro` and `python -m flows.weekly_retrain` run with no further edit.
 The previous params.yaml is kept in data/archive/.
