@@ -56,11 +56,16 @@ def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[
         nulls = pd.Series(data[c].isna().to_numpy()).groupby(w).sum().reindex(ids).to_numpy()
         out[("nulls", c)] = [_null_need(nulls[pos[k]], sizes[pos[k]], nulls[refs], sizes[refs]) for k, refs in judged]
     for c in rules.get("categories", []):
-        codes, _ = pd.factorize(data[c])  # -1: null
+        codes, values = pd.factorize(data[c])  # -1: null
         table = np.zeros((len(ids), codes.max() + 2))
         np.add.at(table, (np.searchsorted(ids, w), codes + 1), 1)
         table = table[:, 1:]  # non-null rows per week and category
-        out[("categories", c)] = [_category_need(table[pos[k]], table[refs].sum(axis=0)) for k, refs in judged]
+        # known besides the reference: a person's values and any seen in an earlier week (ml.contract: the
+        # accepted weeks' values)
+        declared = np.isin(np.asarray(values, dtype=object), list(cfg.categories.get(c, ())))
+        before = np.vstack([np.zeros((1, table.shape[1])), np.cumsum(table, axis=0)[:-1]])
+        out[("categories", c)] = [_category_need(table[pos[k]], table[refs].sum(axis=0) + before[pos[k]] + declared)
+                                  for k, refs in judged]
     from threadpoolctl import threadpool_limits
 
     relations = _history_design(data, companion) if companion and cfg.companions else None

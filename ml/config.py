@@ -138,6 +138,9 @@ class ValidationConfig:
     null_exempt: tuple[str, ...] = ()  # features whose nulls carry meaning (e.g. no gust) - no learned null check
     ranges: dict = field(default_factory=dict)  # fixed: {column: [min, max]}, either side may be null
     category_tolerance: float = 0.02  # learned: share of rows allowed outside the reference's category set
+    # values a category column (or a class target) may take besides its reference's: {column: [values]}; a person's
+    # list, and the weekly contract adds those of the accepted weeks (a class seen last winter is not unknown)
+    categories: dict = field(default_factory=dict)
     quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)  # learned quantile checks on numeric features
     quantile_tolerance: float = 1.0  # ... each within the reference's value +- tol x reference IQR
     quantile_exempt: tuple[str, ...] = ()  # numeric features without learned quantile checks

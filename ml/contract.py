@@ -47,7 +47,7 @@ class Contract:
         v = self.validation
         return {"learned_from": self.learned_from, "widened": self.widened, "exempt": self.exempt,
                 "ranges_widened": self.ranges_widened, "row_count_tolerance": v.row_count_tolerance,
-                "null_tolerance": v.null_tolerance,
+                "null_tolerance": v.null_tolerance, "categories": v.categories,
                 "pinned": v.pinned, "range_tolerance": v.range_tolerance,
                 "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
                 "null_exempt": list(v.null_exempt), "quantile_exempt": list(v.quantile_exempt),
@@ -91,6 +91,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     if vcfg.learn_weeks == 0 or history.empty:
         return Contract(validation=vcfg, notes=["value rules: nothing accepted to learn from; params alone"])
     start = week_bounds(as_of)[0]
+    known = _known_categories(history, value_rules(cfg, vcfg)["categories"], vcfg)
     weeks = pd.Series(np.floor((history[cfg.time_column] - start) / WEEK).astype(int).to_numpy())
     sizes = weeks.value_counts()
     if (sizes > MAX_WEEK_ROWS).any():  # rank rows at random within their week, keep the first MAX_WEEK_ROWS
@@ -107,7 +108,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target,
                            companion=relations) if len(data) else None
     if need is None or len(need) < MIN_LEARN_WEEKS:
-        v = dataclasses.replace(vcfg, column_tolerances=_pin(vcfg, vcfg.column_tolerances))
+        v = dataclasses.replace(vcfg, column_tolerances=_pin(vcfg, vcfg.column_tolerances), categories=known)
         return Contract(validation=v, learned_from=learned_from, seconds=time.perf_counter() - began,
                         notes=[f"value rules: {0 if need is None else len(need)} accepted week(s) to calibrate on "
                                f"(fewer than {MIN_LEARN_WEEKS}): the configured tolerances"])
@@ -121,6 +122,7 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     v = dataclasses.replace(
         vcfg, column_tolerances=_pin(vcfg, merged), ranges={**vcfg.ranges, **wider},
         null_tolerance=max(vcfg.null_tolerance, cal.null_tolerance),
+        categories=known,
         row_count_tolerance=max(vcfg.row_count_tolerance, cal.row_count_tolerance),
         null_exempt=tuple(dict.fromkeys([*vcfg.null_exempt, *exempt["nulls"]])),
         quantile_exempt=tuple(dict.fromkeys([*vcfg.quantile_exempt, *exempt["quantiles"]])))
@@ -131,6 +133,17 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
              f"{sum(map(len, exempt.values()))} exempt, {len(wider)} range(s) widened"]
     return Contract(validation=v, learned_from=learned_from, widened=widened, exempt=exempt, notes=notes,
                     ranges_widened=wider, seconds=time.perf_counter() - began)
+
+
+def _known_categories(history: pd.DataFrame, columns: list[str], vcfg: ValidationConfig) -> dict[str, list]:
+    """Per category column, a person's known values (`validation.categories`) and those of the accepted weeks: a
+    value the gate let through in the last `learn_weeks` weeks is not an unknown category when it comes back."""
+    out = {c: list(v) for c, v in vcfg.categories.items()}
+    for c in columns:
+        if c in history.columns:
+            seen = history[c].dropna().unique().tolist()
+            out[c] = sorted({*out.get(c, ()), *seen}, key=str)
+    return out
 
 
 def hold_window(contract: Contract, cfg: SourceConfig, age_weeks: int) -> Contract:

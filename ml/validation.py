@@ -243,7 +243,8 @@ def tolerance(vcfg: ValidationConfig, family: str, column: str) -> float:
 
 
 def _category_rule(column: str, ref: pd.Series, vcfg: ValidationConfig) -> Expectation:
-    values = sorted(ref.dropna().unique().tolist(), key=str)
+    """The reference's values and the known ones (`validation.categories`: a person's and the accepted weeks')."""
+    values = sorted({*ref.dropna().unique().tolist(), *vcfg.categories.get(column, ())}, key=str)
     mostly = round(1 - tolerance(vcfg, "categories", column), 6)
     return Expectation(
         "ExpectColumnValuesToBeInSet", {"column": column, "value_set": values, "mostly": mostly},

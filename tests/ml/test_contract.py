@@ -121,3 +121,24 @@ def test_a_week_that_continues_a_trend_is_reported_as_such():
     assert not report.success
     assert any("continues the trend of the reference weeks" in f and "validation.pinned.x.quantiles" in f
                for f in report.failures), report.failures
+
+
+def test_a_category_seen_in_an_accepted_week_is_known_when_it_comes_back(first_year):
+    """Heavy rain (weathersit 4) was seen in one hour of January 2011, in none of the eight weeks before the second
+    January. A week where it comes back in 5 % of the hours passes the category rule: the accepted weeks knew it;
+    a value never seen in 5 % of the hours still fails."""
+    params, frame = first_year
+    names = {1: "clear", 2: "mist", 3: "light rain", 4: "heavy rain"}
+    frame = frame.assign(sky=frame["weathersit"].map(names))
+    source = dataclasses.replace(params.source, categorical_features=(*params.source.categorical_features, "sky"))
+    params = dataclasses.replace(params, source=source)
+    as_of = date(2012, 1, 16)
+    week = slice_week(frame, source.time_column, as_of)
+    some = np.random.default_rng(0).random(len(week)) < 0.05
+    back = judge(params, frame, as_of, params.validation, batch=week.assign(sky=week["sky"].mask(some, "heavy rain")))
+    assert not [f for f in back.failures if "'sky'" in f], back.failures
+    unseen = judge(params, frame, as_of, params.validation, batch=week.assign(sky=week["sky"].mask(some, "hail")))
+    assert any("'sky'" in f and "'hail'" in f for f in unseen.failures), unseen.failures
+    fixed = judge(params, frame, as_of, params.validation, learn=False,
+                  batch=week.assign(sky=week["sky"].mask(some, "heavy rain")))
+    assert any("'sky'" in f for f in fixed.failures), "the reference alone does not know heavy rain"
