@@ -289,11 +289,10 @@ def outage_record(need: pd.DataFrame) -> tuple[float, str]:
     if not v.notna().to_numpy().any():
         return 0.0, ""
     column = v.max().idxmax()
-    week = v[column].idxmax()
     rise = float(v[column].max())
     if rise <= 0:
         return 0.0, ""
-    return min(_round_up(rise, STEP["nulls"]), MAX_NULL_TOLERANCE), f"'{column[1]}' +{rise:.0%} points in week {week}"
+    return min(_round_up(rise, STEP["nulls"]), MAX_NULL_TOLERANCE), f"'{column[1]}' +{rise * 100:.0f} points in a week"
 
 
 def _fails(need: pd.DataFrame, rule: tuple[str, str], tolerance: float) -> str:

@@ -476,6 +476,9 @@ def _check_column_tolerances(v: ValidationConfig) -> None:
                 if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
                     raise ConfigError(f"params: 'validation.{key}.{column}.{family}' must be a number "
                                       f">= 0, got {tol!r}")
+    for column, values in v.categories.items():
+        if not isinstance(values, (list, tuple)):
+            raise ConfigError(f"params: 'validation.categories.{column}' must be a list of values, got {values!r}")
     if v.learn_weeks < 0:
         raise ConfigError(f"params: 'validation.learn_weeks' must be 0 (no learning) or more, got {v.learn_weeks}")
     if not 0 <= v.range_tolerance < 1:

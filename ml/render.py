@@ -63,6 +63,8 @@ def render_params(p: Profile, template: str) -> str:
             ("range_tolerance", RANGE_TOLERANCE, "share of rows that may pass a range's bound other than 0 (a "
              "reading past the record; a bound at 0 stays strict)"),
             ("category_tolerance", 0.02, "learned: <= 2% of rows outside the reference's categories"),
+            ("categories", {}, "values a category column may take besides its reference's: {column: [values]} "
+             "(each week's contract adds those of the accepted weeks)"),
             ("quantiles", [0.25, 0.5, 0.75], None),
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
             ("companions", True, "a week whose quantiles moved with the other columns (a linear prediction "

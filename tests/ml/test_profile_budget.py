@@ -226,7 +226,7 @@ def test_a_partial_outage_of_one_column_lets_every_column_go_as_dark():
     cal = B.calibrate(need_table({("nulls", "co"): co, ("nulls", "no2"): no2}), DEFAULTS)
     assert cal.null_tolerance == 0.13 and cal.column_tolerances == {}
     assert list(cal.alarms[cal.alarms].index) == [70]
-    assert any("null_tolerance 0.13" in n and "'co' +12% points in week 40" in n for n in cal.notes), cal.notes
+    assert any("null_tolerance 0.13" in n and "'co' +12 points in a week" in n for n in cal.notes), cal.notes
     assert B.calibrate(need_table({("nulls", "co"): quiet(100)}), DEFAULTS).null_tolerance == DEFAULTS.null_tolerance
 
 
