@@ -60,12 +60,11 @@ def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[
         table = np.zeros((len(ids), codes.max() + 2))
         np.add.at(table, (np.searchsorted(ids, w), codes + 1), 1)
         table = table[:, 1:]  # non-null rows per week and category
-        # known besides the reference: a person's values and any seen in an earlier week (ml.contract: the
-        # accepted weeks' values)
+        # known: a person's values and any seen in an earlier week, the reference's among them (ml.contract adds
+        # the accepted weeks' values to the reference's)
         declared = np.isin(np.asarray(values, dtype=object), list(cfg.categories.get(c, ())))
         before = np.vstack([np.zeros((1, table.shape[1])), np.cumsum(table, axis=0)[:-1]])
-        out[("categories", c)] = [_category_need(table[pos[k]], table[refs].sum(axis=0) + before[pos[k]] + declared)
-                                  for k, refs in judged]
+        out[("categories", c)] = [_category_need(table[pos[k]], before[pos[k]] + declared) for k, _ in judged]
     from threadpoolctl import threadpool_limits
 
     relations = _history_design(data, companion) if companion and cfg.companions else None
@@ -176,10 +175,10 @@ class Calibration:
     column_tolerances: dict  # {column: {family: tolerance}} where wider than the default
     null_exempt: list[str]
     quantile_exempt: list[str]
+    null_tolerance: float  # every null-share rule's tolerance: the default, or the feed's outage record
     alarms: pd.Series  # judged week -> whether the calibrated contract still rejects it
     default_alarms: pd.Series  # the same with every rule at its default tolerance
     notes: list[str] = field(default_factory=list)
-    null_tolerance: float = 0.05  # every null-share rule's tolerance: the default, or the feed's outage record
 
     @property
     def rate(self) -> float:
@@ -217,11 +216,11 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     ones the budget keeps rejected, unless the budget cannot hold them.
     """
     base = defaults_of(cfg)
-    tol = {r: base[r[0]] for r in need.columns}
-    default_alarms = alarms(need, tol).any(axis=1)
+    default_alarms = alarms(need, {r: base[r[0]] for r in need.columns}).any(axis=1)
     record, where = outage_record(need)
-    nulls = max(base["nulls"], record)
-    tol.update({r: nulls for r in need.columns if r[0] == "nulls"})
+    start = {**base, "nulls": max(base["nulls"], record)}  # every rule's tolerance before any widening
+    nulls = start["nulls"]
+    tol = {r: start[r[0]] for r in need.columns}
     allowed = math.floor(budget * len(need) + 1e-9)
     cost = need / pd.Series([base[r[0]] for r in need.columns], index=need.columns)
     # a quantile rule no width can satisfy (a step in a column of few values, IQR 0) is cleared by exempting it:
@@ -250,7 +249,7 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     widened: dict[str, dict[str, float]] = {}
     notes = []
     for (family, column), t in sorted(tol.items()):
-        if (family, column) in exempt or t <= (nulls if family == "nulls" else base[family]) or family == "rows":
+        if (family, column) in exempt or t <= start[family] or family == "rows":
             continue
         widened.setdefault(column, {})[family] = t
         notes.append(f"validation.column_tolerances '{column}' {family} {t:g} (default {base[family]:g}): "
@@ -274,7 +273,7 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     return Calibration(row_count_tolerance=rows, column_tolerances=widened,
                        null_exempt=sorted(c for f, c in exempt if f == "nulls"),
                        quantile_exempt=sorted(c for f, c in exempt if f == "quantiles"),
-                       alarms=after, default_alarms=default_alarms, notes=notes, null_tolerance=nulls)
+                       null_tolerance=nulls, alarms=after, default_alarms=default_alarms, notes=notes)
 
 
 def outage_record(need: pd.DataFrame) -> tuple[float, str]:
@@ -283,8 +282,6 @@ def outage_record(need: pd.DataFrame) -> tuple[float, str]:
     partly dark once in a feed can in any of its columns: at Beijing's stations NO2's first outage came a year
     after CO's and O3's. A week with no values at all is not a partial outage (the empty feed, never ordinary)."""
     cols = [r for r in need.columns if r[0] == "nulls"]
-    if not cols:
-        return 0.0, ""
     v = need[cols].where(np.isfinite(need[cols]))
     if not v.notna().to_numpy().any():
         return 0.0, ""

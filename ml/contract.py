@@ -91,7 +91,8 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     if vcfg.learn_weeks == 0 or history.empty:
         return Contract(validation=vcfg, notes=["value rules: nothing accepted to learn from; params alone"])
     start = week_bounds(as_of)[0]
-    known = _known_categories(history, value_rules(cfg, vcfg)["categories"], vcfg)
+    rules = value_rules(cfg, vcfg)
+    known = _known_categories(history, rules["categories"], vcfg)
     weeks = pd.Series(np.floor((history[cfg.time_column] - start) / WEEK).astype(int).to_numpy())
     sizes = weeks.value_counts()
     if (sizes > MAX_WEEK_ROWS).any():  # rank rows at random within their week, keep the first MAX_WEEK_ROWS
@@ -103,7 +104,6 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
     keep = weeks.isin(full).to_numpy()
     data, weeks = history[keep].reset_index(drop=True), weeks[keep].reset_index(drop=True)
     learned_from = sorted((as_of + timedelta(days=7 * int(k))).isoformat() for k in weeks.unique())
-    rules = value_rules(cfg, vcfg)
     relations = {"inputs": companion_inputs(cfg), "time_column": cfg.time_column, "timezone": cfg.timezone}
     need = replay_contract(data, weeks, rules, train_weeks, vcfg, target=cfg.target,
                            companion=relations) if len(data) else None
