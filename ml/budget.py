@@ -217,7 +217,7 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     """
     base = defaults_of(cfg)
     default_alarms = alarms(need, {r: base[r[0]] for r in need.columns}).any(axis=1)
-    record, where = outage_record(need)
+    record, where = outage_record(need, skip=cfg.null_exempt)
     start = {**base, "nulls": max(base["nulls"], record)}  # every rule's tolerance before any widening
     nulls = start["nulls"]
     tol = {r: start[r[0]] for r in need.columns}
@@ -276,12 +276,13 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
                        null_tolerance=nulls, alarms=after, default_alarms=default_alarms, notes=notes)
 
 
-def outage_record(need: pd.DataFrame) -> tuple[float, str]:
+def outage_record(need: pd.DataFrame, skip: tuple[str, ...] = ()) -> tuple[float, str]:
     """The feed's record of partial outages: the largest rise of any column's null share above its reference in
     the replayed weeks, rounded up, at most MAX_NULL_TOLERANCE, and where it was. A sensor or a source that went
     partly dark once in a feed can in any of its columns: at Beijing's stations NO2's first outage came a year
-    after CO's and O3's. A week with no values at all is not a partial outage (the empty feed, never ordinary)."""
-    cols = [r for r in need.columns if r[0] == "nulls"]
+    after CO's and O3's. A week with no values at all is not a partial outage (the empty feed, never ordinary);
+    columns in `skip` (`validation.null_exempt`: their nulls carry meaning, as "no gust") set no record."""
+    cols = [r for r in need.columns if r[0] == "nulls" and r[1] not in skip]
     v = need[cols].where(np.isfinite(need[cols]))
     if not v.notna().to_numpy().any():
         return 0.0, ""

@@ -228,6 +228,9 @@ def test_a_partial_outage_of_one_column_lets_every_column_go_as_dark():
     assert list(cal.alarms[cal.alarms].index) == [70]
     assert any("null_tolerance 0.13" in n and "'co' +12 points in a week" in n for n in cal.notes), cal.notes
     assert B.calibrate(need_table({("nulls", "co"): quiet(100)}), DEFAULTS).null_tolerance == DEFAULTS.null_tolerance
+    # a column whose nulls carry meaning (null_exempt: "no gust") sets no record for the others
+    gust = dataclasses.replace(DEFAULTS, null_exempt=("co",))
+    assert B.calibrate(need_table({("nulls", "co"): co, ("nulls", "no2"): quiet(100)}), gust).null_tolerance == 0.05
 
 
 def test_a_week_no_tolerance_lets_through_counts_against_the_budget():
