@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 # stack scenario on one, the rest beside it. TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+# ... each on one BLAS/OpenMP thread: two test processes on two cores, each spawning a thread per core, spend more
+# time waiting on each other's threads than computing (one weekly flow run beside another busy process: 29 s -> 20 s)
+TEST_ENV = OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 # No telemetry from any tool; a generous start-up budget for Prefect's temporary server.
 export DO_NOT_TRACK := true
@@ -56,12 +59,12 @@ browser:
 ## test: the whole suite: ml/, DVC on real data, flows (Prefect harness), e2e (servers + browser)
 test: setup browser
 	python -m ruff check .
-	python -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(TEST_ENV) python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## test-fast: everything but the e2e tier (no servers, no browser)
 test-fast: setup
 	python -m ruff check .
-	python -m pytest $(XDIST) -m "not e2e" $(PYTEST_ARGS)
+	$(TEST_ENV) python -m pytest $(XDIST) -m "not e2e" $(PYTEST_ARGS)
 
 ## up / down / status: the local stack (Prefect server + worker, MLflow server, deployments)
 up: setup

@@ -44,8 +44,11 @@ def fit(reference: pd.DataFrame, column: str, inputs: list[str], time_column: st
     z = np.c_[np.ones(len(x)), ((x[usable] - center) / scale).fillna(0.0).to_numpy()]
     rows = np.flatnonzero(known)
     rows = np.sort(np.random.default_rng(0).permutation(rows)[:ROWS])
-    coef, *_ = np.linalg.lstsq(z[rows], y[rows], rcond=None)
-    pred = z @ coef
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # a small solve: BLAS threads cost more than they save
+        coef, *_ = np.linalg.lstsq(z[rows], y[rows], rcond=None)
+        pred = z @ coef
     if not _skilled(y[known], pred[known]):
         return None  # the others barely predict it: nothing to excuse a move by
     lows, highs = _gap_envelope([(y[known], pred[known]), *((y[known & (weeks == w)], pred[known & (weeks == w)])

@@ -82,26 +82,37 @@ def relations(reference: pd.DataFrame, batch: pd.DataFrame, predicted: list[str]
     zr, zc = (((x[usable] - med) / sd).fillna(0.0) for x in (xr, xc))
     cut = len(zr) * 2 // 3
     out = {}
-    # a feature with few values in the reference (a flag, a weekday, the month) is a label more than a measure
-    for c in [c for c in predicted if c in usable and xr[c].nunique() >= MIN_VALUES]:
-        others = [k for k in usable if k != c]
-        fit, held, new = (xr[c].iloc[:cut].notna(), xr[c].iloc[cut:].notna(), xc[c].notna())
-        if fit.sum() < 50 or held.sum() < 20 or new.sum() < 20:
-            continue
-        a = np.c_[np.ones(int(fit.sum())), zr[others].iloc[:cut][fit.to_numpy()].to_numpy()]
-        coef, *_ = np.linalg.lstsq(a, xr[c].iloc[:cut][fit.to_numpy()].to_numpy(), rcond=None)
+    from threadpoolctl import threadpool_limits
 
-        y_held = xr[c].iloc[cut:][held.to_numpy()]
-        base = _abs_error(zr.iloc[cut:][held.to_numpy()][others], y_held, coef)
-        if base > (1 - MIN_SKILL) * float(np.mean(np.abs(y_held - xr[c].iloc[:cut].median()))):
-            continue  # the others barely predict it (rain, visibility): no relation to break
-        err = _abs_error(zc[new.to_numpy()][others], xc[c][new.to_numpy()], coef)
-        # the error is compared beyond a quarter of the feature's spread: a relation that holds exactly (an hour
-        # from the time) is no 0 / 0, and a one-hour move of a local hour against UTC time (a daylight-saving
-        # change of a source whose timezone is left at UTC) is not a doubling, where a shift of several hours is
-        scale = SCALE * float(sd[c])
-        out[c] = math.log((err + scale) / (base + scale))
+    # small solves: BLAS threads cost up to 10x more than they save beside another busy process (2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in [c for c in predicted if c in usable and xr[c].nunique() >= MIN_VALUES]:
+            v = _relation(c, usable, xr, xc, zr, zc, sd, cut)
+            if v is not None:
+                out[c] = v
     return out
+
+
+def _relation(c: str, usable: list[str], xr: pd.DataFrame, xc: pd.DataFrame, zr: pd.DataFrame, zc: pd.DataFrame,
+              sd: pd.Series, cut: int) -> float | None:
+    """`relations` for one feature `c`: the log error ratio, or None when it cannot be judged or has no relation."""
+    others = [k for k in usable if k != c]
+    fit, held, new = (xr[c].iloc[:cut].notna(), xr[c].iloc[cut:].notna(), xc[c].notna())
+    if fit.sum() < 50 or held.sum() < 20 or new.sum() < 20:
+        return None
+    a = np.c_[np.ones(int(fit.sum())), zr[others].iloc[:cut][fit.to_numpy()].to_numpy()]
+    coef, *_ = np.linalg.lstsq(a, xr[c].iloc[:cut][fit.to_numpy()].to_numpy(), rcond=None)
+
+    y_held = xr[c].iloc[cut:][held.to_numpy()]
+    base = _abs_error(zr.iloc[cut:][held.to_numpy()][others], y_held, coef)
+    if base > (1 - MIN_SKILL) * float(np.mean(np.abs(y_held - xr[c].iloc[:cut].median()))):
+        return None  # the others barely predict it (rain, visibility): no relation to break
+    err = _abs_error(zc[new.to_numpy()][others], xc[c][new.to_numpy()], coef)
+    # the error is compared beyond a quarter of the feature's spread: a relation that holds exactly (an hour
+    # from the time) is no 0 / 0, and a one-hour move of a local hour against UTC time (a daylight-saving
+    # change of a source whose timezone is left at UTC) is not a doubling, where a shift of several hours is
+    scale = SCALE * float(sd[c])
+    return math.log((err + scale) / (base + scale))
 
 
 def _abs_error(z: pd.DataFrame, y: pd.Series, coef: np.ndarray) -> float:
