@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import ValidationConfig
-from ml.validation import envelope_weeks, quantile_scale
+from ml.suite import envelope_weeks, quantile_scale
 
 FALSE_ALARM_RATE = 0.01  # the learned rules together may reject at most this share of the history's weeks
 MAX_QUANTILE_TOLERANCE = 5.0  # a quantile rule that would need a wider tolerance (in IQRs) is exempted instead
@@ -40,7 +40,7 @@ def replay_contract(data: pd.DataFrame, weeks: pd.Series, rules: dict[str, list[
     rule when its entry exceeds the rule's tolerance. NaN: the rule does not exist that week (e.g. no quantile
     rule for a column constant in its reference); inf: no tolerance lets the week pass (a column empty all week
     whose every reference week had values, a quantile of a week without values). The target's quantile rule is
-    its median only, as in `ml.validation`. With `companion` ({"inputs", "time_column", "timezone"}) and
+    its median only, as in `ml.suite`. With `companion` ({"inputs", "time_column", "timezone"}) and
     `cfg.companions`, a quantile rule's need is the smaller of its own and its companion's (`ml.companion`): a
     week whose column moved with the other columns passes the gate, so it asks no widening of the rule.
     """
@@ -106,7 +106,7 @@ def _row_need(n: int, ref: np.ndarray) -> float:
 
 def _null_need(nulls: int, size: int, ref_nulls: np.ndarray, ref_sizes: np.ndarray) -> float:
     """Null share <= reference share + tol; a week with no values fails whatever the tolerance when every
-    reference week had values (`ml.validation._null_share_rule`)."""
+    reference week had values (`ml.suite._null_share_rule`)."""
     ref_share = ref_nulls.sum() / ref_sizes.sum()
     if ref_share >= 1:
         return np.nan
@@ -123,7 +123,7 @@ def _category_need(week: np.ndarray, ref: np.ndarray) -> float:
 
 def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list, qs: list[float],
                     x: np.ndarray | None = None, floor: float = 0.0) -> list[float]:
-    """Each quantile within the reference weeks' envelope (`ml.validation._quantile_rule`) +- tol x IQR: the
+    """Each quantile within the reference weeks' envelope (`ml.suite._quantile_rule`) +- tol x IQR: the
     tol a week needs is its quantiles' largest distance outside the envelope, in reference IQRs; with `x` (the
     rows' relation inputs), the smaller of that and its companion's need where it exceeds `floor` (below it the
     rule passes the week anyway)."""
@@ -137,7 +137,7 @@ def _quantile_needs(v: np.ndarray, w: np.ndarray, ids: np.ndarray, judged: list,
     ends = np.searchsorted(w, ids, side="right")
     counts = ends - starts
     companion = ReplayFit(v, x[keep][order], starts, ends) if x is not None else None
-    # GX's pandas quantile uses "nearest" for the check, linear for the IQR, as ml.validation learns them
+    # GX's pandas quantile uses "nearest" for the check, linear for the IQR, as ml.suite learns them
     per_week = [np.quantile(v[s:e], qs, method="nearest") if e > s else None for s, e in zip(starts, ends, strict=True)]
     needs = []
     for k, refs in judged:

@@ -4,7 +4,7 @@ Structural rules stay as configured until a person changes them: the columns and
 required columns, unique ids, the row floor, the physical bounds in `validation.ranges` (a count >= 0), the
 exemptions, and tolerances pinned in `validation.pinned`. Value rules are learned for each week from the weeks
 before it that the gate accepted: their reference (the window's row counts, category sets, null shares and
-quantiles, the target's median: `ml.validation`) and, here, their tolerances and value ranges, calibrated on the
+quantiles, the target's median: `ml.suite`) and, here, their tolerances and value ranges, calibrated on the
 last `validation.learn_weeks` accepted weeks so that together they would have rejected at most
 `validation.false_alarm_rate` of them. A trend or a season thus moves the rules with the data, while a jump within
 one week (a unit change, a shifted target, an empty feed) still falls far outside what any accepted week needed.
@@ -23,7 +23,7 @@ import pandas as pd
 
 from ml.config import SourceConfig, ValidationConfig
 from ml.split import week_bounds
-from ml.validation import WEEK, companion_inputs, numeric_columns, tolerance
+from ml.suite import WEEK, companion_inputs, numeric_columns, tolerance
 
 MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
 STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
@@ -55,8 +55,8 @@ class Contract:
 
 
 def value_rules(cfg: SourceConfig, vcfg: ValidationConfig) -> dict[str, list[str]]:
-    """The columns of each learned rule family, as `ml.validation` builds them."""
-    from ml.validation import never_null_columns
+    """The columns of each learned rule family, as `ml.suite` builds them."""
+    from ml.suite import never_null_columns
 
     never_null = set(never_null_columns(cfg, vcfg))
     calendar = {f"cal_{c}" for c in cfg.calendar}

@@ -272,7 +272,7 @@ def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame
     import copy
 
     from ml.contract import hold_window, learn_contract
-    from ml.validation import build_suite
+    from ml.suite import build_suite
 
     contract = copy.deepcopy(learned) if learned is not None else learn_contract(
         params.source, params.validation, history, as_of, params.window.train_weeks)

@@ -10,7 +10,8 @@ import pytest
 
 from ml.config import SourceConfig, ValidationConfig
 from ml.split import week_bounds
-from ml.validation import build_suite, validate_batch
+from ml.suite import build_suite
+from ml.validation import validate_batch
 
 SOURCE = SourceConfig(kind="files", path="x", time_column="time", target="y", task="regression", unit_id="id",
                       numeric_features=("a", "b", "noise"), categorical_features=())

@@ -19,7 +19,8 @@ from ml.config import SourceConfig, ValidationConfig, parse_params
 from ml.contract import accepted_history, learn_contract
 from ml.sources import load_source
 from ml.split import slice_week, training_weeks, week_bounds
-from ml.validation import build_suite, validate_batch
+from ml.suite import build_suite
+from ml.validation import validate_batch
 from tests.conftest import BIKE_CSV
 
 WEEKS = [date(2012, 6, 4) + timedelta(days=7 * k) for k in range(0, 24, 3)]  # summer and autumn of year two

