@@ -118,6 +118,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
     cal, evi = Counter(), Counter()  # alarms per kind of week
     cal_col, evi_col = Counter(), Counter()  # the shifted column itself flagged
     res_flag, other_flag = Counter(), Counter()  # the model's errors flagged; any other column flagged
+    model_flag = Counter()  # the target, the predictions or the model's errors flagged (features alone: not)
     tried, false_cols, null_sizes, shifted_cols, res_sizes = Counter(), Counter(), [], Counter(), []
     for w in weeks:
         start, end = week_bounds(w)
@@ -165,6 +166,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
             tried[kind] += 1
             cal[kind] += summary["alarm"]
             res_flag[kind] += summary[RESIDUAL]["drifted"]
+            model_flag[kind] += any(summary[r]["drifted"] for r in ("target", "prediction", RESIDUAL))
             other_flag[kind] += bool(summary["n_drifted"]) or summary["target"]["drifted"] \
                 or summary["prediction"]["drifted"]
             evi[kind] += any(e["drifted"] for e in ev.values())
@@ -182,6 +184,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
             "residual_null_weeks": [min(res_sizes), int(np.median(res_sizes)), max(res_sizes)] if res_sizes else None,
             "rates": {k: {"n": tried[k], "calibrated": cal[k] / tried[k], "evidently": evi[k] / tried[k],
                           "residual": res_flag[k] / tried[k], "without_residual": other_flag[k] / tried[k],
+                          "model": model_flag[k] / tried[k],
                           **({"calibrated_on_column": cal_col[k] / tried[k],
                               "evidently_on_column": evi_col[k] / tried[k]} if k != "normal" else {})}
                       for k in ("normal", *SHIFTS) if tried[k]},
@@ -216,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(f"\n{name}: {r['weeks']} weeks, null from {r['null_weeks']} past weeks, the model's errors from "
               f"{r['residual_null_weeks']} out-of-sample weeks (min, median, max), {r['seconds']} s")
-        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'Evidently':>10} {'target':>7} {'errors':>7} {'others':>7}"
+        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'Evidently':>10} {'target':>7} {'errors':>7} "
+              f"{'others':>7} {'model':>7}"
               "   on the shifted column (calibrated / Evidently)")
         for kind in ("normal", *SHIFTS):
             x = r["rates"].get(kind)
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             col = (f"   {x['calibrated_on_column']:6.1%} / {x['evidently_on_column']:6.1%}" if kind != "normal"
                    else "")
             print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['evidently']:>10.1%} {TARGETS[kind]:>7} "
-                  f"{x['residual']:>7.1%} {x['without_residual']:>7.1%}{col}")
+                  f"{x['residual']:>7.1%} {x['without_residual']:>7.1%} {x['model']:>7.1%}{col}")
         print(f"  columns behind calibrated false alarms: {r['false_alarm_columns'] or '-'}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                               indent=1))
     print(f"\nalarm = any calibrated flag over features + target + predictions + the model's errors (family-wise "
           f"alpha {args.alpha:g}); errors = the model's errors flagged; others = any other column flagged; "
-          f"Evidently = any default per-column flag; figures in {out}")
+          f"model = the target, the predictions or the model's errors flagged; Evidently = any default per-column "
+          f"flag; figures in {out}")
     return 0
 
 
