@@ -160,10 +160,11 @@ class World:
         key = (self._sig(i), w)
         if key not in self._pred:
             f = self.week(w)
-            from tasks.drift import PREDICTION, _point
+            from ml.drift import PREDICTION, point_prediction
 
             with threadpool_limits(self.params.train.threads or None):
-                self._pred[key] = f.assign(**{PREDICTION: _point(self.model(i), f, self.s.task)}) if len(f) else f
+                self._pred[key] = (f.assign(**{PREDICTION: point_prediction(self.model(i), f, self.s.task)})
+                                   if len(f) else f)
         return self._pred[key]
 
     def blocks(self, j: int) -> np.ndarray:
@@ -390,8 +391,8 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
     """The weekly flow's calibrated drift summary for week t (tasks/drift.py: the same null, statistic and
     bound): features, target and the candidate's predictions, against the landed history before the week."""
     from ml.calibration import alarm_summary, learn_null, weeks_of
+    from ml.drift import PREDICTION, column_kinds, point_prediction, residuals
     from ml.split import week_bounds
-    from tasks.drift import PREDICTION, _point, column_kinds, residuals
 
     p, s = world.params, world.s
     kinds = column_kinds(p, prediction=True)
@@ -407,7 +408,7 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
     weeks = weeks_of(history[s.time_column], week_bounds(as_of)[0])
     null = learn_null(history, weeks, kinds, window=n, alpha=p.drift.alarm_rate, max_weeks=p.drift.history_weeks,
                       residuals=errors)
-    current = world.frames[t].assign(**{PREDICTION: _point(model, world.frames[t], s.task)})
+    current = world.frames[t].assign(**{PREDICTION: point_prediction(model, world.frames[t], s.task)})
     features = [*s.numeric_features, *s.categorical_features]
     return alarm_summary(null, current, features, target=s.target, prediction=PREDICTION,
                          residuals=residuals(model, current, s.target, s.task))

@@ -17,8 +17,6 @@ from flows.cli import experiment_main
 from flows.weekly_retrain import PROJECT
 from tasks.retry import retry_if_transient
 
-ICON = {"promote": "✅ promote", "rollback": "↩️ roll back", "continue": "⏳ continue", "invalid": "⚠️ invalid"}
-
 
 def _run_name() -> str:
     return f"ab-{flow_run.parameters.get('experiment_id') or 'running'}"
@@ -41,40 +39,6 @@ def load_experiment(project: str, experiment_id: str | None) -> tuple:
             f"no running experiment (A/B test or canary rollout) for model '{params.registry.model_name}'"
         raise LookupError(f"{what} in {log.url}")
     return params, exp
-
-
-@task(name="publish the analysis (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
-def publish(project: str, params, experiment: dict, traffic: dict, decision: dict, outcome: dict) -> str:
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from tasks.ab import log_to_mlflow
-
-    run_id = log_to_mlflow(Path(project), params, experiment, traffic, decision, outcome)
-    ev = decision["evidence"]
-    lift = ev.get("lift")
-    key = f"ab-{experiment['id']}".lower().replace(".", "-")
-    moved = ("@champion → v" + outcome["champion"] if decision["action"] == "promote" else
-             "@challenger removed, @champion stays v" + str(outcome["champion"]) if decision["action"] == "rollback"
-             else "nothing moved")
-    lines = [f"# A/B {experiment['id']}: {ICON.get(decision['action'], decision['action'])}", "",
-             f"**{decision['summary']}**", "", f"Aliases: {moved}", "", "## Evidence",
-             *[f"- {r}" for r in decision["reasons"]], "",
-             f"Challenger v{experiment['challenger_version']} vs champion v{experiment['champion_version']} on "
-             f"{experiment['share']:.0%} of units since {experiment['started_at']:%Y-%m-%d %H:%M} UTC (planned end "
-             f"{experiment['planned_end']:%Y-%m-%d}); MLflow run `{run_id}` in experiment '{params.ab.experiment}'"]
-    create_markdown_artifact(key=key, markdown="\n".join(lines), description=f"A/B analysis of {experiment['id']}")
-    rows = [{"variant": v, "units": traffic["assigned"][i], "with outcome": len(traffic[v]),
-             experiment["metric"]: round(float(traffic[v].mean()), 4) if len(traffic[v]) else None}
-            for i, v in enumerate(("champion", "challenger"))]
-    if lift:
-        rows.append({"variant": "lift (challenger/champion − 1)", "units": None, "with outcome": None,
-                     experiment["metric"]: f"{lift['lift']:+.2%} [{lift['ci_low']:+.2%}, {lift['ci_high']:+.2%}] "
-                                           f"p={lift['p_value']:.3g}"})
-    rows.append({"variant": "SRM p-value", "units": None, "with outcome": None,
-                 experiment["metric"]: f"{ev['srm']['assigned_p']:.3g}"})
-    create_table_artifact(key=f"{key}-counts", table=rows, description="Units, outcomes and loss per variant")
-    return run_id
 
 
 @flow(name="ab-analysis", flow_run_name=_run_name, log_prints=True, persist_result=False)
@@ -103,7 +67,7 @@ def ab_analysis(experiment_id: str | None = None, act: bool = True, reschedule: 
     decision = ab.analyse(params, exp, traffic)
     outcome = ab.act(project, params, exp, decision) if act else {"action": decision["action"], "moved": False,
                                                                    "champion": exp["champion_version"]}
-    run_id = publish(project, params, exp, traffic, decision, outcome)
+    run_id = ab.publish(project, params, exp, traffic, decision, outcome)
     next_run = None
     if decision["action"] == "continue" and reschedule:
         when = min(datetime.now(UTC) + timedelta(days=params.ab.recheck_days), exp["max_end"])

@@ -11,46 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.ab_analysis import load_experiment
 from flows.cli import experiment_main
 from flows.weekly_retrain import PROJECT
-from tasks.retry import retry_if_transient
-
-ICON = {"advance": "⏩ advance", "hold": "⏳ hold", "complete": "✅ complete", "rollback": "↩️ roll back",
-        "ended": "⏹ ended"}
 
 
 def _run_name() -> str:
     return f"canary-{flow_run.parameters.get('experiment_id') or 'running'}"
-
-
-@task(name="publish the look (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
-def publish(project: str, params, experiment: dict, traffic: dict, decision: dict, outcome: dict) -> str:
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from tasks.canary import log_to_mlflow
-
-    run_id = log_to_mlflow(Path(project), params, experiment, traffic, decision, outcome)
-    steps = experiment["plan"]["steps"]
-    key = f"canary-{experiment['id']}".lower().replace(".", "-")
-    ramp = " → ".join(f"**{s:.0%}**" if i == experiment["step"] else f"{s:.0%}" for i, s in enumerate(steps))
-    lines = [f"# Canary {experiment['id']}: {ICON.get(decision['action'], decision['action'])}", "",
-             f"**{decision['summary']}**", "", f"Ramp: {ramp}; now {outcome['share']:.0%} of units on "
-             f"v{experiment['challenger_version']}, @champion v{outcome['champion']}", "", "## Guardrails",
-             *[f"- {r}" for r in decision["reasons"]], "",
-             f"v{experiment['challenger_version']} over v{experiment['champion_version']} since "
-             f"{experiment['started_at']:%Y-%m-%d %H:%M} UTC; MLflow run `{run_id}` in experiment "
-             f"'{params.ab.experiment}'"]
-    create_markdown_artifact(key=key, markdown="\n".join(lines), description=f"Canary rollout {experiment['id']}")
-    create_table_artifact(key=f"{key}-guardrails", table=[
-        {"guardrail": g["name"], "state": "ok" if g["ok"] else "FAILED" if g["ok"] is False else "waiting for data",
-         "detail": g["detail"]} for g in decision["guardrails"]], description="Guardrails at this look")
-    return run_id
 
 
 @flow(name="canary", flow_run_name=_run_name, log_prints=True, persist_result=False)
@@ -80,7 +50,7 @@ def canary(experiment_id: str | None = None, act: bool = True, reschedule: bool 
     decision = steps.look(params, exp, traffic)
     outcome = steps.act(project, params, exp, decision) if act else {
         "action": decision["action"], "moved": False, "champion": exp["champion_version"], "share": exp["share"]}
-    run_id = publish(project, params, exp, traffic, decision, outcome)
+    run_id = steps.publish(project, params, exp, traffic, decision, outcome)
     next_run = None
     if decision["action"] in ("advance", "hold") and reschedule:
         when = datetime.now(UTC) + timedelta(minutes=params.canary.recheck_minutes)

@@ -10,12 +10,15 @@ detectable effect.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
+from ml.metrics import row_loss
 from ml.names import CHALLENGER, CHAMPION
 
 PROMOTE, ROLLBACK, CONTINUE, INVALID = "promote", "rollback", "continue", "invalid"
@@ -296,3 +299,24 @@ def _verdict(lift, planned_reached: bool, now: datetime, planned_end: datetime, 
         return (CONTINUE, f"planned end passed with too few units: extended, at the latest until {max_end:%Y-%m-%d}",
                 f"continue ({progress})")
     return CONTINUE, "", f"continue ({progress})"
+
+
+def unit_losses(traffic, task: str) -> dict[str, Any]:
+    """Per-unit loss by assigned variant: the first prediction each unit was served, against its outcome."""
+    first = traffic.drop_duplicates("unit_id", keep="first")
+    assigned = first["variant"].value_counts()
+    done = first[first["outcome"].notna()]
+    outcome = done["outcome"].map(json.loads)
+    if done.empty:  # no outcome yet: nothing to score (the analysis continues)
+        loss = np.empty(0)
+    elif task == "regression":  # the same per-row loss the offline comparison uses
+        loss = row_loss(task, outcome.to_numpy(dtype="float64"), done["prediction"].to_numpy(dtype="float64"))
+    else:  # log loss of the observed class under the probabilities served
+        probs = [json.loads(o) for o in done["output"]]
+        classes = np.array(sorted({c for p in probs for c in p}))
+        proba = np.array([[p.get(c, 0.0) for c in classes] for p in probs])
+        loss = row_loss(task, outcome.astype(str).to_numpy(), proba, classes)
+    variant = done["variant"].to_numpy()
+    return {CHAMPION: loss[variant == CHAMPION], CHALLENGER: loss[variant == CHALLENGER],
+            "assigned": (int(assigned.get(CHAMPION, 0)), int(assigned.get(CHALLENGER, 0))),
+            "units": int(len(first)), "with_outcome": int(len(done))}

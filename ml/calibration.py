@@ -413,3 +413,13 @@ def describe_alarm(summary: dict) -> str:
     head = "drift alarm" if summary["alarm"] else "no drift alarm"
     return (f"{head}: {'; '.join(parts)} (calibrated on {cal['null_weeks']} past weeks, family-wise alpha "
             f"{cal['alpha']:g})")
+
+
+def retrain_rule(summary: dict, retrain_share: float | None) -> tuple[bool, str]:
+    """The drift monitor's rule on an `alarm_summary`: retrain or not, and the rule in words. `retrain_share`
+    (drift.retrain_share) None: on any calibrated alarm; a share: when the target or at least that share of the
+    features drifted."""
+    if retrain_share is None:
+        return bool(summary["alarm"]), "any calibrated alarm"
+    should = summary["target"]["drifted"] or summary["share_drifted"] >= retrain_share
+    return bool(should), f"target drifted or >= {retrain_share:.0%} of features drifted (calibrated)"

@@ -17,10 +17,12 @@ A step with too little data to evaluate a guardrail is held, never passed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 
 import numpy as np
 
-from ml.ab import sequential_lift, srm_check
+from ml.ab import sequential_lift, srm_check, unit_losses
+from ml.names import CHALLENGER, CHAMPION
 
 ADVANCE, HOLD, ROLLBACK, COMPLETE = "advance", "hold", "rollback", "complete"
 
@@ -150,3 +152,21 @@ def decide_step(*, steps: list[float], step: int, held_hours: float, hold_hours:
                             step, share, 1.0, guardrails, lines, ev)
     return StepDecision(ADVANCE, f"advance: {where} passed every guardrail; next {nxt:.0%} of units", step, share,
                         nxt, guardrails, lines, ev)
+
+
+def summarise(traffic, task_kind: str, experiment: dict) -> dict:
+    """The figures the guardrails need: per-unit losses of all steps, and the current step's units and latencies."""
+    losses = unit_losses(traffic, task_kind)
+    since = experiment["step_started_at"].astimezone(UTC).replace(tzinfo=None)
+    first = traffic.drop_duplicates("unit_id", keep="first")
+    step_first = first[first["created_at"] >= since]
+    new_units = step_first["variant"] == CHALLENGER
+    in_step = traffic[traffic["created_at"] >= since]
+    timed = in_step[in_step["latency_ms"].notna() & ~in_step["fallback"].astype(bool)]
+    challenger = traffic[traffic["variant"] == CHALLENGER]
+    return {CHAMPION: losses[CHAMPION], CHALLENGER: losses[CHALLENGER],
+            "step_units": (int((~new_units).sum()), int(new_units.sum())),
+            "step_outcomes": int((new_units & step_first["outcome"].notna()).sum()),
+            "latency": {CHAMPION: timed.loc[timed["variant"] == CHAMPION, "latency_ms"].to_numpy(float),
+                        CHALLENGER: timed.loc[timed["variant"] == CHALLENGER, "latency_ms"].to_numpy(float)},
+            "requests": int(len(challenger)), "fallbacks": int(challenger["fallback"].astype(bool).sum())}

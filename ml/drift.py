@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml.metrics import predict, row_loss
+
 SMALL_REFERENCE_ROWS = 1000  # Evidently: p-value tests up to this many cleaned reference rows, distances above
 MAX_DISCRETE_VALUES = 5  # numerical columns with at most this many values are tested like categorical ones
 
+PREDICTION = "prediction"  # the column the model's point predictions are tested under
 THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 LABELS = {  # Evidently's StatTest.display_name, which it reports as the metric's `method`
     "ks": "K-S p_value",
@@ -256,3 +259,37 @@ def _sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
         return frame
     picked = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False))
     return frame.iloc[picked]
+
+
+def residuals(model, frame: pd.DataFrame, target: str, task: str) -> np.ndarray:
+    """The model's error on each row: y - prediction (regression), log loss of the true class (classification);
+    NaN where the outcome is missing."""
+    y = frame[target]
+    known = y.notna().to_numpy()
+    out = np.full(len(frame), np.nan)
+    if known.any():
+        rows = frame[known]
+        pred = predict(model, rows, task)
+        if task == "regression":
+            out[known] = pd.to_numeric(rows[target], errors="coerce").to_numpy(dtype=float) - pred
+        else:
+            out[known] = row_loss(task, rows[target].to_numpy(), pred, getattr(model, "classes_", None))
+    return out
+
+
+def point_prediction(model, frame: pd.DataFrame, task: str) -> np.ndarray:
+    """The model's point prediction of each row: the value (regression), the top class's probability."""
+    pred = predict(model, frame, task)
+    return pred if task == "regression" else pred.max(axis=1)
+
+
+def column_kinds(params, *, target: bool = True, prediction: bool = False) -> dict[str, str]:
+    """Columns tested together (features, then target and predictions) and how each is compared (`params`: the
+    project's Params)."""
+    s = params.source
+    kinds = {c: "numerical" for c in s.numeric_features} | {c: "categorical" for c in s.categorical_features}
+    if target:
+        kinds[s.target] = "numerical" if s.task == "regression" else "categorical"
+    if prediction:
+        kinds[PREDICTION] = "numerical"
+    return kinds

@@ -88,3 +88,38 @@ def previous_check(champion_loss: np.ndarray, previous_loss: np.ndarray, *, alph
     return RollbackCheck(units=int(a.size), champion_loss=lift.champion_mean, previous_loss=lift.challenger_mean,
                          change=lift.lift, ci_low=lift.ci_low, ci_high=lift.ci_high, better=lift.ci_high < 0,
                          alpha=alpha)
+
+
+def daily_losses(created_at, losses: np.ndarray) -> list[dict]:
+    """Per day (UTC date of the prediction): how many outcomes and their mean loss. `created_at`: the prediction
+    time of each scored unit, in the order of `losses`."""
+    import pandas as pd
+
+    if not len(losses):
+        return []
+    days = pd.DataFrame({"day": pd.to_datetime(pd.Series(created_at)).dt.date.astype(str).to_numpy(),
+                         "loss": losses}).groupby("day")["loss"].agg(["count", "mean"]).reset_index()
+    return [{"day": r.day, "outcomes": int(r["count"]), "loss": float(r["mean"])} for _, r in days.iterrows()]
+
+
+def live_reason(check: LiveCheck, version: str, metric: str, missing: int, due: int, label_delay_hours: float) -> str:
+    """The live monitor's verdict in one sentence, with its numbers."""
+    verdict = "DEGRADED" if check.degraded else "within its promise"
+    return (f"champion v{version}: live {metric} {check.live_loss:.3g} on {check.outcomes:,} outcomes vs "
+            f"{check.promised_loss:.3g} promised by its holdout ({check.ratio:.2f}x, always-valid interval "
+            f"{check.ratio_low:.2f}-{check.ratio_high:.2f}x; tolerance {check.tolerance:.0%}, p "
+            f"{check.p_value:.3g}): {verdict}; {missing} of {due} predictions older than {label_delay_hours:g} h "
+            f"still lack an outcome")
+
+
+def model_losses(model, frame, outcome, task: str) -> np.ndarray:
+    """Per-row loss of `model` on `frame` against the logged outcomes (regression: numbers; classification:
+    labels compared as text, as the served probabilities are logged)."""
+    from ml.metrics import row_loss
+
+    if task == "regression":
+        return row_loss(task, np.asarray(outcome, dtype="float64"), model.predict(frame))
+    # row_loss needs the classes in sorted order (text order differs from numeric order: 10 sorts before 2)
+    classes = np.asarray(model.classes_).astype(str)
+    order = np.argsort(classes)
+    return row_loss(task, np.asarray(outcome).astype(str), model.predict_proba(frame)[:, order], classes[order])

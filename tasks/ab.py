@@ -5,18 +5,27 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ml.ab import CHALLENGER, CHAMPION, CONTINUE, INVALID, PROMOTE, ROLLBACK, decide_ab, loss_cv, plan_units
+from ml.ab import (
+    CHALLENGER,
+    CHAMPION,
+    CONTINUE,
+    INVALID,
+    PROMOTE,
+    ROLLBACK,
+    decide_ab,
+    loss_cv,
+    plan_units,
+    unit_losses,
+)
 from ml.config import Params
-from ml.metrics import row_loss
 from ml.names import ANALYSIS_DEPLOYMENT
 from serving.ablog import ABLog, store_url
-from tasks import alerts, lineage
+from tasks import alerts, lineage, ui
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
 from tasks.registry import alias_version, promote_challenger, retire_challenger
@@ -99,27 +108,6 @@ def end_experiments_on_promotion(project: Path, params: Params, promoted: str) -
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-def unit_losses(traffic, task: str) -> dict[str, Any]:
-    """Per-unit loss by assigned variant: the first prediction each unit was served, against its outcome."""
-    first = traffic.drop_duplicates("unit_id", keep="first")
-    assigned = first["variant"].value_counts()
-    done = first[first["outcome"].notna()]
-    outcome = done["outcome"].map(json.loads)
-    if done.empty:  # no outcome yet: nothing to score (the analysis continues)
-        loss = np.empty(0)
-    elif task == "regression":  # the same per-row loss the offline comparison uses
-        loss = row_loss(task, outcome.to_numpy(dtype="float64"), done["prediction"].to_numpy(dtype="float64"))
-    else:  # log loss of the observed class under the probabilities served
-        probs = [json.loads(o) for o in done["output"]]
-        classes = np.array(sorted({c for p in probs for c in p}))
-        proba = np.array([[p.get(c, 0.0) for c in classes] for p in probs])
-        loss = row_loss(task, outcome.astype(str).to_numpy(), proba, classes)
-    variant = done["variant"].to_numpy()
-    return {CHAMPION: loss[variant == CHAMPION], CHALLENGER: loss[variant == CHALLENGER],
-            "assigned": (int(assigned.get(CHAMPION, 0)), int(assigned.get(CHALLENGER, 0))),
-            "units": int(len(first)), "with_outcome": int(len(done))}
-
-
 @task(name="read the experiment's traffic (predictions + outcomes)", retries=2, retry_delay_seconds=[2, 10],
       retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def collect(project: str, params: Params, experiment: dict) -> dict:
@@ -246,3 +234,12 @@ def finish_look(client, rid: str, metrics: dict, lift: dict, record: dict, artif
     client.log_text(rid, json.dumps(record, indent=2, default=str), artifact)
     client.set_terminated(rid)
     return rid
+
+
+@task(name="publish the analysis (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+def publish(project: str, params: Params, experiment: dict, traffic: dict, decision: dict, outcome: dict) -> str:
+    """The analysis logged to MLflow and shown in the Prefect UI; the MLflow run id."""
+    run_id = log_to_mlflow(Path(project), params, experiment, traffic, decision, outcome)
+    ui.publish_ab(run_id, params, experiment, traffic, decision, outcome)
+    return run_id

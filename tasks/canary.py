@@ -22,12 +22,13 @@ from ml.canary import (
     latency_guardrail,
     loss_guardrail,
     split_guardrail,
+    summarise,
 )
 from ml.config import Params
 from ml.names import CANARY_DEPLOYMENT
 from serving.ablog import utcnow
-from tasks import alerts, lineage
-from tasks.ab import finish_look, open_log, register, schedule, unit_losses
+from tasks import alerts, lineage, ui
+from tasks.ab import finish_look, open_log, register, schedule
 from tasks.registry import CHALLENGER as CHALLENGER_ALIAS
 from tasks.registry import CHAMPION as CHAMPION_ALIAS
 from tasks.registry import alias_version, promote_challenger, retire_challenger
@@ -74,24 +75,6 @@ def collect(project: str, params: Params, experiment: dict) -> dict:
         f"traffic: {len(traffic):,} predictions; this step {out['step_units'][1]:,} new / {out['step_units'][0]:,} "
         f"old units, {out['step_outcomes']:,} new with outcomes; {out['fallbacks']:,} new-model failures")
     return out
-
-
-def summarise(traffic, task_kind: str, experiment: dict) -> dict:
-    """The figures the guardrails need: per-unit losses of all steps, and the current step's units and latencies."""
-    losses = unit_losses(traffic, task_kind)
-    since = experiment["step_started_at"].astimezone(UTC).replace(tzinfo=None)
-    first = traffic.drop_duplicates("unit_id", keep="first")
-    step_first = first[first["created_at"] >= since]
-    new_units = step_first["variant"] == CHALLENGER
-    in_step = traffic[traffic["created_at"] >= since]
-    timed = in_step[in_step["latency_ms"].notna() & ~in_step["fallback"].astype(bool)]
-    challenger = traffic[traffic["variant"] == CHALLENGER]
-    return {CHAMPION: losses[CHAMPION], CHALLENGER: losses[CHALLENGER],
-            "step_units": (int((~new_units).sum()), int(new_units.sum())),
-            "step_outcomes": int((new_units & step_first["outcome"].notna()).sum()),
-            "latency": {CHAMPION: timed.loc[timed["variant"] == CHAMPION, "latency_ms"].to_numpy(float),
-                        CHALLENGER: timed.loc[timed["variant"] == CHALLENGER, "latency_ms"].to_numpy(float)},
-            "requests": int(len(challenger)), "fallbacks": int(challenger["fallback"].astype(bool).sum())}
 
 
 @task(name="check the guardrails", cache_policy=NO_CACHE)
@@ -191,3 +174,11 @@ def log_to_mlflow(project: Path, params: Params, experiment: dict, traffic: dict
     return finish_look(client, rid, metrics, decision["evidence"].get("lift") or {},
                        {"experiment": experiment, "decision": decision, "outcome": outcome}, "canary.json")
 
+
+@task(name="publish the look (MLflow, Prefect UI)", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+def publish(project: str, params: Params, experiment: dict, traffic: dict, decision: dict, outcome: dict) -> str:
+    """The look logged to MLflow and shown in the Prefect UI; the MLflow run id."""
+    run_id = log_to_mlflow(Path(project), params, experiment, traffic, decision, outcome)
+    ui.publish_canary(run_id, params, experiment, traffic, decision, outcome)
+    return run_id

@@ -13,12 +13,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ml.config import Params
-from ml.metrics import predict, row_loss
+from ml.drift import PREDICTION, column_kinds, point_prediction, residuals
 from stages.common import write_json
 from tasks import lineage
 from tasks.context import WeekRun
-
-PREDICTION = "prediction"
 
 
 def landed_weeks(params: Params, raw_dir: Path, weeks: list[date]) -> pd.DataFrame | None:
@@ -28,17 +26,6 @@ def landed_weeks(params: Params, raw_dir: Path, weeks: list[date]) -> pd.DataFra
 
     have = [w for w in weeks if batch_path(raw_dir, w).exists()]
     return read_batches(params, raw_dir, have) if have else None
-
-
-def column_kinds(params: Params, *, target: bool = True, prediction: bool = False) -> dict[str, str]:
-    """Columns tested together (features, then target and predictions) and how each is compared."""
-    s = params.source
-    kinds = {c: "numerical" for c in s.numeric_features} | {c: "categorical" for c in s.categorical_features}
-    if target:
-        kinds[s.target] = "numerical" if s.task == "regression" else "categorical"
-    if prediction:
-        kinds[PREDICTION] = "numerical"
-    return kinds
 
 
 def history_weeks(params: Params, as_of: date, gap: int = 0) -> list[date]:
@@ -61,22 +48,6 @@ def weekly_null(params: Params, history: pd.DataFrame, as_of: date, kinds: dict[
                       alpha=params.drift.alarm_rate, max_weeks=params.drift.history_weeks, residuals=residuals)
 
 
-def residuals(model, frame: pd.DataFrame, target: str, task: str) -> np.ndarray:
-    """The model's error on each row: y - prediction (regression), log loss of the true class (classification);
-    NaN where the outcome is missing."""
-    y = frame[target]
-    known = y.notna().to_numpy()
-    out = np.full(len(frame), np.nan)
-    if known.any():
-        rows = frame[known]
-        pred = predict(model, rows, task)
-        if task == "regression":
-            out[known] = pd.to_numeric(rows[target], errors="coerce").to_numpy(dtype=float) - pred
-        else:
-            out[known] = row_loss(task, rows[target].to_numpy(), pred, getattr(model, "classes_", None))
-    return out
-
-
 @task(name="drift report (Evidently + calibrated alarms)", cache_policy=NO_CACHE)
 def drift_report(ctx: WeekRun) -> dict:
     """Training window vs new batch: features, target and predictions; HTML for people, calibrated summary for
@@ -90,8 +61,8 @@ def drift_report(ctx: WeekRun) -> dict:
     reference = pd.read_parquet(ctx.path("data", "prepared", "train.parquet"))
     current = pd.read_parquet(ctx.path("data", "prepared", "holdout.parquet"))
     model = joblib.load(ctx.path("data", "model", "model.pkl"))
-    reference[PREDICTION] = _point(model, reference, s.task)
-    current[PREDICTION] = _point(model, current, s.task)
+    reference[PREDICTION] = point_prediction(model, reference, s.task)
+    current[PREDICTION] = point_prediction(model, current, s.task)
     kinds = column_kinds(p, prediction=True)
     window_weeks = window(ctx.path("data", "raw"), ctx.as_of, p.window.train_weeks)
     with lineage.step_run(ctx, "drift"):
@@ -102,7 +73,7 @@ def drift_report(ctx: WeekRun) -> dict:
         older = landed_weeks(p, ctx.path("data", "raw"), earlier)
         if older is not None:
             older = older[older[s.target].notna()].reset_index(drop=True)
-            older[PREDICTION] = _point(model, older, s.task)
+            older[PREDICTION] = point_prediction(model, older, s.task)
         history = reference if older is None else pd.concat([older, reference], ignore_index=True)
         # the model's errors: out of sample on the older weeks only (it was trained on the window)
         errors = np.concatenate([residuals(model, older, s.target, s.task) if older is not None else [],
@@ -135,8 +106,3 @@ def drift_report(ctx: WeekRun) -> dict:
         log.info(f"drift: {describe_alarm(summary)}; Evidently's default thresholds would flag "
                  f"{summary['evidently']['n_drifted']} of {summary['evidently']['n_columns']} features")
     return summary
-
-
-def _point(model, frame: pd.DataFrame, task: str) -> np.ndarray:
-    pred = predict(model, frame, task)
-    return pred if task == "regression" else pred.max(axis=1)

@@ -228,8 +228,8 @@ def test_a_classifier_is_served_with_probabilities_and_its_log_loss_is_what_skle
     from sklearn.metrics import log_loss
 
     from ml.ab import CHAMPION as CHAMP
+    from ml.ab import unit_losses
     from stages.common import load_params
-    from tasks.ab import unit_losses
 
     project = serving_project(tmp_path / "project")
     params = load_params(project / "params.yaml")
