@@ -75,14 +75,18 @@ def window(raw_dir: str | Path, as_of: date, n: int) -> list[date]:
 
 
 def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
-    """Weeks with a batch in quarantine (`<as_of>-<time>` folders): never landed later from the source."""
+    """Weeks with a batch in quarantine (`<as_of>-<time>` folders): never landed later from the source. A week a
+    person accepted (`accepted.json` in one of its folders: `python -m cli.accept`) is not among them."""
     out: dict[str, Path] = {}
+    accepted: set[str] = set()
     if quarantine_dir.is_dir():
         for d in sorted(quarantine_dir.iterdir()):
             week = d.name[:10]
             if d.is_dir() and is_date(week):
                 out.setdefault(week, d)
-    return out
+                if (d / "accepted.json").exists():
+                    accepted.add(week)
+    return {w: d for w, d in out.items() if w not in accepted}
 
 
 def quarantine_frame(quarantine_dir: Path, as_of: date, batch: pd.DataFrame | None, reasons: list[str],
@@ -118,8 +122,8 @@ def held_path(raw_dir: str | Path, as_of: date) -> Path:
 
 def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict) -> Path:
     """Move a landed week out of the raw store to data/held/ (with its checks as JSON): it passed the contract but
-    is kept out of every training window, and the manifest says why. Nothing is deleted; moving the file back and
-    removing its manifest entry accepts the week."""
+    is kept out of every training window, and the manifest says why. Nothing is deleted; `python -m cli.accept <week>`
+    accepts the week."""
     dest = held_path(raw_dir, as_of)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_json(dest.with_suffix(".json"), record)

@@ -181,7 +181,8 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
                       f"expectations; batch quarantined in {where}")
             raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: "
                                 f"{report.n_failed} of {report.n_expectations} expectations failed "
-                                f"({len(report.failures)} problem(s)):\n{reasons}")
+                                f"({len(report.failures)} problem(s)):\n{reasons}\nan ordinary week after all? "
+                                f"`python -m cli.accept {ctx.as_of}` lands it, and the contract learns from it")
         land(ctx, Path(staged))
         moved = f" ({len(report.excused)} moved with the other columns: {'; '.join(report.excused)})" \
             if report.excused else ""

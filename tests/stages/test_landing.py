@@ -41,6 +41,43 @@ def test_a_quarantined_week_is_never_landed_from_the_source(bike_repo):
     assert "left out" in out  # prepare says which training week it does without
 
 
+def test_a_person_accepts_a_quarantined_week_and_it_lands_and_teaches_the_contract(bike_repo):
+    from stages.ingest import rejected_weeks
+
+    weeks = window(bike_repo)
+    run([PY, "-m", "stages.ingest"], bike_repo)
+    raw = bike_repo / "data" / "raw"
+    week = weeks[3]
+    kept = bike_repo / "data" / "quarantine" / f"{week}-20260101T000000Z"  # as the weekly flow leaves a rejected week
+    kept.mkdir(parents=True)
+    (raw / f"{week}.parquet").replace(kept / "batch.parquet")
+    (kept / "reasons.txt").write_text("'cnt': 1 rows (0.6%) outside [1 .. 977] (e.g. 1,100)\n")
+    run([PY, "-m", "stages.ingest"], bike_repo)
+    assert week not in landed(bike_repo) and "quarantined before" in manifest(bike_repo)["excluded"][week]
+    assert date_of(week) in rejected_weeks(raw)
+
+    out = run([PY, "-m", "cli.accept", week, "--note", "a busy week, not a broken feed"], bike_repo).stdout
+    assert f"accepted the quarantined week {week}" in out and str(raw / f"{week}.parquet") in out
+    assert pd.read_parquet(raw / f"{week}.parquet").equals(pd.read_parquet(kept / "batch.parquet"))
+    assert week not in manifest(bike_repo)["excluded"] and date_of(week) not in rejected_weeks(raw)
+    record = json.loads((kept / "accepted.json").read_text())
+    assert record["note"] == "a busy week, not a broken feed" and record["by"]
+    assert sorted(p.name for p in kept.iterdir()) == ["accepted.json", "batch.parquet", "reasons.txt"]  # kept
+    run([PY, "-m", "stages.ingest"], bike_repo)  # the land stage no longer leaves the week out
+    assert week in landed(bike_repo) and week not in manifest(bike_repo)["excluded"]
+
+    again = run([PY, "-m", "cli.accept", week], bike_repo, check=False)
+    assert again.returncode == 2 and "accepted already" in again.stderr
+    none = run([PY, "-m", "cli.accept", weeks[1]], bike_repo, check=False)
+    assert none.returncode == 2 and f"no quarantined or held batch for the week {weeks[1]}" in none.stderr
+
+
+def date_of(week: str):
+    from datetime import date
+
+    return date.fromisoformat(week)
+
+
 def test_a_stub_week_after_a_gap_is_left_out_and_quarantined(bike_repo):
     weeks = window(bike_repo)
     csv = bike_repo / "data" / "incoming" / "hour.csv"
@@ -83,3 +120,25 @@ def test_a_key_naming_a_missing_column_fails_before_anything_runs(bike_repo):
     assert "'policy.cluster_column' names 'time_hour'" in p.stderr
     assert "'policy.slice_columns' names 'origin'" in p.stderr
     assert not landed(bike_repo) if (bike_repo / "data/raw").exists() else True
+
+
+def test_a_held_week_is_accepted_back_into_the_training_windows(tmp_path, flights):
+    from datetime import date
+
+    from cli.accept import main as accept
+    from ml.split import slice_week
+    from stages.ingest import batch_path, held_path, held_weeks, hold_batch, write_manifest
+
+    raw, week = tmp_path / "data" / "raw", date(2013, 6, 16)
+    batch = slice_week(flights, "time_hour", week)
+    raw.mkdir(parents=True)
+    batch.to_parquet(batch_path(raw, week))
+    write_manifest(raw, {"excluded": {}})
+    hold_batch(raw, week, "'hour' no longer follows from the other columns", {"checks": {}})
+    assert not batch_path(raw, week).exists() and week in held_weeks(raw)
+
+    assert accept([week.isoformat(), "--project-dir", str(tmp_path)]) == 0
+    assert pd.read_parquet(batch_path(raw, week)).equals(pd.read_parquet(held_path(raw, week)))  # both kept
+    assert week not in held_weeks(raw)
+    assert json.loads(held_path(raw, week).with_suffix(".accepted.json").read_text())["was"] == "held"
+    assert accept([week.isoformat(), "--project-dir", str(tmp_path)]) == 2  # accepted already
