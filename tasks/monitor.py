@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+
+from ml.names import RETRAIN_DEPLOYMENT
 
 
 def _now(now: str | None) -> datetime:
@@ -170,10 +172,7 @@ def previous_champion(project: str, measured: dict, now: str | None = None) -> d
 
 def start_retrain(tags: list[str], as_of: str | None = None) -> str:
     """Start weekly-retrain/weekly (for the week `as_of`, or the next one) without waiting; its flow run id."""
-    from prefect import get_run_logger
     from prefect.deployments import run_deployment
-
-    from ml.names import RETRAIN_DEPLOYMENT
 
     run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"as_of": as_of} if as_of else None, timeout=0, tags=tags)
     get_run_logger().info(f"started {RETRAIN_DEPLOYMENT} run {run.name}" + (f" for as_of={as_of}" if as_of else ""))
