@@ -19,8 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from stages.common import PROJECT
-
-ACCEPTED = "accepted.json"  # in a quarantine folder: a person accepted the week (the folder is kept as it was)
+from stages.ingest import ACCEPTED
 
 
 class AcceptError(ValueError):
@@ -68,28 +67,23 @@ def accept(project: Path, week: str, note: str = "") -> dict:
     """Land the kept-out batch of `week` in data/raw/ and record who accepted it; what was done, for people."""
     import pandas as pd
 
-    from stages.common import atomic_write, write_json
-    from stages.ingest import batch_path, read_manifest, write_manifest
+    from stages.common import write_json
+    from stages.ingest import land_file, read_manifest, write_manifest
 
     batch, kind = kept_batch(project, week)
     frame = pd.read_parquet(batch)  # a batch that does not read is not landed
     as_of = date.fromisoformat((batch.stem if kind == "held" else batch.parent.name)[:10])
     raw = project / "data" / "raw"
-    dest = batch_path(raw, as_of)
-    archived = None
-    if dest.exists():
-        archived = project / "data" / "archive" / f"{as_of.isoformat()}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.parquet"
-        archived.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(dest), archived)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, lambda t: shutil.copyfile(batch, t))
+    staged = raw / f".{as_of.isoformat()}.accepted.parquet"  # a copy: the kept batch stays where it is
+    raw.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(batch, staged)
+    dest = land_file(raw, as_of, staged)  # an earlier, different copy of the week goes to data/archive/
     manifest = read_manifest(raw)
     was = manifest.get("excluded", {}).pop(as_of.isoformat(), None)
     if was is not None:
         write_manifest(raw, manifest)
     record = {"week": as_of.isoformat(), "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "by": getpass.getuser(), "note": note, "was": kind, "landed": str(dest), "rows": int(len(frame)),
-              **({"archived": str(archived)} if archived else {})}
+              "by": getpass.getuser(), "note": note, "was": kind, "landed": str(dest), "rows": int(len(frame))}
     # the quarantine folder, or data/held/, stays as it was: the record goes beside the batch
     where = batch.parent / ACCEPTED if kind == "quarantined" else batch.with_suffix(".accepted.json")
     write_json(where, record)

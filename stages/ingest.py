@@ -74,6 +74,25 @@ def window(raw_dir: str | Path, as_of: date, n: int) -> list[date]:
     return [date.fromisoformat(w) for w in recorded] if recorded else training_weeks(as_of, n)
 
 
+ACCEPTED = "accepted.json"  # in a quarantine folder: a person accepted the week (`python -m cli.accept`)
+
+
+def land_file(raw_dir: str | Path, as_of: date, staged: Path) -> Path:
+    """Move a batch file into the raw store as the week `as_of` (a rename: atomic); a different earlier copy of that
+    week is moved to data/archive/ first, not lost. An identical copy stays and `staged` goes."""
+    dest = batch_path(raw_dir, as_of)
+    if dest.exists():
+        if dest.read_bytes() == staged.read_bytes():
+            staged.unlink()
+            return dest
+        archive = Path(raw_dir).parent / "archive" / f"{as_of.isoformat()}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.parquet"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(dest), archive)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged.replace(dest)
+    return dest
+
+
 def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
     """Weeks with a batch in quarantine (`<as_of>-<time>` folders): never landed later from the source. A week a
     person accepted (`accepted.json` in one of its folders: `python -m cli.accept`) is not among them."""
@@ -84,7 +103,7 @@ def quarantined_weeks(quarantine_dir: Path) -> dict[str, Path]:
             week = d.name[:10]
             if d.is_dir() and is_date(week):
                 out.setdefault(week, d)
-                if (d / "accepted.json").exists():
+                if (d / ACCEPTED).exists():
                     accepted.add(week)
     return {w: d for w, d in out.items() if w not in accepted}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ from ml.config import SourceConfig, check_columns_exist
 from ml.sources import SourceError, load_source, prepare_frame, read_table, source_files
 from ml.split import EmptyWeekError, slice_week, week_bounds, week_label
 from stages.common import write_json, write_parquet
-from stages.ingest import backfill, batch_path, quarantine_frame, window
+from stages.ingest import backfill, batch_path, land_file, quarantine_frame, window
 from stages.prepare import read_batches
 from tasks import alerts, lineage
 from tasks.context import WeekRun
@@ -205,16 +205,6 @@ def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str],
 
 def land(ctx: WeekRun, staged: Path) -> Path:
     """Move a validated batch into the raw store; a different earlier copy of that week is archived, not lost."""
-    dest = batch_path(ctx.path("data", "raw"), ctx.as_of)
-    if dest.exists():
-        if dest.read_bytes() == staged.read_bytes():
-            staged.unlink()
-            return dest
-        archive = ctx.path("data", "archive", f"{ctx.week}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.parquet")
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(dest), archive)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staged.replace(dest)
-    return dest
+    return land_file(ctx.path("data", "raw"), ctx.as_of, staged)
 
 
