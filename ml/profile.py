@@ -9,35 +9,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
-from ml.budget import calibrate, replay_contract
-from ml.config import SourceConfig, ValidationConfig
+from ml.config import SourceConfig
+from ml.first_contract import first_contract
 from ml.sources import calendar_columns, prepare_frame, synthesise_unit_id
+from ml.timeline import ProfileError, choose_window, find_time, first_as_of, week_numbers, week_span
 
-PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
-              "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
-PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
+__all__ = ["Profile", "ProfileError", "profile", "week_span"]
+
 MAX_CATEGORIES = 100  # text columns with more distinct values are identifiers or free text, not categories
 MAX_CLASSES = 20  # a numeric target with at most this many values is a class label
 LEAK_CORRELATION = 0.95  # a feature this correlated with the target is taken as a leak of it
-TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
-QUANTILE_TOLERANCE = 1.0  # validation.quantile_tolerance written for new data: seasonal weeks move by ~0.5 IQR
-RANGE_MARGIN = 0.25  # ranges: the history's extremes (later the accepted weeks') +- this share of their spread
-# validation.range_tolerance written for new data: 0, every row within its range. Letting 0.12-0.5 % of rows past
-# took Beijing's out-of-sample quarantines from 14 to 11 of 156 weeks but caught 6-7 fewer feature x1.6 and 3 fewer
-# target + 1 sd breaks (docs/contract-and-alarms.md)
-RANGE_TOLERANCE = 0.0
-TARGET_RANGE_MARGIN = 1.0  # the target's: its tails follow the news of the week (a record month of a growing
-#                            feed); its location is held by the median rule, its range is there for garbage
 LABEL = re.compile(r"^\s*(?P<column>.+?)\s*>\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
-
-
-class ProfileError(ValueError):
-    """The files cannot be profiled as asked; the message names the column or option."""
 
 
 @dataclass
@@ -69,7 +55,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     data = pd.concat(frames, ignore_index=True)
 
     target_col, label, task = _target(data, target, task, notes)
-    time_col, parts = _time(data, time, notes)
+    time_col, parts = find_time(data, time, notes)
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
                        numeric_features=(), categorical_features=(), time_parts=parts, timezone=timezone,
                        na_values=tuple(na_values) if na_values is not None else None, label=label)
@@ -104,15 +90,15 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     clock = _clock_columns(derived, numeric, times, timezone, notes)
     numeric += [f"cal_{c}" for c in calendar]
 
-    weeks = _weeks(times)
-    window = _window(weeks, notes)
+    weeks = week_numbers(times)
+    window = choose_window(weeks, notes)
     window["as_of"] = first_as_of(times, window.pop("_as_of_week"))
     src = {"kind": "files", "path": path, "time_column": time_col, "time_parts": parts or None,
            "timezone": timezone, "na_values": na_values, "target": target_col, "label": (
                {"column": label.column, "above": label.above} if label else None), "task": task,
            "unit_id": uid, "unit_id_from": uid_from or None, "calendar": calendar, "numeric_features": numeric,
            "categorical_features": categorical, "drop": dropped}
-    validation = _validation(derived, src, weeks, window["train_weeks"], notes, clock=clock)
+    validation = first_contract(derived, src, weeks, window["train_weeks"], notes, clock=clock)
     evaluate, policy = _slices(derived, times, numeric, categorical, notes)
     name = model_name or _slug(f"{dataset}-{target_col}")
     notes.append(f"model name '{name}' (registry.model_name), from the data folder and the target")
@@ -162,122 +148,6 @@ def _target(data: pd.DataFrame, target: str, task: str | None, notes: list[str])
     if task == "classification" and n < 2:
         raise ProfileError(f"--target '{target}' has a single value: nothing to classify")
     return target, None, task
-
-
-# --------------------------------------------------------------------------------------------------------- time
-
-def _time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[str, dict]:
-    """The time column, or one composed from parts (date + hour, or year/month/day[/hour])."""
-    if time:
-        if time not in data.columns:
-            raise ProfileError(f"--time: no column '{time}' in the files; columns: {', '.join(map(str, data.columns))}")
-        return _maybe_hour(data, time, notes)
-    found = [c for c in data.columns if _looks_like_time(data[c])]
-    if found:
-        best = max(found, key=lambda c: data[c].nunique())
-        return _maybe_hour(data, best, notes)
-    parts = _time_parts(data)
-    if {"year", "month", "day"} <= set(parts):
-        name = "time" if "time" not in data.columns else "event_time"
-        notes.append(f"time '{name}': composed from {', '.join(f'{k}={v}' for k, v in parts.items())} "
-                     f"(source.time_parts)")
-        return name, parts
-    raise ProfileError("no time column found: name it with --time (a column of dates or times), or give the files "
-                       "columns for year, month and day")
-
-
-def _looks_like_time(col: pd.Series) -> bool:
-    """Dates or times as text (ISO, or month/day/year) or a datetime column; epoch numbers need --time."""
-    if pd.api.types.is_datetime64_any_dtype(col):
-        return True
-    if pd.api.types.is_numeric_dtype(col) or col.dropna().empty:
-        return False
-    sample = col.dropna().astype(str).head(200)
-    if not sample.str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}", regex=True).all():
-        return False
-    return bool(_to_times(sample).notna().mean() > 0.99)
-
-
-def _to_times(text: pd.Series) -> pd.Series:
-    """Times from text; offsets that differ within the column (daylight saving time) are normalised to UTC."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pandas' note on mixed offsets: handled below
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-    if not pd.api.types.is_datetime64_any_dtype(parsed):
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
-    return parsed
-
-
-def _time_parts(data: pd.DataFrame) -> dict:
-    """Columns that hold the parts of a time, recognised by name and checked by their values."""
-    out = {}
-    lower = {str(c).lower(): c for c in data.columns}
-    for part, names in PART_NAMES.items():
-        lo, hi = PART_RANGES[part]
-        for n in names:
-            c = lower.get(n)
-            if c is None or not pd.api.types.is_numeric_dtype(data[c]):
-                continue
-            v = data[c].dropna()
-            if len(v) and (v == v.round()).all() and v.min() >= lo and v.max() <= hi:
-                out[part] = str(c)
-                break
-    return out
-
-
-def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, dict]:
-    """A date-only time column plus an hour column (0..23) make an hourly time."""
-    t = _to_times(data[time].dropna().astype(str).head(5000))
-    parts = _time_parts(data)
-    if (t.dt.normalize() == t).all() and "hour" in parts:
-        name = "time" if "time" not in data.columns else "event_time"
-        notes.append(f"time '{name}': the dates in '{time}' plus the hour in '{parts['hour']}' "
-                     f"(source.time_parts); '{time}' alone is only a day")
-        return name, {"date": time, "hour": parts["hour"]}
-    notes.append(f"time column '{time}' ({'given' if time else 'the column of dates'}; naive times taken in the "
-                 f"time zone below)")
-    return time, {}
-
-
-def _weeks(times: pd.Series) -> pd.Series:
-    """Week number of each row, weeks running Monday 00:00 .. Sunday (UTC), counted from the first."""
-    anchor = _monday_on_or_before(times.min())
-    return np.floor((times - anchor) / pd.Timedelta(days=7)).astype(int)
-
-
-def _monday_on_or_before(t: pd.Timestamp) -> pd.Timestamp:
-    day = t.tz_convert("UTC").normalize()
-    return day - pd.Timedelta(days=day.dayofweek)
-
-
-def _window(weeks: pd.Series, notes: list[str]) -> dict:
-    """Training weeks that fit the history, and the first week with a full window before it."""
-    counts = weeks.value_counts().sort_index()
-    full = counts[counts >= 0.5 * counts.median()]
-    n = int(full.index.max() - full.index.min() + 1) if len(full) else 0
-    if n < 3:
-        raise ProfileError(f"the files span {n} full week(s): a weekly pipeline needs at least 3 (training weeks + "
-                           f"the newest week)")
-    weekly = float(full.median())
-    # 8 weeks keep a model fresh; a thin feed (a row a day) needs more weeks for TRAIN_ROWS rows, up to a third
-    # of the history so that most weeks remain to run on
-    wanted = max(8, math.ceil(TRAIN_ROWS / weekly))
-    train_weeks = min(wanted, max(2, n // 3))
-    first_full = int(full.index.min())
-    as_of_week = first_full + train_weeks  # the newest week's number; its as_of is the Monday after it
-    why = (f"{weekly:,.0f} rows a week, so {train_weeks} weeks make ~{train_weeks * weekly:,.0f} training rows"
-           if wanted > 8 else f"{n} weeks of history")
-    notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {n - train_weeks - 1} weekly "
-                 f"runs can follow the first")
-    return {"train_weeks": train_weeks, "_as_of_week": as_of_week}
-
-
-def first_as_of(times: pd.Series, as_of_week: int) -> date:
-    """window.as_of (the Monday after the newest week) for week number `as_of_week` of `_weeks`."""
-    start = _monday_on_or_before(times.min())
-    return (start + pd.Timedelta(days=7 * (as_of_week + 1))).date()
 
 
 # ------------------------------------------------------------------------------------------------------ unit id
@@ -411,96 +281,12 @@ def _leaks(data: pd.DataFrame, numeric: list[str], y: pd.Series) -> dict[str, st
     return out
 
 
-# --------------------------------------------------------------------------------------------------- validation
-
-def _validation(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks: int, notes: list[str],
-                clock: list[str] = ()) -> dict:
-    """The data contract learned from the history, calibrated so that its learned rules together would have
-    rejected at most FALSE_ALARM_RATE of the history's ordinary weeks."""
-    defaults = ValidationConfig(quantile_tolerance=QUANTILE_TOLERANCE)
-    counts = weeks.value_counts()
-    median_rows = float(counts.median())
-    min_rows = max(1, int(0.25 * median_rows))
-    short = int((counts < min_rows).sum())
-    notes.append(f"validation.min_rows {min_rows:,}: a quarter of the median week ({median_rows:,.0f} rows); "
-                 f"{short} short week(s) of the history fall below it and are left out when landed")
-    features = [*src["numeric_features"], *src["categorical_features"]]
-    target = src["target"]
-    # never null, fixed: the target and the columns that name a row (unit id parts, categories) when the history
-    # never lacked them. A numeric measurement the model imputes gets the learned null-share rule instead: a
-    # sensor never out in the history goes out one day (Beijing's RAIN, a year on), and a week with a few gaps is
-    # an ordinary week; a column empty all week is still rejected
-    keys = [*(src.get("unit_id_from") or ()), *src["categorical_features"]]
-    required = [c for c in dict.fromkeys([target, *keys]) if c in data.columns and c != src["time_column"]
-                and data[c].notna().all()]
-    notes.append(f"validation.required: {', '.join(required) or 'none'} (never null in {len(data):,} rows; numeric "
-                 f"features get a learned null-share rule)")
-    numeric = [c for c in src["numeric_features"] if not c.startswith("cal_")]
-    if src["task"] == "regression":
-        numeric.append(target)
-    ranges = {c: _range(data[c], target) for c in numeric if pd.to_numeric(data[c], errors="coerce").notna().any()}
-    ranges = {c: r for c, r in ranges.items() if r is not None}
-    full = counts.index[counts >= min_rows]
-    mask = weeks.isin(full)
-    rules = {"nulls": [c for c in [*features, target] if c not in required and not c.startswith("cal_")],
-             "categories": [*src["categorical_features"], *([target] if src["task"] == "classification" else [])],
-             "quantiles": [c for c in numeric if c not in clock]}
-    relations = {"inputs": numeric, "time_column": src["time_column"], "timezone": src.get("timezone", "UTC")}
-    need = replay_contract(data[mask], weeks[mask], rules, train_weeks, defaults, target=target, companion=relations)
-    cal = calibrate(need, defaults, protect=(("quantiles", target),))
-    notes.extend(cal.notes)
-    quantile_exempt = sorted({*cal.quantile_exempt, *clock})
-    checked = [c for c in numeric if c not in quantile_exempt]
-    notes.append(f"validation: ranges for {len(ranges)} numeric column(s) from the history's robust spread (each "
-                 f"week they widen with the accepted weeks, validation.learn_ranges); learned quantile checks on "
-                 f"{len(checked)} ({', '.join(checked) or 'none'})")
-    return {"min_rows": min_rows, "required": required, "null_exempt": cal.null_exempt, "ranges": ranges,
-            "quantile_exempt": quantile_exempt, "row_count_tolerance": cal.row_count_tolerance,
-            "null_tolerance": cal.null_tolerance, "column_tolerances": cal.column_tolerances, "_replay": need,
-            "_calibration": cal}
-
-
-def _range(col: pd.Series, target: str) -> list | None:
-    """[min, max] a value may take: the history's extremes widened by `range_room`; never below 0 for a column
-    that never was (a sign flip is a broken feed)."""
-    v = pd.to_numeric(col, errors="coerce")
-    v = v[np.isfinite(v)]
-    if v.empty:
-        return None
-    room = range_room(v.to_numpy(dtype=float), str(col.name), target)
-    lo, hi = float(v.min()) - room, float(v.max()) + room
-    if v.min() >= 0:
-        lo = max(lo, 0.0)
-    integral = bool((v == v.round()).all())
-    return [round_bound(lo, math.floor, integral), round_bound(hi, math.ceil, integral)]
-
-
-def range_room(values: np.ndarray, column: str, target: str | None) -> float:
-    """How far a column's range reaches beyond its extremes: RANGE_MARGIN (the target: TARGET_RANGE_MARGIN) of
-    its robust (1%..99%) spread. At onboarding (the history) and each week (the accepted weeks, ml/contract.py)."""
-    q01, q99 = np.quantile(values, [0.01, 0.99])
-    spread = max(float(q99 - q01), float(values.max() - values.min()) * 0.01, 1e-9)
-    return (TARGET_RANGE_MARGIN if column == target else RANGE_MARGIN) * spread
-
-
-def round_bound(x: float, how, integral: bool = False) -> float | int:
-    """A range bound to 4 significant digits, rounded away from the data (`how`: math.floor for a low bound,
-    math.ceil for a high one), an integer where the column or the result is one."""
-    if integral:
-        return int(how(x))
-    if x == 0 or not math.isfinite(x):
-        return 0 if x == 0 else x
-    scale = 10 ** max(0, 3 - int(math.floor(math.log10(abs(x)))))
-    y = how(x * scale) / scale
-    return int(y) if float(y).is_integer() else y
-
-
 # ------------------------------------------------------------------------------------------------------- slices
 
 def _slices(data: pd.DataFrame, times: pd.Series, numeric: list[str], categorical: list[str],
             notes: list[str]) -> tuple[dict, dict]:
     """Slice columns for the guardrails and the error plot; the bootstrap's resampling unit."""
-    weeks = _weeks(times).to_numpy()
+    weeks = week_numbers(times).to_numpy()
 
     def balanced(c: str) -> float:
         """Entropy of the column's values within a typical week (a column constant within a week, such as the
@@ -532,7 +318,3 @@ def _slices(data: pd.DataFrame, times: pd.Series, numeric: list[str], categorica
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
-
-
-def week_span(as_of: date) -> str:
-    return f"{as_of - timedelta(days=7)}..{as_of - timedelta(days=1)}"

@@ -6,7 +6,8 @@ from datetime import date
 
 from ml.budget import FALSE_ALARM_RATE
 from ml.config import ValidationConfig
-from ml.profile import QUANTILE_TOLERANCE, RANGE_TOLERANCE, Profile
+from ml.first_contract import QUANTILE_TOLERANCE, RANGE_TOLERANCE
+from ml.profile import Profile
 
 NULL_TOLERANCE = ValidationConfig().null_tolerance
 

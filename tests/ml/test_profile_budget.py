@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from ml import budget as B
+from ml import first_contract as FC
 from ml import profile as P
 from ml import render as R
+from ml import timeline as T
 from ml.config import ConfigError, ValidationConfig, parse_params
 from ml.sources import load_source, read_table
 from ml.split import slice_week, training_weeks, week_bounds
@@ -33,7 +35,7 @@ CASES = {
     "station": (SHARED / "beijing_air" / "PRSA_Data_Dongsi_20130301-20170228.csv",
                 {"target": "PM2.5", "timezone": "Asia/Shanghai"}),
 }
-DEFAULTS = ValidationConfig(quantile_tolerance=P.QUANTILE_TOLERANCE)
+DEFAULTS = ValidationConfig(quantile_tolerance=FC.QUANTILE_TOLERANCE)
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -89,13 +91,13 @@ def test_the_target_range_leaves_room_for_a_record_week(onboarded):
     lo, hi = params.validation.ranges[params.source.target]
     y = frame[params.source.target].dropna()
     spread = float(y.quantile(0.99) - y.quantile(0.01))
-    assert hi >= y.max() + P.TARGET_RANGE_MARGIN * spread * 0.99 and lo == 0
+    assert hi >= y.max() + FC.TARGET_RANGE_MARGIN * spread * 0.99 and lo == 0
     measured = [c for c in params.validation.ranges if c != params.source.target and frame[c].nunique() > 12]
     assert measured
     for c in measured:  # a quarter of their spread, well short of the target's whole one
         x = frame[c].dropna()
         room = float(x.quantile(0.99) - x.quantile(0.01))
-        assert x.max() + P.RANGE_MARGIN * room * 0.99 <= params.validation.ranges[c][1] < x.max() + 0.5 * room, c
+        assert x.max() + FC.RANGE_MARGIN * room * 0.99 <= params.validation.ranges[c][1] < x.max() + 0.5 * room, c
 
 
 def test_a_numeric_feature_never_null_in_the_history_may_have_a_few_gaps_later(onboarded):
@@ -146,8 +148,8 @@ def test_the_replay_agrees_with_the_gate(onboarded):
     fires = B.alarms(need, _tolerances(default, need.columns))
     rejected = list(need.index[fires.any(axis=1)])[:6]
     quiet = list(need.index[~fires.any(axis=1)][:: max(1, len(need) // 2)])
-    anchor = P._monday_on_or_before(frame[src.time_column].min())
-    short = frame.groupby(P._weeks(frame[src.time_column])).size() < params.validation.min_rows
+    anchor = T._monday_on_or_before(frame[src.time_column].min())
+    short = frame.groupby(T.week_numbers(frame[src.time_column])).size() < params.validation.min_rows
     for k in rejected + quiet:
         as_of = (anchor + pd.Timedelta(days=7 * (k + 1))).date()
         refs = [w for w in training_weeks(as_of, n) if not short.get(_week_no(anchor, w), True)]

@@ -1,0 +1,139 @@
+"""How a user's files keep time, for `cli.init` (`ml.profile`): the time column (or the parts it is composed
+from), each row's week, and the training window the history allows.
+
+Pure: frames in, column names, week numbers and window settings out (with one note per choice).
+"""
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
+              "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
+PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
+TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
+
+
+class ProfileError(ValueError):
+    """The files cannot be profiled as asked; the message names the column or option."""
+
+
+def find_time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[str, dict]:
+    """The time column, or one composed from parts (date + hour, or year/month/day[/hour])."""
+    if time:
+        if time not in data.columns:
+            raise ProfileError(f"--time: no column '{time}' in the files; columns: {', '.join(map(str, data.columns))}")
+        return _maybe_hour(data, time, notes)
+    found = [c for c in data.columns if _looks_like_time(data[c])]
+    if found:
+        best = max(found, key=lambda c: data[c].nunique())
+        return _maybe_hour(data, best, notes)
+    parts = _time_parts(data)
+    if {"year", "month", "day"} <= set(parts):
+        name = "time" if "time" not in data.columns else "event_time"
+        notes.append(f"time '{name}': composed from {', '.join(f'{k}={v}' for k, v in parts.items())} "
+                     f"(source.time_parts)")
+        return name, parts
+    raise ProfileError("no time column found: name it with --time (a column of dates or times), or give the files "
+                       "columns for year, month and day")
+
+
+def _looks_like_time(col: pd.Series) -> bool:
+    """Dates or times as text (ISO, or month/day/year) or a datetime column; epoch numbers need --time."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return True
+    if pd.api.types.is_numeric_dtype(col) or col.dropna().empty:
+        return False
+    sample = col.dropna().astype(str).head(200)
+    if not sample.str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}", regex=True).all():
+        return False
+    return bool(_to_times(sample).notna().mean() > 0.99)
+
+
+def _to_times(text: pd.Series) -> pd.Series:
+    """Times from text; offsets that differ within the column (daylight saving time) are normalised to UTC."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas' note on mixed offsets: handled below
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    if not pd.api.types.is_datetime64_any_dtype(parsed):
+        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+    return parsed
+
+
+def _time_parts(data: pd.DataFrame) -> dict:
+    """Columns that hold the parts of a time, recognised by name and checked by their values."""
+    out = {}
+    lower = {str(c).lower(): c for c in data.columns}
+    for part, names in PART_NAMES.items():
+        lo, hi = PART_RANGES[part]
+        for n in names:
+            c = lower.get(n)
+            if c is None or not pd.api.types.is_numeric_dtype(data[c]):
+                continue
+            v = data[c].dropna()
+            if len(v) and (v == v.round()).all() and v.min() >= lo and v.max() <= hi:
+                out[part] = str(c)
+                break
+    return out
+
+
+def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, dict]:
+    """A date-only time column plus an hour column (0..23) make an hourly time."""
+    t = _to_times(data[time].dropna().astype(str).head(5000))
+    parts = _time_parts(data)
+    if (t.dt.normalize() == t).all() and "hour" in parts:
+        name = "time" if "time" not in data.columns else "event_time"
+        notes.append(f"time '{name}': the dates in '{time}' plus the hour in '{parts['hour']}' "
+                     f"(source.time_parts); '{time}' alone is only a day")
+        return name, {"date": time, "hour": parts["hour"]}
+    notes.append(f"time column '{time}' ({'given' if time else 'the column of dates'}; naive times taken in the "
+                 f"time zone below)")
+    return time, {}
+
+
+def week_numbers(times: pd.Series) -> pd.Series:
+    """Week number of each row, weeks running Monday 00:00 .. Sunday (UTC), counted from the first."""
+    anchor = _monday_on_or_before(times.min())
+    return np.floor((times - anchor) / pd.Timedelta(days=7)).astype(int)
+
+
+def _monday_on_or_before(t: pd.Timestamp) -> pd.Timestamp:
+    day = t.tz_convert("UTC").normalize()
+    return day - pd.Timedelta(days=day.dayofweek)
+
+
+def choose_window(weeks: pd.Series, notes: list[str]) -> dict:
+    """Training weeks that fit the history, and the first week with a full window before it."""
+    counts = weeks.value_counts().sort_index()
+    full = counts[counts >= 0.5 * counts.median()]
+    n = int(full.index.max() - full.index.min() + 1) if len(full) else 0
+    if n < 3:
+        raise ProfileError(f"the files span {n} full week(s): a weekly pipeline needs at least 3 (training weeks + "
+                           f"the newest week)")
+    weekly = float(full.median())
+    # 8 weeks keep a model fresh; a thin feed (a row a day) needs more weeks for TRAIN_ROWS rows, up to a third
+    # of the history so that most weeks remain to run on
+    wanted = max(8, math.ceil(TRAIN_ROWS / weekly))
+    train_weeks = min(wanted, max(2, n // 3))
+    first_full = int(full.index.min())
+    as_of_week = first_full + train_weeks  # the newest week's number; its as_of is the Monday after it
+    why = (f"{weekly:,.0f} rows a week, so {train_weeks} weeks make ~{train_weeks * weekly:,.0f} training rows"
+           if wanted > 8 else f"{n} weeks of history")
+    notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {n - train_weeks - 1} weekly "
+                 f"runs can follow the first")
+    return {"train_weeks": train_weeks, "_as_of_week": as_of_week}
+
+
+def first_as_of(times: pd.Series, as_of_week: int) -> date:
+    """window.as_of (the Monday after the newest week) for week number `as_of_week` of `week_numbers`."""
+    start = _monday_on_or_before(times.min())
+    return (start + pd.Timedelta(days=7 * (as_of_week + 1))).date()
+
+
+def week_span(as_of: date) -> str:
+    return f"{as_of - timedelta(days=7)}..{as_of - timedelta(days=1)}"
