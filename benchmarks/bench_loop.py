@@ -61,14 +61,15 @@ class World:
     """One dataset's year: weekly frames, the weekly models (model i = the recipe trained on the window before
     week i; the refit of week i is model i + 1) and their per-row losses on any week, computed once.
 
-    `exclude`: weeks the gate quarantined (they never enter a training window: the window shrinks); `releases`:
+    `exclude`: weeks the gate quarantined (they never enter a training window: the window shrinks); `skip`: weeks
+    with no retrain whose rows still enter later windows (`--rejoin`); `releases`:
     week indices whose candidate (and refit) is a broken release, a clearly worse recipe (model key
     ("broken", i)); `faults`: week -> injected fault, for the tally; `cache`: models and losses shared with
     another World over the same frame (keyed by the weeks a model was trained on)."""
 
     def __init__(self, name: str, params, frame: pd.DataFrame, max_weeks: int | None = None, *,
                  exclude: set | None = None, releases: set | None = None, faults: dict | None = None,
-                 cache: dict | None = None):
+                 cache: dict | None = None, skip: set | None = None):
         self.name, self.params, self.s = name, params, params.source
         n = params.window.train_weeks
         t = frame[self.s.time_column]
@@ -90,6 +91,7 @@ class World:
         self.weeks = weeks[: max_weeks + 2] if max_weeks else weeks
         self.frames = [self.week(w) for w in self.weeks]
         self.exclude, self.releases, self.faults = exclude or set(), releases or set(), faults or {}
+        self.skip = skip or set()
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
         self._loss: dict = cache.setdefault("loss", {})
@@ -258,7 +260,7 @@ def simulate(world: World, name: str, choose, drift=None) -> Tally:
     for t in range(first, len(world.weeks) - 1):
         if not len(world.frames[t]):
             continue
-        if world.weeks[t] in world.exclude:  # the gate quarantined the week: no retrain, the champion serves on
+        if world.weeks[t] in world.exclude | world.skip:  # kept out: no retrain, the champion serves on
             action, model = "quarantined", None
         else:
             action, model = choose(world, t, state, tally)
@@ -414,6 +416,7 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
                          residuals=residuals(model, current, s.target, s.task))
 
 
+REJOIN = "(d') kept-out weeks back later"  # --rejoin
 POLICIES = [("(a) never retrain", never, False), ("(b) always promote", always, False),
             ("(c) promote if > 5 % better", fixed_rule, False), ("(d) this project", None, True),
             ("(b+) always promote the refit", always_refit, False),
@@ -478,9 +481,11 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict]:
 
 
 def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool, faults: dict | None = None,
-           releases: set | None = None, joint: bool = True) -> dict:
+           releases: set | None = None, joint: bool = True, rejoin: bool = False) -> dict:
     """Every policy over one year (clean, or with `faults`); the gated ones with the weeks the gate rejects left out
-    of training and decisions."""
+    of training and decisions. With `rejoin`, one more line: (d) with every week the gate or the joint checks kept
+    out back in the training windows from the next week on (no retrain in its own week): what a release of kept-out
+    weeks a week later could buy at most, and, with faults, what it would let in."""
     t0 = time.perf_counter()
     cache: dict = {}
     world = World(name, params, frame, max_weeks, releases=releases, faults=faults, cache=cache)
@@ -496,6 +501,9 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
             continue
         rows.append(simulate(gated if fn is not None and behind else checked if fn is None else world, label,
                              fn or project_policy(calibrated_drift)))
+    if rejoin:
+        back = World(name, params, frame, max_weeks, skip=q | h, releases=releases, faults=faults, cache=cache)
+        rows.append(simulate(back, REJOIN, project_policy(calibrated_drift)))
     d = rows[3]
     fault_weeks = set(faults or {})
     return {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
@@ -532,11 +540,11 @@ def faulty(params, frame: pd.DataFrame, max_weeks: int | None, seed: int = 0) ->
 
 
 def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool = True,
-        with_faults: bool = False) -> dict:
-    out = replay(name, params, frame, max_weeks, gate)
+        with_faults: bool = False, rejoin: bool = False) -> dict:
+    out = replay(name, params, frame, max_weeks, gate, rejoin=rejoin)
     if with_faults:
         broken, faults, releases = faulty(params, frame, max_weeks)
-        out["faulty"] = replay(name, params, broken, max_weeks, gate, faults, releases)
+        out["faulty"] = replay(name, params, broken, max_weeks, gate, faults, releases, rejoin=rejoin)
     return out
 
 
@@ -564,6 +572,9 @@ def print_table(res: dict) -> None:
     print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
           f"{d['drift_alarms']} of {sum(d['actions'].values())} ({res['alarm_rate']:.0%}, target <= 10%; injected "
           "shifts: benchmarks/bench_alarms.py)")
+    back = next((r for r in res["policies"] if r["policy"] == REJOIN), None)
+    if back:
+        print(f"{REJOIN} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
     if res.get("gate"):
         g = res["gate"]
         print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "
@@ -592,7 +603,7 @@ def print_faults(res: dict) -> None:
               f"{r['fault_weeks_served']:>29d} {r['bad_promotions_material']:>18d}")
     rows = f["policies"]
     d = rows[3]
-    others = [r for r in rows if r is not d]
+    others = [r for r in rows[:len(POLICIES)] if r is not d]
     best = min(others, key=lambda r: r["mae"])
     stopped = n - len(d["faults_served"])
     print(f"faulty replay: (d) vs the best other policy ({best['policy']}): {d['mae'] / best['mae'] - 1:+.2%} "
@@ -619,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print (d)'s weekly decisions")
     ap.add_argument("--no-gate", action="store_true", help="no data gate: (d) sees every week, no gated (b+) line")
     ap.add_argument("--faults", action="store_true", help="replay each dataset a second time with seeded faults")
+    ap.add_argument("--rejoin", action="store_true",
+                    help="one more line: (d) with the weeks kept out back in training a week later")
     ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
     ap.add_argument("--data", help="your own files instead (the cli.init flag; other init flags pass through)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
@@ -631,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in (list(params) if args.data else args.datasets.split(",")):
         p = params[name]
         res = run(name, p, load_source(p.source, ROOT), args.max_weeks, gate=not args.no_gate,
-                  with_faults=args.faults)
+                  with_faults=args.faults, rejoin=args.rejoin)
         print_table(res)
         if args.verbose:
             print("\n".join("  " + x for x in res["log"]))
