@@ -192,21 +192,7 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
     check_source(params, raw_dir, log)
     result = Landing()
     manifest = read_manifest(raw_dir)
-    n = params.window.train_weeks
-    windows = manifest.setdefault("windows", {})
-    calendar = training_weeks(as_of, n)
-    if as_of.isoformat() in windows:
-        calendar = [date.fromisoformat(w) for w in windows[as_of.isoformat()]]
-    elif not all(batch_path(raw_dir, w).exists() for w in calendar):
-        frame = load_source(params.source, base) if frame is None else frame
-        tcol = params.source.time_column
-        if len(frame):
-            oldest = week_of(frame[tcol].min(), as_of)
-            chosen = window_weeks(as_of, n, weeks_with_rows(frame[tcol], as_of), oldest)
-            if chosen != calendar:
-                log(f"ingest: {describe_window(as_of, chosen, n)}")
-                windows[as_of.isoformat()] = [w.isoformat() for w in chosen]
-                calendar = chosen
+    calendar, frame = _window_of(params, raw_dir, manifest, as_of, base, frame, log)
     weeks = calendar + ([as_of] if include_newest else [])
     known = manifest["excluded"]
     missing = [w for w in weeks if not batch_path(raw_dir, w).exists() and w.isoformat() not in known]
@@ -229,36 +215,70 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
             known[w.isoformat()] = f"the source has no rows for the week {week_label(w)}"
     candidates = {w: b for w, b in fetched.items() if not b.empty}
     if candidates:
-        landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
-        learned, has_rows = None, weeks_with_rows(frame[tcol], as_of)
-        for w, batch in sorted(candidates.items()):
-            # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
-            # (only as a reference; each is judged in turn itself)
-            before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
-                      for r in reference_weeks(frame, tcol, w, n, has_rows)]
-            if learned is None:  # the value rules of the weeks landed together: learned once, before the first
-                from ml.contract import learn_contract
-
-                history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir))
-                learned = learn_contract(params.source, params.validation, history, w, n)
-            reasons, gx_result, contract = gate(params, batch, [b for b in before if b is not None and not b.empty],
-                                                w, learned=learned)
-            if reasons:
-                where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result, contract=contract)
-                known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
-                log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows NOT landed: {'; '.join(reasons)} "
-                    f"(quarantined in {where})")
-                continue
-            write_parquet(batch_path(raw_dir, w), batch)
-            result.landed.append(w)
-            log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows passed the contract -> "
-                f"{batch_path(raw_dir, w)}")
+        result.landed = _gate_and_land(params, raw_dir, frame, weeks, candidates, known, as_of, log)
     write_manifest(raw_dir, manifest)
     result.excluded = {w.isoformat(): known[w.isoformat()] for w in weeks if w.isoformat() in known}
     for week, reason in result.excluded.items():
         if week in {w.isoformat() for w in missing}:
             log(f"ingest: week {week}: left out: {reason}")
     return result
+
+
+def _window_of(params: Params, raw_dir: Path, manifest: dict, as_of: date, base: Path | None,
+               frame: pd.DataFrame | None, log) -> tuple[list[date], pd.DataFrame | None]:
+    """The training window's weeks for `as_of` (the calendar weeks before it; after a silent feed the latest weeks
+    with rows, chosen once and kept in the manifest), and the source frame when it had to be read."""
+    n = params.window.train_weeks
+    windows = manifest.setdefault("windows", {})
+    calendar = training_weeks(as_of, n)
+    if as_of.isoformat() in windows:
+        return [date.fromisoformat(w) for w in windows[as_of.isoformat()]], frame
+    if all(batch_path(raw_dir, w).exists() for w in calendar):
+        return calendar, frame
+    frame = load_source(params.source, base) if frame is None else frame
+    tcol = params.source.time_column
+    if len(frame):
+        oldest = week_of(frame[tcol].min(), as_of)
+        chosen = window_weeks(as_of, n, weeks_with_rows(frame[tcol], as_of), oldest)
+        if chosen != calendar:
+            log(f"ingest: {describe_window(as_of, chosen, n)}")
+            windows[as_of.isoformat()] = [w.isoformat() for w in chosen]
+            return chosen, frame
+    return calendar, frame
+
+
+def _gate_and_land(params: Params, raw_dir: Path, frame: pd.DataFrame, weeks: list[date],
+                   candidates: dict[date, pd.DataFrame], known: dict, as_of: date, log) -> list[date]:
+    """Each fetched week in order through the gate: landed in `raw_dir`, or quarantined with its reasons in
+    `known` (the manifest's excluded weeks). Returns the weeks landed."""
+    n, tcol = params.window.train_weeks, params.source.time_column
+    quarantine_dir = raw_dir.parent / "quarantine"
+    landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
+    learned, has_rows = None, weeks_with_rows(frame[tcol], as_of)
+    out = []
+    for w, batch in sorted(candidates.items()):
+        # the week's own reference, as the weekly flow would have had it: the weeks before it, landed or not
+        # (only as a reference; each is judged in turn itself)
+        before = [landed.get(r) if r in landed else slice_week(frame, tcol, r, allow_empty=True)
+                  for r in reference_weeks(frame, tcol, w, n, has_rows)]
+        if learned is None:  # the value rules of the weeks landed together: learned once, before the first
+            from ml.contract import learn_contract
+
+            history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir))
+            learned = learn_contract(params.source, params.validation, history, w, n)
+        reasons, gx_result, contract = gate(params, batch, [b for b in before if b is not None and not b.empty],
+                                            w, learned=learned)
+        if reasons:
+            where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result, contract=contract)
+            known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
+            log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows NOT landed: {'; '.join(reasons)} "
+                f"(quarantined in {where})")
+            continue
+        write_parquet(batch_path(raw_dir, w), batch)
+        out.append(w)
+        log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows passed the contract -> "
+            f"{batch_path(raw_dir, w)}")
+    return out
 
 
 def week_of(t: pd.Timestamp, as_of: date) -> date:
