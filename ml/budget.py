@@ -229,36 +229,16 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     cost[quantile] = cost[quantile].replace(np.inf, 2 * MAX_QUANTILE_TOLERANCE / base["quantiles"])
     kept = [r for r in protect if r in cost.columns]
     cost[kept] = cost[kept] + 1e6  # after any other widening (still finite: widened if nothing else can)
-    while True:
-        fires = alarms(need, tol)
-        rejected = fires.any(axis=1)
-        if rejected.sum() <= allowed:
-            break
-        week_cost = cost.where(fires).max(axis=1)[rejected]
-        week_cost = week_cost[np.isfinite(week_cost)]
-        if week_cost.empty:
-            break  # only weeks no tolerance lets through are left
-        k = week_cost.idxmin()
-        for r in fires.columns[fires.loc[k].to_numpy()]:
-            x = float(need.at[k, r])
-            tol[r] = _round_up(x, STEP[r[0]]) if np.isfinite(x) else np.inf
+    _widen(need, tol, cost, allowed)
     caps = {"quantiles": MAX_QUANTILE_TOLERANCE, "nulls": MAX_NULL_TOLERANCE}
     exempt = {r for r, t in tol.items() if r[0] in caps and t > caps[r[0]]}
     # exempt from its null share, a column must still have values (tolerance 1: only a week without any fails)
     final = {r: ((1.0 if r[0] == "nulls" else np.inf) if r in exempt else t) for r, t in tol.items()}
-    widened: dict[str, dict[str, float]] = {}
-    notes = []
+    widened = {}
     for (family, column), t in sorted(tol.items()):
-        if (family, column) in exempt or t <= start[family] or family == "rows":
-            continue
-        widened.setdefault(column, {})[family] = t
-        notes.append(f"validation.column_tolerances '{column}' {family} {t:g} (default {base[family]:g}): "
-                     f"{_fails(need, (family, column), base[family])} of the history's weeks would fail the default")
-    for family, column in sorted(exempt):
-        cap = f"{MAX_QUANTILE_TOLERANCE:g} IQR" if family == "quantiles" else f"{MAX_NULL_TOLERANCE:.0%} points"
-        notes.append(f"validation.{EXEMPT_KEY[family]} '{column}': no tolerance up to {cap} lets its ordinary weeks "
-                     f"through (the default fails {_fails(need, (family, column), base[family])} of the history's "
-                     f"weeks): drift, not a broken contract")
+        if (family, column) not in exempt and t > start[family] and family != "rows":
+            widened.setdefault(column, {})[family] = t
+    notes = _widening_notes(need, widened, exempt, base)
     rows = tol.get(ROW_RULE, base["rows"])
     if rows > base["rows"]:
         notes.append(f"validation.row_count_tolerance {rows:g} (default {base['rows']:g}): "
@@ -274,6 +254,36 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
                        null_exempt=sorted(c for f, c in exempt if f == "nulls"),
                        quantile_exempt=sorted(c for f, c in exempt if f == "quantiles"),
                        null_tolerance=nulls, alarms=after, default_alarms=default_alarms, notes=notes)
+
+
+def _widen(need: pd.DataFrame, tol: dict, cost: pd.DataFrame, allowed: int) -> None:
+    """Widen `tol` in place, cheapest week first, until at most `allowed` weeks fail (see `calibrate`)."""
+    while True:
+        fires = alarms(need, tol)
+        rejected = fires.any(axis=1)
+        if rejected.sum() <= allowed:
+            return
+        week_cost = cost.where(fires).max(axis=1)[rejected]
+        week_cost = week_cost[np.isfinite(week_cost)]
+        if week_cost.empty:
+            return  # only weeks no tolerance lets through are left
+        k = week_cost.idxmin()
+        for r in fires.columns[fires.loc[k].to_numpy()]:
+            x = float(need.at[k, r])
+            tol[r] = _round_up(x, STEP[r[0]]) if np.isfinite(x) else np.inf
+
+
+def _widening_notes(need: pd.DataFrame, widened: dict, exempt: set, base: dict) -> list[str]:
+    """One sentence per widened rule and per exempted one, with how many of the history's weeks the default fails."""
+    notes = [f"validation.column_tolerances '{column}' {family} {t:g} (default {base[family]:g}): "
+             f"{_fails(need, (family, column), base[family])} of the history's weeks would fail the default"
+             for family, column, t in sorted((f, c, t) for c, fams in widened.items() for f, t in fams.items())]
+    for family, column in sorted(exempt):
+        cap = f"{MAX_QUANTILE_TOLERANCE:g} IQR" if family == "quantiles" else f"{MAX_NULL_TOLERANCE:.0%} points"
+        notes.append(f"validation.{EXEMPT_KEY[family]} '{column}': no tolerance up to {cap} lets its ordinary weeks "
+                     f"through (the default fails {_fails(need, (family, column), base[family])} of the history's "
+                     f"weeks): drift, not a broken contract")
+    return notes
 
 
 def outage_record(need: pd.DataFrame, skip: tuple[str, ...] = ()) -> tuple[float, str]:
