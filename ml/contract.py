@@ -184,9 +184,9 @@ def _pin(vcfg: ValidationConfig, tolerances: dict) -> dict:
 
 
 def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str) -> dict[str, list]:
-    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +- `ml.first_contract.range_room`: a
-    level that grows week by week moves its range with it; a bound a column never crossed in the accepted weeks
-    (a count >= 0) stays where it is."""
+    """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +-
+    `ml.first_contract.range_room`: a level that grows week by week moves its range with it; a bound a column never
+    crossed in the accepted weeks (a count >= 0) stays where it is."""
     from ml.first_contract import range_room, round_bound
 
     out = {}
