@@ -69,7 +69,7 @@ class World:
 
     def __init__(self, name: str, params, frame: pd.DataFrame, max_weeks: int | None = None, *,
                  exclude: set | None = None, releases: set | None = None, faults: dict | None = None,
-                 cache: dict | None = None, skip: set | None = None):
+                 cache: dict | None = None, skip: set | None = None, masked: dict | None = None):
         self.name, self.params, self.s = name, params, params.source
         n = params.window.train_weeks
         t = frame[self.s.time_column]
@@ -92,6 +92,8 @@ class World:
         self.frames = [self.week(w) for w in self.weeks]
         self.exclude, self.releases, self.faults = exclude or set(), releases or set(), faults or {}
         self.skip = skip or set()
+        self.masked = masked or {}  # week -> columns set to missing when the week is in a training window
+        self.fault_columns: dict = {}  # fault week -> the one column its fault broke (None: the whole week)
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
         self._loss: dict = cache.setdefault("loss", {})
@@ -113,10 +115,12 @@ class World:
                      if x not in self.exclude)
 
     def _sig(self, key) -> tuple:
-        return isinstance(key, tuple), self.trained_on(key)
+        weeks = self.trained_on(key)
+        return isinstance(key, tuple), weeks, tuple((w, self.masked[w]) for w in weeks if w in self.masked)
 
     def window(self, key) -> pd.DataFrame:
-        parts = [self.week(x) for x in self.trained_on(key)]
+        parts = [self.week(x).assign(**{c: np.nan for c in self.masked[x]}) if x in self.masked else self.week(x)
+                 for x in self.trained_on(key)]
         return pd.concat([p for p in parts if not p.empty], ignore_index=True)
 
     def candidate(self, t: int):
@@ -149,7 +153,8 @@ class World:
         """The injected faults model `key` learned from: fault weeks in its window, and a broken release."""
         from benchmarks.faults import BROKEN_RELEASE
 
-        hit = {w for w in self.trained_on(key) if self.faults.get(w, BROKEN_RELEASE) != BROKEN_RELEASE}
+        hit = {w for w in self.trained_on(key) if self.faults.get(w, BROKEN_RELEASE) != BROKEN_RELEASE
+               and not (w in self.masked and self.fault_columns.get(w) in self.masked[w])}
         if isinstance(key, tuple):
             hit.add(self.weeks[key[1] - 1] if key[1] - 1 in self.releases else self.weeks[key[1]])
         return hit
@@ -417,6 +422,7 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
 
 
 REJOIN = "(d') kept-out weeks back later"  # --rejoin
+MASKED = "(d'') held: broken columns out"  # --rejoin: held weeks train from the next week, flagged features missing
 POLICIES = [("(a) never retrain", never, False), ("(b) always promote", always, False),
             ("(c) promote if > 5 % better", fixed_rule, False), ("(d) this project", None, True),
             ("(b+) always promote the refit", always_refit, False),
@@ -436,14 +442,15 @@ def quarantined(params, frame: pd.DataFrame, weeks: list) -> set:
     return {w for w, *_, report, _s in judged(params, frame, weeks) if not report.success}
 
 
-def held(params, world: World, exclude: set) -> tuple[set, dict, dict]:
+def held(params, world: World, exclude: set) -> tuple[set, dict, dict, dict]:
     """The weeks the joint checks (ml/joint.py) hold, judged in order: each week's statistics against its training
     window (the weeks before it with rows, none the gate excluded; a held week stays in the reference, so a lasting
     change is learned after one window instead of holding every later week), calibrated on the up to
     `drift.joint_history_weeks` latest weeks before it (a held one at the bounds it crossed; the replay's first
     weeks on the weeks before the replay). Seeds follow the week, as in the flow; a week flagged right after
     `drift.joint_hold_weeks` held weeks is not held (the change has lasted). Returns the held weeks, week -> reasons
-    in words, and the weeks the checks only warned about (the target's), week -> words."""
+    in words, the weeks the checks only warned about (the target's), week -> words, and for each held week whose
+    only holding checks are features' relations, the features flagged (week -> tuple)."""
     from ml.joint import at_bounds, describe, held_streak, judge, week_statistics
 
     p = params
@@ -462,6 +469,7 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict]:
     out: set = set()
     words: dict = {}
     warned: dict = {}
+    masks: dict = {}
     for w in world.weeks[:-1]:
         week = statistics(w)
         if week is None:
@@ -471,13 +479,16 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict]:
         lasting = len(held_streak(w, out, world.has_rows)) >= p.drift.joint_hold_weeks  # as ml.joint.check_week
         if any(f.holds for f in flags) and not lasting:
             out.add(w)
+            holding = [f.check for f in flags if f.holds]
+            if all(c.startswith("relation:") for c in holding):
+                masks[w] = tuple(c.split(":", 1)[1] for c in holding)
             words[w] = describe(flags)
             stats[w] = at_bounds(week, flags)  # as ml.joint.check_week: at the bounds it crossed
         else:
             stats[w] = week
             if any(f.flagged and not f.holds for f in flags):  # the target's check warns, the week trains
                 warned[w] = describe(flags)
-    return out, words, warned
+    return out, words, warned, masks
 
 
 def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool, faults: dict | None = None,
@@ -492,7 +503,7 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     q = quarantined(params, frame, world.weeks[:-1]) if gate else set()
     gated = World(name, params, frame, max_weeks, exclude=q, releases=releases, faults=faults, cache=cache)
     began = time.perf_counter()
-    h, why, warned = held(params, world, q) if joint else (set(), {}, {})
+    h, why, warned, masks = held(params, world, q) if joint else (set(), {}, {}, {})
     joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
     checked = World(name, params, frame, max_weeks, exclude=q | h, releases=releases, faults=faults, cache=cache)
     rows = []
@@ -504,6 +515,10 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     if rejoin:
         back = World(name, params, frame, max_weeks, skip=q | h, releases=releases, faults=faults, cache=cache)
         rows.append(simulate(back, REJOIN, project_policy(calibrated_drift)))
+        masked = World(name, params, frame, max_weeks, exclude=q | (h - set(masks)), skip=set(masks),
+                       masked=masks, releases=releases, faults=faults, cache=cache)
+        masked.fault_columns = fault_columns(params, frame, faults or {})
+        rows.append(simulate(masked, MASKED, project_policy(calibrated_drift)))
     d = rows[3]
     fault_weeks = set(faults or {})
     return {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
@@ -517,6 +532,14 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
                       "warned": {str(w): warned[w] for w in sorted(warned)},
                       "false_warnings": len(set(warned) - fault_weeks), "faults_warned": len(set(warned) & fault_weeks),
                       "faults_held": len(h & fault_weeks), "seconds_per_week": joint_s}}
+
+
+def fault_columns(params, frame: pd.DataFrame, faults: dict) -> dict:
+    """Fault week -> the one column its fault broke (a time shift's hour, a unit change's feature), or None."""
+    from benchmarks.faults import hour_column, units_column
+
+    one = {"time shift": hour_column, "units": units_column}
+    return {w: one[k](params, frame) if k in one else None for w, k in faults.items()}
 
 
 def faulty(params, frame: pd.DataFrame, max_weeks: int | None, seed: int = 0) -> tuple[pd.DataFrame, dict, set]:
@@ -572,9 +595,10 @@ def print_table(res: dict) -> None:
     print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
           f"{d['drift_alarms']} of {sum(d['actions'].values())} ({res['alarm_rate']:.0%}, target <= 10%; injected "
           "shifts: benchmarks/bench_alarms.py)")
-    back = next((r for r in res["policies"] if r["policy"] == REJOIN), None)
-    if back:
-        print(f"{REJOIN} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
+    for name in (REJOIN, MASKED):
+        back = next((r for r in res["policies"] if r["policy"] == name), None)
+        if back:
+            print(f"{name} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
     if res.get("gate"):
         g = res["gate"]
         print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "
@@ -631,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gate", action="store_true", help="no data gate: (d) sees every week, no gated (b+) line")
     ap.add_argument("--faults", action="store_true", help="replay each dataset a second time with seeded faults")
     ap.add_argument("--rejoin", action="store_true",
-                    help="one more line: (d) with the weeks kept out back in training a week later")
+                    help="two more lines: (d) with the weeks kept out back in training a week later; (d) with the held "
+                         "weeks back a week later without the features their checks flagged")
     ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
     ap.add_argument("--data", help="your own files instead (the cli.init flag; other init flags pass through)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")
