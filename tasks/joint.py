@@ -75,8 +75,8 @@ def _hold(ctx: WeekRun, words: str, where, record: dict) -> dict:
     summary = f"held: {words}"
     reasons = [f"the week passed the data contract, but {words}",
                f"its batch is kept in {where}, out of every training window; nothing was trained",
-               f"@champion stays {f'v{champion}' if champion else 'unset'}; to accept the week, move the batch back "
-               f"to data/raw/ and remove its entry from data/raw/_landed.json"]
+               f"@champion stays {f'v{champion}' if champion else 'unset'}; if the week is sound, "
+               f"`python -m cli.accept {ctx.as_of}` lands it and the next run trains on it"]
     out = {"week": ctx.week, "action": "hold", "summary": summary, "reasons": reasons, "champion_version": champion,
            "evidence": {"question": "held", "joint": record}, "dry_run": ctx.dry_run}
     lineage.record_decision(ctx, out)
