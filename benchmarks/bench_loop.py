@@ -422,7 +422,6 @@ def calibrated_drift(world: World, t: int, champion: int | None) -> dict:
 
 
 REJOIN = "(d') kept-out weeks back later"  # --rejoin
-MASKED = "(d'') held: broken columns out"  # --rejoin: held weeks train from the next week, flagged features missing
 POLICIES = [("(a) never retrain", never, False), ("(b) always promote", always, False),
             ("(c) promote if > 5 % better", fixed_rule, False), ("(d) this project", None, True),
             ("(b+) always promote the refit", always_refit, False),
@@ -505,7 +504,11 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     began = time.perf_counter()
     h, why, warned, masks = held(params, world, q) if joint else (set(), {}, {}, {})
     joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
-    checked = World(name, params, frame, max_weeks, exclude=q | h, releases=releases, faults=faults, cache=cache)
+    # as the flow: a held week whose checks flagged only features' relations trains from the next week on without
+    # those features; any other held week stays out of training
+    checked = World(name, params, frame, max_weeks, exclude=q | (h - set(masks)), skip=set(masks), masked=masks,
+                    releases=releases, faults=faults, cache=cache)
+    checked.fault_columns = fault_columns(params, frame, faults or {})
     rows = []
     for label, fn, behind in POLICIES:
         if behind and not gate and fn is not None:
@@ -515,10 +518,6 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     if rejoin:
         back = World(name, params, frame, max_weeks, skip=q | h, releases=releases, faults=faults, cache=cache)
         rows.append(simulate(back, REJOIN, project_policy(calibrated_drift)))
-        masked = World(name, params, frame, max_weeks, exclude=q | (h - set(masks)), skip=set(masks),
-                       masked=masks, releases=releases, faults=faults, cache=cache)
-        masked.fault_columns = fault_columns(params, frame, faults or {})
-        rows.append(simulate(masked, MASKED, project_policy(calibrated_drift)))
     d = rows[3]
     fault_weeks = set(faults or {})
     return {"dataset": name, "weeks": len(world.weeks) - 1, "first": str(world.weeks[0]),
@@ -595,7 +594,7 @@ def print_table(res: dict) -> None:
     print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
           f"{d['drift_alarms']} of {sum(d['actions'].values())} ({res['alarm_rate']:.0%}, target <= 10%; injected "
           "shifts: benchmarks/bench_alarms.py)")
-    for name in (REJOIN, MASKED):
+    for name in (REJOIN,):
         back = next((r for r in res["policies"] if r["policy"] == name), None)
         if back:
             print(f"{name} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
@@ -655,8 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gate", action="store_true", help="no data gate: (d) sees every week, no gated (b+) line")
     ap.add_argument("--faults", action="store_true", help="replay each dataset a second time with seeded faults")
     ap.add_argument("--rejoin", action="store_true",
-                    help="two more lines: (d) with the weeks kept out back in training a week later; (d) with the held "
-                         "weeks back a week later without the features their checks flagged")
+                    help="one more line: (d) with every week kept out back in training a week later")
     ap.add_argument("--out", default=str(OUT / "bench_loop.json"), help="where the figures go (JSON)")
     ap.add_argument("--data", help="your own files instead (the cli.init flag; other init flags pass through)")
     ap.add_argument("--target", help="with --data: the column to predict (or 'column>value')")

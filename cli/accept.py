@@ -80,7 +80,8 @@ def accept(project: Path, week: str, note: str = "") -> dict:
     dest = land_file(raw, as_of, staged)  # an earlier, different copy of the week goes to data/archive/
     manifest = read_manifest(raw)
     was = manifest.get("excluded", {}).pop(as_of.isoformat(), None)
-    if was is not None:
+    masked = manifest.get("masked", {}).pop(as_of.isoformat(), None)  # a held week in training without columns
+    if was is not None or masked is not None:
         write_manifest(raw, manifest)
     record = {"week": as_of.isoformat(), "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "by": getpass.getuser(), "note": note, "was": kind, "landed": str(dest), "rows": int(len(frame))}

@@ -265,6 +265,15 @@ class JointVerdict:
     def held(self) -> bool:
         return self.flagged and not self.lasting_since
 
+    @property
+    def broken_features(self) -> tuple[str, ...]:
+        """The features whose relation to the others broke, when only such checks hold the week (not duplicated
+        rows, which spoil the whole week): the held week can train later without them."""
+        holding = [f.check for f in self.flags if f.holds]
+        if not holding or not all(c.startswith("relation:") for c in holding):
+            return ()
+        return tuple(c.split(":", 1)[1] for c in holding)
+
     def summary(self) -> str:
         """One line: what was checked against what, and what (if anything) stands out."""
         if self.held:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ml.config import Params, check_columns_exist
@@ -139,23 +140,39 @@ def held_path(raw_dir: str | Path, as_of: date) -> Path:
     return held_dir(raw_dir) / f"{as_of.isoformat()}.parquet"
 
 
-def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict) -> Path:
+def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict, without: tuple[str, ...] = ()) -> Path:
     """Move a landed week out of the raw store to data/held/ (with its checks as JSON): it passed the contract but
-    is kept out of every training window, and the manifest says why. Nothing is deleted; `python -m cli.accept <week>`
-    accepts the week."""
+    its columns relate oddly, and the manifest says why. Nothing is deleted; `python -m cli.accept <week>` accepts
+    the week. Without `without`, the week is kept out of every training window. With `without` (the features whose
+    relation to the others broke), a copy of the week with those columns empty goes back into the raw store, so
+    later windows train on the rest of it (its target, the features that still hold) but never on the broken
+    values; the manifest lists it under `masked`."""
     dest = held_path(raw_dir, as_of)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_json(dest.with_suffix(".json"), record)
     shutil.move(str(batch_path(raw_dir, as_of)), dest)
     manifest = read_manifest(raw_dir)
-    manifest.setdefault("excluded", {})[as_of.isoformat()] = f"{HELD}: {reasons}; batch kept in {dest}"
+    why = f"{HELD}: {reasons}; batch kept in {dest}"
+    if without:
+        batch = pd.read_parquet(dest)
+        write_parquet(batch_path(raw_dir, as_of), batch.assign(**{c: np.nan for c in without}))
+        manifest.setdefault("masked", {})[as_of.isoformat()] = {"columns": list(without), "reason": why}
+    else:
+        manifest.setdefault("excluded", {})[as_of.isoformat()] = why
     write_manifest(raw_dir, manifest)
     return dest
 
 
+def masked_weeks(raw_dir: str | Path) -> dict[str, list[str]]:
+    """Held weeks in the raw store without their broken columns: {'2013-06-16': ['hour']}."""
+    return {w: m["columns"] for w, m in read_manifest(raw_dir).get("masked", {}).items()}
+
+
 def held_weeks(raw_dir: str | Path) -> set[date]:
-    """Weeks the joint checks held (out of training windows, still part of the accepted history)."""
-    return {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items() if why.startswith(HELD)}
+    """Weeks the joint checks held (out of training windows or in them without their broken columns; still part of
+    the accepted history)."""
+    return {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items() if why.startswith(HELD)} | {
+        date.fromisoformat(w) for w in masked_weeks(raw_dir)}
 
 
 def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:

@@ -1,8 +1,9 @@
 """The joint checks of a landed week (ml/joint.py): do its columns still relate as they did? A week that passed the
 contract but whose relations broke (a time feature shifted by hours, a feature in other units, a frozen feed) is
-held: kept in data/held/ and out of every training window, nothing is trained, the champion serves on. A change
-that lasts (flagged again right after `drift.joint_hold_weeks` held weeks) is taken as the new normal: that week
-trains, with a warning."""
+held: kept in data/held/, nothing is trained, the champion serves on. When only features' relations broke, the
+week trains from the next run on without those features (a copy with them empty goes to data/raw/); otherwise
+it stays out of every training window. A change that lasts (flagged again right after `drift.joint_hold_weeks`
+held weeks) is taken as the new normal: that week trains, with a warning."""
 from __future__ import annotations
 
 import time
@@ -60,11 +61,13 @@ def joint_check(ctx: WeekRun) -> dict | None:
         if not verdict.held:
             log.info(f"joint: {verdict.summary()} ({seconds:.1f} s)")
             return None
-        where = hold_batch(raw, ctx.as_of, verdict.summary(), record)
-    return _hold(ctx, verdict.summary(), where, record)
+        without = verdict.broken_features  # the week trains later without these (all of it: none)
+        record["trains_without"] = list(without)
+        where = hold_batch(raw, ctx.as_of, verdict.summary(), record, without=without)
+    return _hold(ctx, verdict.summary(), where, record, without)
 
 
-def _hold(ctx: WeekRun, words: str, where, record: dict) -> dict:
+def _hold(ctx: WeekRun, words: str, where, record: dict, without: tuple[str, ...] = ()) -> dict:
     """The decision of a held week: nothing trained, no alias moved; an alert names what broke."""
     from ml.split import week_label
     from tasks.registry import CHAMPION, alias_version
@@ -73,8 +76,10 @@ def _hold(ctx: WeekRun, words: str, where, record: dict) -> dict:
     name = ctx.params.registry.model_name
     champion = alias_version(name, CHAMPION)
     summary = f"held: {words}"
-    reasons = [f"the week passed the data contract, but {words}",
-               f"its batch is kept in {where}, out of every training window; nothing was trained",
+    kept = (f"its batch is kept in {where}; nothing was trained this week, and from the next run on the week trains "
+            f"without {', '.join(repr(c) for c in without)} (left empty in data/raw/)" if without else
+            f"its batch is kept in {where}, out of every training window; nothing was trained")
+    reasons = [f"the week passed the data contract, but {words}", kept,
                f"@champion stays {f'v{champion}' if champion else 'unset'}; if the week is sound, "
                f"`python -m cli.accept {ctx.as_of}` lands it and the next run trains on it"]
     out = {"week": ctx.week, "action": "hold", "summary": summary, "reasons": reasons, "champion_version": champion,

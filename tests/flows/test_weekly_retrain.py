@@ -108,7 +108,7 @@ def scenario(prefect_api, tmp_path_factory):
     s["versions_after_held"] = len(client(repo).search_model_versions(f"name='{MODEL}'"))
     # the run after a held week goes on with the week after it (dry: the registry stays as the other tests left it)
     s["after_held"] = week(repo, "next", dry_run=True)
-    s["train_after_held"] = pd.read_parquet(repo / "data/prepared/train.parquet", columns=["time_hour"])
+    s["train_after_held"] = pd.read_parquet(repo / "data/prepared/train.parquet", columns=["time_hour", "hour"])
     return s
 
 
@@ -201,27 +201,34 @@ def test_dry_run_decides_but_registers_nothing(scenario):
     assert scenario["versions_after_dry"] == scenario["versions_before_dry"]
 
 
-def test_a_week_whose_columns_no_longer_relate_is_held_and_kept_out_of_training(scenario):
+def test_a_week_whose_columns_no_longer_relate_is_held_and_trains_later_without_them(scenario):
     repo = scenario["repo"]
     state, r = scenario["held"]
     assert state.is_completed(), state.message
     assert r["action"] == "hold" and r["summary"].startswith("held: 'hour' no longer follows"), r["summary"]
-    assert (repo / "data/held/2013-06-16.parquet").exists() and not (repo / "data/raw/2013-06-16.parquet").exists()
+    original = pd.read_parquet(repo / "data/held/2013-06-16.parquet")  # the batch as delivered, kept
+    masked = pd.read_parquet(repo / "data/raw/2013-06-16.parquet")  # the copy later windows train on
+    assert original["hour"].notna().all() and masked["hour"].isna().all()
+    assert masked.drop(columns="hour").equals(original.drop(columns="hour"))
     checks = json.loads((repo / "data/held/2013-06-16.json").read_text())
-    assert checks["held"] and checks["null_weeks"] >= 6
+    assert checks["held"] and checks["null_weeks"] >= 6 and checks["trains_without"] == ["hour"]
     manifest = json.loads((repo / "data/raw/_landed.json").read_text())
-    assert manifest["excluded"]["2013-06-16"].startswith("held by the joint checks")
+    assert manifest["masked"]["2013-06-16"]["columns"] == ["hour"] and "2013-06-16" not in manifest["excluded"]
+    assert manifest["masked"]["2013-06-16"]["reason"].startswith("held by the joint checks")
     decision = json.loads((repo / "data/runs/2013-06-16/decision.json").read_text())
     assert decision["evidence"]["question"] == "held" and "data/held/2013-06-16.parquet" in decision["reasons"][1]
+    assert "without 'hour'" in decision["reasons"][1], decision["reasons"]
     assert scenario["versions_after_held"] == scenario["versions_before_held"]  # nothing trained or registered
     assert scenario["champion_before_held"] == champion(repo)
-    # the next run takes the week after it, and trains on a window without it
+    # the next run takes the week after it, and trains on the held week without its shifted hours
     state, r = scenario["after_held"]
     assert state.is_completed(), state.message
     assert r["week"] == "2013-06-23" and r["action"] != "hold"
-    t = scenario["train_after_held"]["time_hour"]
-    held_week = (t >= pd.Timestamp("2013-06-09", tz="UTC")) & (t < pd.Timestamp("2013-06-16", tz="UTC"))
-    assert len(t) and not held_week.any() and (t >= pd.Timestamp("2013-06-02", tz="UTC")).any()
+    train = scenario["train_after_held"]
+    t = train["time_hour"]
+    held_week = ((t >= pd.Timestamp("2013-06-09", tz="UTC")) & (t < pd.Timestamp("2013-06-16", tz="UTC"))).to_numpy()
+    assert held_week.any() and (t >= pd.Timestamp("2013-06-02", tz="UTC")).any()
+    assert train["hour"][held_week].isna().all() and train["hour"][~held_week].notna().all()
 
 
 def test_lineage_from_a_registered_version(scenario):

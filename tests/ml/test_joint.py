@@ -84,6 +84,10 @@ def test_a_week_is_checked_from_the_accepted_history_as_the_flow_does(flights):
     assert "the columns relate as before" in ok.summary()
     shifted = check_week(history, inject("time shift", week, PARAMS, frame), WEEK, S, n, PARAMS.drift.alarm_rate)
     assert shifted.held and "'hour' no longer follows" in shifted.summary()
+    assert shifted.broken_features == ("hour",) and ok.broken_features == ()  # it trains later without 'hour'
+    # duplicated rows spoil the whole week: it stays out of training
+    doubled = check_week(history, inject("duplicates", week, PARAMS, frame), WEEK, S, n, PARAMS.drift.alarm_rate)
+    assert doubled.held and doubled.broken_features == ()
     # weeks that were held still calibrate the bounds, at the bounds they crossed: these crossed none
     held = {WEEK - timedelta(days=7 * k) for k in range(1, 4)}
     rest = check_week(history, week, WEEK, S, n, PARAMS.drift.alarm_rate, not_null=held)

@@ -142,3 +142,31 @@ def test_a_held_week_is_accepted_back_into_the_training_windows(tmp_path, flight
     assert week not in held_weeks(raw)
     assert json.loads(held_path(raw, week).with_suffix(".accepted.json").read_text())["was"] == "held"
     assert accept([week.isoformat(), "--project-dir", str(tmp_path)]) == 2  # accepted already
+
+
+def test_a_held_week_trains_without_its_broken_columns_until_accepted(tmp_path, flights):
+    from datetime import date
+
+    from cli.accept import main as accept
+    from ml.split import slice_week
+    from stages.ingest import batch_path, held_path, held_weeks, hold_batch, masked_weeks, read_manifest, write_manifest
+
+    raw, week = tmp_path / "data" / "raw", date(2013, 6, 16)
+    batch = slice_week(flights, "time_hour", week)
+    raw.mkdir(parents=True)
+    batch.to_parquet(batch_path(raw, week))
+    write_manifest(raw, {"excluded": {}})
+    hold_batch(raw, week, "'hour' no longer follows from the other columns", {"checks": {}}, without=("hour",))
+    # the delivered batch is kept in data/held/; the raw store gets the week without its broken column
+    assert pd.read_parquet(held_path(raw, week)).equals(batch)
+    masked = pd.read_parquet(batch_path(raw, week))
+    assert masked["hour"].isna().all() and masked.drop(columns="hour").equals(batch.drop(columns="hour"))
+    assert week in held_weeks(raw) and masked_weeks(raw) == {week.isoformat(): ["hour"]}
+    assert week.isoformat() not in read_manifest(raw)["excluded"]  # it is in the training windows
+
+    # accepted: the week as delivered replaces the masked copy, which is archived
+    assert accept([week.isoformat(), "--project-dir", str(tmp_path)]) == 0
+    assert pd.read_parquet(batch_path(raw, week)).equals(batch)
+    assert week not in held_weeks(raw) and masked_weeks(raw) == {}
+    archived = list((tmp_path / "data" / "archive").rglob("*.parquet"))
+    assert len(archived) == 1 and pd.read_parquet(archived[0])["hour"].isna().all()
