@@ -172,7 +172,7 @@ class DriftConfig:
     alarm_rate: float = 0.05  # calibrated alarms: family-wise false-alarm rate over all columns of a week
     history_weeks: int = 26  # calibrated alarms: past weeks whose week-to-week drift forms the null
     joint_checks: bool = True  # hold a week whose columns no longer relate as before (ml/joint.py): no retrain,
-    # the batch kept in data/held/ and out of training windows
+    # the batch kept in data/held/; later windows train on it without the broken features (repeated rows: not at all)
     joint_history_weeks: int = 12  # joint checks: past weeks whose own statistics calibrate the bounds
     joint_hold_weeks: int = 1  # joint checks: a change is held this many weeks in a row; when the next week is
     # flagged too, the change has lasted and is taken as the new normal (that week trains; the held stay held)
