@@ -3,6 +3,7 @@ leaves out stub weeks, re-lands the window when the source settings change, and 
 before anything runs. Real DVC-stage commands on UCI bike sharing, onboarded by `cli.init`."""
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -122,18 +123,27 @@ def test_a_key_naming_a_missing_column_fails_before_anything_runs(bike_repo):
     assert not landed(bike_repo) if (bike_repo / "data/raw").exists() else True
 
 
-def test_a_held_week_is_accepted_back_into_the_training_windows(tmp_path, flights):
-    from datetime import date
+HELD_WEEK = date(2013, 6, 16)
 
-    from cli.accept import main as accept
+
+def _landed_week(tmp_path, flights):
+    """A raw store holding one real flights week, landed: (raw folder, the week, its batch)."""
     from ml.split import slice_week
-    from stages.ingest import batch_path, held_path, held_weeks, hold_batch, write_manifest
+    from stages.ingest import batch_path, write_manifest
 
-    raw, week = tmp_path / "data" / "raw", date(2013, 6, 16)
-    batch = slice_week(flights, "time_hour", week)
+    raw = tmp_path / "data" / "raw"
+    batch = slice_week(flights, "time_hour", HELD_WEEK)
     raw.mkdir(parents=True)
-    batch.to_parquet(batch_path(raw, week))
+    batch.to_parquet(batch_path(raw, HELD_WEEK))
     write_manifest(raw, {"excluded": {}})
+    return raw, HELD_WEEK, batch
+
+
+def test_a_held_week_is_accepted_back_into_the_training_windows(tmp_path, flights):
+    from cli.accept import main as accept
+    from stages.ingest import batch_path, held_path, held_weeks, hold_batch
+
+    raw, week, _ = _landed_week(tmp_path, flights)
     hold_batch(raw, week, "'hour' no longer follows from the other columns", {"checks": {}})
     assert not batch_path(raw, week).exists() and week in held_weeks(raw)
 
@@ -145,17 +155,10 @@ def test_a_held_week_is_accepted_back_into_the_training_windows(tmp_path, flight
 
 
 def test_a_held_week_trains_without_its_broken_columns_until_accepted(tmp_path, flights):
-    from datetime import date
-
     from cli.accept import main as accept
-    from ml.split import slice_week
-    from stages.ingest import batch_path, held_path, held_weeks, hold_batch, masked_weeks, read_manifest, write_manifest
+    from stages.ingest import batch_path, held_path, held_weeks, hold_batch, masked_weeks, read_manifest
 
-    raw, week = tmp_path / "data" / "raw", date(2013, 6, 16)
-    batch = slice_week(flights, "time_hour", week)
-    raw.mkdir(parents=True)
-    batch.to_parquet(batch_path(raw, week))
-    write_manifest(raw, {"excluded": {}})
+    raw, week, batch = _landed_week(tmp_path, flights)
     hold_batch(raw, week, "'hour' no longer follows from the other columns", {"checks": {}}, without=("hour",))
     # the delivered batch is kept in data/held/; the raw store gets the week without its broken column
     assert pd.read_parquet(held_path(raw, week)).equals(batch)
