@@ -93,7 +93,8 @@ class World:
         self.exclude, self.releases, self.faults = exclude or set(), releases or set(), faults or {}
         self.skip = skip or set()
         self.masked = masked or {}  # week -> columns set to missing when the week is in a training window
-        self.fault_columns: dict = {}  # fault week -> the one column its fault broke (None: the whole week)
+        # fault week -> the one column its fault broke (None: the whole week); only masked weeks ask
+        self.fault_columns = fault_columns(params, frame, self.faults) if self.masked and self.faults else {}
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
         self._loss: dict = cache.setdefault("loss", {})
@@ -450,7 +451,7 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict, dict]:
     `drift.joint_hold_weeks` held weeks is not held (the change has lasted). Returns the held weeks, week -> reasons
     in words, the weeks the checks only warned about (the target's), week -> words, and for each held week whose
     only holding checks are features' relations, the features flagged (week -> tuple)."""
-    from ml.joint import at_bounds, describe, held_streak, judge, week_statistics
+    from ml.joint import at_bounds, broken_features, describe, held_streak, judge, week_statistics
 
     p = params
     null_weeks = p.drift.joint_history_weeks
@@ -478,9 +479,8 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict, dict]:
         lasting = len(held_streak(w, out, world.has_rows)) >= p.drift.joint_hold_weeks  # as ml.joint.check_week
         if any(f.holds for f in flags) and not lasting:
             out.add(w)
-            holding = [f.check for f in flags if f.holds]
-            if all(c.startswith("relation:") for c in holding):
-                masks[w] = tuple(c.split(":", 1)[1] for c in holding)
+            if without := broken_features(flags):  # as the flow: the week trains later without them
+                masks[w] = without
             words[w] = describe(flags)
             stats[w] = at_bounds(week, flags)  # as ml.joint.check_week: at the bounds it crossed
         else:
@@ -508,7 +508,6 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     # those features; any other held week stays out of training
     checked = World(name, params, frame, max_weeks, exclude=q | (h - set(masks)), skip=set(masks), masked=masks,
                     releases=releases, faults=faults, cache=cache)
-    checked.fault_columns = fault_columns(params, frame, faults or {})
     rows = []
     for label, fn, behind in POLICIES:
         if behind and not gate and fn is not None:
@@ -594,10 +593,9 @@ def print_table(res: dict) -> None:
     print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
           f"{d['drift_alarms']} of {sum(d['actions'].values())} ({res['alarm_rate']:.0%}, target <= 10%; injected "
           "shifts: benchmarks/bench_alarms.py)")
-    for name in (REJOIN,):
-        back = next((r for r in res["policies"] if r["policy"] == name), None)
-        if back:
-            print(f"{name} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
+    back = next((r for r in res["policies"] if r["policy"] == REJOIN), None)
+    if back:
+        print(f"{REJOIN} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
     if res.get("gate"):
         g = res["gate"]
         print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "

@@ -228,6 +228,15 @@ def describe(flags: list[JointFlag]) -> str:
 NULL_WEEKS = 12  # past weeks whose own statistics calibrate a week's joint checks
 
 
+def broken_features(flags) -> tuple[str, ...]:
+    """The features whose relation to the others broke, when only such checks hold the week (not duplicated rows,
+    which spoil the whole week): a held week can train later without them."""
+    holding = [f.check for f in flags if f.holds]
+    if not holding or not all(c.startswith("relation:") for c in holding):
+        return ()
+    return tuple(c.split(":", 1)[1] for c in holding)
+
+
 def held_streak(as_of, held, has_rows) -> tuple:
     """The weeks held in a row right before `as_of` (weeks without rows skipped), oldest first."""
     out = []
@@ -267,12 +276,7 @@ class JointVerdict:
 
     @property
     def broken_features(self) -> tuple[str, ...]:
-        """The features whose relation to the others broke, when only such checks hold the week (not duplicated
-        rows, which spoil the whole week): the held week can train later without them."""
-        holding = [f.check for f in self.flags if f.holds]
-        if not holding or not all(c.startswith("relation:") for c in holding):
-            return ()
-        return tuple(c.split(":", 1)[1] for c in holding)
+        return broken_features(self.flags)
 
     def summary(self) -> str:
         """One line: what was checked against what, and what (if anything) stands out."""
