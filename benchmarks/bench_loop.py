@@ -61,8 +61,8 @@ class World:
     """One dataset's year: weekly frames, the weekly models (model i = the recipe trained on the window before
     week i; the refit of week i is model i + 1) and their per-row losses on any week, computed once.
 
-    `exclude`: weeks the gate quarantined (they never enter a training window: the window shrinks); `skip`: weeks
-    with no retrain whose rows still enter later windows (`--rejoin`); `releases`:
+    `exclude`: weeks kept out (they never enter a training window: the window shrinks); `skip`: weeks with no
+    retrain whose rows still enter later windows (`masked`: without some columns; `--rejoin`: whole); `releases`:
     week indices whose candidate (and refit) is a broken release, a clearly worse recipe (model key
     ("broken", i)); `faults`: week -> injected fault, for the tally; `cache`: models and losses shared with
     another World over the same frame (keyed by the weeks a model was trained on)."""
@@ -429,17 +429,26 @@ POLICIES = [("(a) never retrain", never, False), ("(b) always promote", always, 
             ("(b+) behind the project's gate", always_refit, True)]
 
 
-def quarantined(params, frame: pd.DataFrame, weeks: list) -> set:
-    """The weeks the data gate rejects, judged in order as the weekly flow judges them (benchmarks/bench_gate.py)."""
+def quarantined(params, frame: pd.DataFrame, weeks: list) -> tuple[set, dict]:
+    """The weeks the data gate rejects, judged in order as the weekly flow judges them (benchmarks/bench_gate.py),
+    and of those, each that failed only features' values with the features it trains without from the next week
+    on, as the flow lands it (`ml.suite.failed_features`): week -> tuple."""
     import logging
 
     import great_expectations  # noqa: F401  (its loggers exist once it is imported)
 
     from benchmarks.bench_gate import judged
+    from ml.suite import failed_features
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # one line per suite otherwise
-    return {w for w, *_, report, _s in judged(params, frame, weeks) if not report.success}
+    out, masks = set(), {}
+    for w, *_, report, _s in judged(params, frame, weeks):
+        if not report.success:
+            out.add(w)
+            if without := failed_features(params.source, report):
+                masks[w] = without
+    return out, masks
 
 
 def held(params, world: World, exclude: set) -> tuple[set, dict, dict, dict]:
@@ -499,15 +508,18 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     t0 = time.perf_counter()
     cache: dict = {}
     world = World(name, params, frame, max_weeks, releases=releases, faults=faults, cache=cache)
-    q = quarantined(params, frame, world.weeks[:-1]) if gate else set()
-    gated = World(name, params, frame, max_weeks, exclude=q, releases=releases, faults=faults, cache=cache)
+    q, qmasks = quarantined(params, frame, world.weeks[:-1]) if gate else (set(), {})
+    # as the flow: a quarantined week that broke only features' values trains from the next week on without them
+    gated = World(name, params, frame, max_weeks, exclude=q - set(qmasks), skip=set(qmasks), masked=qmasks,
+                  releases=releases, faults=faults, cache=cache)
     began = time.perf_counter()
     h, why, warned, masks = held(params, world, q) if joint else (set(), {}, {}, {})
     joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
     # as the flow: a held week whose checks flagged only features' relations trains from the next week on without
     # those features; any other held week stays out of training
-    checked = World(name, params, frame, max_weeks, exclude=q | (h - set(masks)), skip=set(masks), masked=masks,
-                    releases=releases, faults=faults, cache=cache)
+    checked = World(name, params, frame, max_weeks, exclude=(q - set(qmasks)) | (h - set(masks)),
+                    skip=set(masks) | set(qmasks), masked={**qmasks, **masks}, releases=releases, faults=faults,
+                    cache=cache)
     rows = []
     for label, fn, behind in POLICIES:
         if behind and not gate and fn is not None:
@@ -523,6 +535,7 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
             "last": str(world.weeks[-2]), "seconds": time.perf_counter() - t0, "policies": [r.row() for r in rows],
             "log": d.log, "alarm_rate": d.alarms / max(sum(d.actions.values()), 1),
             "gate": {"weeks": len(world.weeks) - 1, "quarantined": sorted(map(str, q)),
+                     "trains_without": {str(w): list(c) for w, c in sorted(qmasks.items())},
                      "false_quarantines": len(q - fault_weeks), "faults_stopped": len(q & fault_weeks)}
             if gate else None,
             "faults": {str(w): k for w, k in (faults or {}).items()},
@@ -598,8 +611,10 @@ def print_table(res: dict) -> None:
         print(f"{REJOIN} vs (d): {back['mae'] / d['mae'] - 1:+.2%}; vs (b+): {back['mae'] / refit['mae'] - 1:+.2%}")
     if res.get("gate"):
         g = res["gate"]
+        without = "; ".join(f"{w} {', '.join(c)}" for w, c in g.get("trains_without", {}).items())
         print(f"data gate: false quarantines {g['false_quarantines']} of {g['weeks']} real weeks "
-              f"({g['false_quarantines'] / max(g['weeks'], 1):.1%}, target <= 2%)")
+              f"({g['false_quarantines'] / max(g['weeks'], 1):.1%}, target <= 2%)"
+              + (f"; trained later without their broken features: {without}" if without else ""))
     j = res["joint"]
     print(f"joint checks (ml/joint.py; (d) holds the week): {j['false_holds']} of {res['weeks']} ordinary weeks held "
           f"({j['false_holds'] / max(res['weeks'], 1):.1%}), {j['false_warnings']} warned (the target's check: the "

@@ -316,3 +316,49 @@ def _trend(weeks: list, per_week: pd.DataFrame) -> tuple:
                  for j in per_week.columns)
 
 
+
+
+# ---------------------------------------------------------------------------------------- what a failure spoils
+
+
+def is_value_rule(e: Expectation) -> bool:
+    """A rule on the values a column takes this week, which the contract learns and a person may overrule: a
+    quantile, a null or category share, a tolerant range (`validation.range_tolerance`), the weekly row count.
+    Not one: the schema, a never-null column, finite numbers, a strict bound (a sign, a person's physical bound),
+    the week's time span, unique ids, the row floor - fixed rules a batch that breaks them cannot be accepted over."""
+    if e.type in ("ExpectColumnQuantileValuesToBeBetween", "ExpectColumnProportionOfNonNullValuesToBeBetween",
+                  "ExpectColumnValuesToBeInSet"):
+        return True
+    if e.type in ("ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween"):
+        return "mostly" in e.kwargs  # a learned null share / a tolerant range
+    return e.type == "ExpectTableRowCountToBeBetween" and "max_value" in e.kwargs  # learned from the reference
+
+
+def value_rules_only(report) -> bool:
+    """The batch failed value rules alone (`is_value_rule`): an ordinary week after all is a person's call."""
+    return not report.success and not report.unjudged and all(is_value_rule(e) for e in report.failed_rules)
+
+
+COLUMN_VALUE_RULES = ("ExpectColumnQuantileValuesToBeBetween", "ExpectColumnProportionOfNonNullValuesToBeBetween",
+                      "ExpectColumnValuesToBeInSet", "ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween")
+
+
+def failed_features(cfg: SourceConfig, report) -> tuple[str, ...]:
+    """The features a rejected week can train without, from the next run on: every failed rule is on the values of
+    a feature (one sensor's feed broke or went empty, a feature arrived in other units or with a sign flipped, a
+    new category) and at most half the features failed, so the broken values never train but the week's target
+    and its sound features do. () when anything else failed - the target, the schema, the week's time span, the
+    row count, unique ids, a required column's nulls (the columns a row is known by) - or too much did: the whole
+    week stays out of training."""
+    if report.success or report.unjudged:
+        return ()
+    features = set(cfg.features) - {cfg.target}
+    columns = list(dict.fromkeys(e.column for e in report.failed_rules))
+    if not columns or not all(e.type in COLUMN_VALUE_RULES and e.column in features and not _never_null(e)
+                              for e in report.failed_rules):
+        return ()
+    return tuple(columns) if 2 * len(columns) <= len(features) else ()
+
+
+def _never_null(e: Expectation) -> bool:
+    return e.type == "ExpectColumnValuesToNotBeNull" and "mostly" not in e.kwargs  # validation.required

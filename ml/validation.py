@@ -49,6 +49,10 @@ class ValidationReport:
     n_failed: int  # failed in GX + not run because their column is missing or duplicated
     result: dict
     excused: list[str] = field(default_factory=list)  # quantile rules failed by a column that moved with the others
+    # the rules that failed on values GX judged (`ml.suite.kept_features` reads them), and how many could not be
+    # judged (their column missing or doubled, or the check raised on the column's values)
+    failed_rules: list[Expectation] = field(default_factory=list)
+    unjudged: int = 0
 
 
 
@@ -78,8 +82,10 @@ def validate_batch(batch: pd.DataFrame, suite: list[Expectation]) -> ValidationR
                 entry["excused"] = excused[i]
         result["excused"] = list(excused.values())
         result["success"] = not failed and not not_run
+    judged = [suite[i] for i, r in failed if not _raised(r)]
     return ValidationReport(success=not failed and not not_run, failures=failures, n_expectations=len(suite),
-                            n_failed=len(failed) + len(not_run), result=result, excused=list(excused.values()))
+                            n_failed=len(failed) + len(not_run), result=result, excused=list(excused.values()),
+                            failed_rules=judged, unjudged=len(failed) - len(judged) + len(not_run))
 
 
 def _excused(batch: pd.DataFrame, suite: list[Expectation], failed: list) -> dict[int, str]:

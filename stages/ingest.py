@@ -144,9 +144,7 @@ def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict, wit
     """Move a landed week out of the raw store to data/held/ (with its checks as JSON): it passed the contract but
     its columns relate oddly, and the manifest says why. Nothing is deleted; `python -m cli.accept <week>` accepts
     the week. Without `without`, the week is kept out of every training window. With `without` (the features whose
-    relation to the others broke), a copy of the week with those columns empty goes back into the raw store, so
-    later windows train on the rest of it (its target, the features that still hold) but never on the broken
-    values; the manifest lists it under `masked`."""
+    relation to the others broke), a copy of the week without them goes back into the raw store (`land_without`)."""
     dest = held_path(raw_dir, as_of)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_json(dest.with_suffix(".json"), record)
@@ -154,25 +152,44 @@ def hold_batch(raw_dir: str | Path, as_of: date, reasons: str, record: dict, wit
     manifest = read_manifest(raw_dir)
     why = f"{HELD}: {reasons}; batch kept in {dest}"
     if without:
-        batch = pd.read_parquet(dest)
-        write_parquet(batch_path(raw_dir, as_of), batch.assign(**{c: np.nan for c in without}))
-        manifest.setdefault("masked", {})[as_of.isoformat()] = {"columns": list(without), "reason": why}
+        land_without(raw_dir, as_of, pd.read_parquet(dest), without, why, manifest)
     else:
         manifest.setdefault("excluded", {})[as_of.isoformat()] = why
     write_manifest(raw_dir, manifest)
     return dest
 
 
+def land_without(raw_dir: str | Path, as_of: date, batch: pd.DataFrame, without: tuple[str, ...], why: str,
+                 manifest: dict) -> Path:
+    """Land a copy of a kept-out week (held, or quarantined) with the columns `without` empty, so later windows
+    train on the rest of it (its target, the features that still hold) but never on the broken values; `manifest`
+    lists the week under `masked` with `why` (the caller writes it). `python -m cli.accept <week>` lands the
+    delivered batch over the copy."""
+    dest = batch_path(raw_dir, as_of)
+    write_parquet(dest, batch.assign(**{c: np.nan for c in without}))
+    manifest.setdefault("masked", {})[as_of.isoformat()] = {"columns": list(without), "reason": why}
+    manifest.get("excluded", {}).pop(as_of.isoformat(), None)
+    return dest
+
+
+def landed_whole(raw_dir: str | Path, as_of: date) -> None:
+    """A week landed as delivered: an earlier copy without some columns (`land_without`) no longer stands."""
+    manifest = read_manifest(raw_dir)
+    if manifest.get("masked", {}).pop(as_of.isoformat(), None) is not None:
+        write_manifest(raw_dir, manifest)
+
+
 def masked_weeks(raw_dir: str | Path) -> dict[str, list[str]]:
-    """Held weeks in the raw store without their broken columns: {'2013-06-16': ['hour']}."""
+    """Kept-out weeks (held, or quarantined) in the raw store without their broken columns: {'2013-06-16': ['hour']}."""
     return {w: m["columns"] for w, m in read_manifest(raw_dir).get("masked", {}).items()}
 
 
 def held_weeks(raw_dir: str | Path) -> set[date]:
     """Weeks the joint checks held (out of training windows or in them without their broken columns; still part of
-    the accepted history)."""
+    the accepted history). A quarantined week in training without some columns is not among them."""
+    masked = read_manifest(raw_dir).get("masked", {})
     return {date.fromisoformat(w) for w, why in excluded_weeks(raw_dir).items() if why.startswith(HELD)} | {
-        date.fromisoformat(w) for w in masked_weeks(raw_dir)}
+        date.fromisoformat(w) for w, m in masked.items() if m["reason"].startswith(HELD)}
 
 
 def check_source(params: Params, raw_dir: str | Path, log=print) -> Path | None:
@@ -232,7 +249,7 @@ def backfill(params: Params, raw_dir: str | Path, as_of: date, base: Path | None
             known[w.isoformat()] = f"the source has no rows for the week {week_label(w)}"
     candidates = {w: b for w, b in fetched.items() if not b.empty}
     if candidates:
-        result.landed = _gate_and_land(params, raw_dir, frame, weeks, candidates, known, as_of, log)
+        result.landed = _gate_and_land(params, raw_dir, frame, weeks, candidates, manifest, as_of, log)
     write_manifest(raw_dir, manifest)
     result.excluded = {w.isoformat(): known[w.isoformat()] for w in weeks if w.isoformat() in known}
     for week, reason in result.excluded.items():
@@ -265,10 +282,12 @@ def _window_of(params: Params, raw_dir: Path, manifest: dict, as_of: date, base:
 
 
 def _gate_and_land(params: Params, raw_dir: Path, frame: pd.DataFrame, weeks: list[date],
-                   candidates: dict[date, pd.DataFrame], known: dict, as_of: date, log) -> list[date]:
-    """Each fetched week in order through the gate: landed in `raw_dir`, or quarantined with its reasons in
-    `known` (the manifest's excluded weeks). Returns the weeks landed."""
+                   candidates: dict[date, pd.DataFrame], manifest: dict, as_of: date, log) -> list[date]:
+    """Each fetched week in order through the gate: landed in `raw_dir`, or quarantined with its reasons in the
+    manifest's excluded weeks; a quarantined training week that failed only value rules of some features lands
+    without them (`land_without`; the week judged, `as_of`, never does). Returns the weeks landed whole."""
     n, tcol = params.window.train_weeks, params.source.time_column
+    known = manifest["excluded"]
     quarantine_dir = raw_dir.parent / "quarantine"
     landed = {w: pd.read_parquet(batch_path(raw_dir, w)) for w in weeks if batch_path(raw_dir, w).exists()}
     learned, has_rows = None, weeks_with_rows(frame[tcol], as_of)
@@ -283,11 +302,17 @@ def _gate_and_land(params: Params, raw_dir: Path, frame: pd.DataFrame, weeks: li
 
             history = accepted_history(frame, tcol, w, params.validation.learn_weeks, rejected_weeks(raw_dir))
             learned = learn_contract(params.source, params.validation, history, w, n)
-        reasons, gx_result, contract = gate(params, batch, [b for b in before if b is not None and not b.empty],
-                                            w, learned=learned)
+        reasons, gx_result, contract, without = gate(
+            params, batch, [b for b in before if b is not None and not b.empty], w, learned=learned)
         if reasons:
             where = quarantine_frame(quarantine_dir, w, batch, reasons, gx_result, contract=contract)
-            known[w.isoformat()] = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
+            why = f"failed the data contract ({'; '.join(reasons)}); quarantined in {where}"
+            if without and w != as_of:
+                land_without(raw_dir, w, batch, without, why, manifest)
+                log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows landed WITHOUT "
+                    f"{', '.join(map(repr, without))} (left empty): {'; '.join(reasons)} (quarantined in {where})")
+                continue
+            known[w.isoformat()] = why
             log(f"ingest: week {week_label(w)}: {fmt_int(len(batch))} rows NOT landed: {'; '.join(reasons)} "
                 f"(quarantined in {where})")
             continue
@@ -354,11 +379,13 @@ def contract_record(suite: list, contract) -> dict:
 
 
 def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
-         learned) -> tuple[list[str], dict, dict]:
+         learned) -> tuple[list[str], dict, dict, tuple[str, ...]]:
     """The batch contract for a week landed from the source: its reference learned from the weeks before it (as in
     the weekly flow), its value rules' tolerances from the `learned` contract (`ml.contract.learn_contract`):
-    (reasons it fails, GX result, contract record); no reasons = pass. At the start of the history, with fewer
+    (reasons it fails, GX result, contract record, the features a failing week can train without:
+    `ml.suite.failed_features`); no reasons = pass. At the start of the history, with fewer
     than two weeks before it, a week has nothing to learn from and meets the fixed rules alone."""
+    from ml.suite import failed_features
     from ml.validation import validate_batch
 
     if len(before) < 2:  # rules learned from the batch itself (as if it were last week) pass: fixed rules decide
@@ -367,7 +394,8 @@ def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of:
     reference = pd.concat(before, ignore_index=True)
     suite, contract = week_contract(params, reference, None, as_of, params.window.train_weeks, learned)
     report = validate_batch(batch, suite)
-    return ([] if report.success else report.failures), report.result, contract_record(suite, contract)
+    return ([] if report.success else report.failures), report.result, contract_record(suite, contract), \
+        failed_features(params.source, report)
 
 
 def is_date(s: str) -> bool:

@@ -172,23 +172,50 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         lineage.log_json(summary, "validation/summary.json")
         mlflow.set_tag("validation", "passed" if report.success else "failed")
         if not report.success:
-            where = quarantine(ctx, Path(staged), report.result, report.failures, record)
-            mlflow.set_tag("quarantine", str(where))
-            alerts.announce(alerts.QUARANTINED, f"week.{ctx.week}", f"batch of week {week_label(ctx.as_of)} "
-                            f"quarantined in {where}: {'; '.join(report.failures)[:1500]}", quarantine=str(where))
-            reasons = "\n".join(f"  - {f}" for f in report.failures)
-            log.error(f"validate: week {week_label(ctx.as_of)} FAILED {report.n_failed} of {report.n_expectations} "
-                      f"expectations; batch quarantined in {where}")
-            raise BatchRejected(f"batch of week {week_label(ctx.as_of)} quarantined in {where}: "
-                                f"{report.n_failed} of {report.n_expectations} expectations failed "
-                                f"({len(report.failures)} problem(s)):\n{reasons}\nan ordinary week after all? "
-                                f"`python -m cli.accept {ctx.as_of}` lands it, and the contract learns from it")
+            _reject(ctx, Path(staged), report, record)
         land(ctx, Path(staged))
         moved = f" ({len(report.excused)} moved with the other columns: {'; '.join(report.excused)})" \
             if report.excused else ""
         log.info(f"validate: {report.n_expectations} expectations passed on {len(batch):,} rows{moved}; "
                  f"batch landed in {batch_path(ctx.path('data', 'raw'), ctx.as_of)}")
     return summary
+
+
+def _reject(ctx: WeekRun, staged: Path, report, record: dict) -> None:
+    """Quarantine a failing batch, land it without the features whose value rules alone failed
+    (`ml.suite.failed_features`: it trains from the next run on without them), announce it and fail the run
+    saying why and what a person can do."""
+    import mlflow
+
+    from ml.suite import failed_features, value_rules_only
+    from stages.ingest import land_without, read_manifest, write_manifest
+
+    log = get_run_logger()
+    week = week_label(ctx.as_of)
+    batch = pd.read_parquet(staged) if (without := failed_features(ctx.params.source, report)) else None
+    where = quarantine(ctx, staged, report.result, report.failures, record)
+    mlflow.set_tag("quarantine", str(where))
+    later = ""
+    if without:
+        raw = ctx.path("data", "raw")
+        manifest = read_manifest(raw)
+        why = f"failed the data contract ({'; '.join(report.failures)}); quarantined in {where}"
+        dest = land_without(raw, ctx.as_of, batch, without, why, manifest)
+        write_manifest(raw, manifest)
+        mlflow.set_tag("trains_without", ",".join(without))
+        later = (f"\nthe week trains from the next run on without {', '.join(map(repr, without))} (a copy with "
+                 f"{'it' if len(without) == 1 else 'them'} empty is in {dest})")
+    alerts.announce(alerts.QUARANTINED, f"week.{ctx.week}", f"batch of week {week} quarantined in {where}: "
+                    f"{'; '.join(report.failures)[:1500]}", quarantine=str(where))
+    reasons = "\n".join(f"  - {f}" for f in report.failures)
+    log.error(f"validate: week {week} FAILED {report.n_failed} of {report.n_expectations} expectations; batch "
+              f"quarantined in {where}" + (f"; trains later without {', '.join(without)}" if without else ""))
+    hint = (f"an ordinary week after all? `python -m cli.accept {ctx.as_of}` lands it, and the contract learns from it"
+            if value_rules_only(report) else "a fixed rule of the contract failed: repair the batch where it comes "
+            "from and run the week again (or correct the rule under `validation` in params.yaml)")
+    raise BatchRejected(f"batch of week {week} quarantined in {where}: {report.n_failed} of "
+                        f"{report.n_expectations} expectations failed ({len(report.failures)} problem(s)):\n"
+                        f"{reasons}{later}\n{hint}")
 
 
 def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str], contract: dict | None = None) -> Path:
@@ -204,7 +231,12 @@ def quarantine(ctx: WeekRun, staged: Path, gx_result: dict, failures: list[str],
 
 
 def land(ctx: WeekRun, staged: Path) -> Path:
-    """Move a validated batch into the raw store; a different earlier copy of that week is archived, not lost."""
-    return land_file(ctx.path("data", "raw"), ctx.as_of, staged)
+    """Move a validated batch into the raw store; a different earlier copy of that week is archived, not lost
+    (a copy without some columns among them: the week now trains whole)."""
+    from stages.ingest import landed_whole
+
+    dest = land_file(ctx.path("data", "raw"), ctx.as_of, staged)
+    landed_whole(ctx.path("data", "raw"), ctx.as_of)
+    return dest
 
 

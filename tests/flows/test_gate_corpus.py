@@ -42,23 +42,24 @@ def _bad_hour(df):
     return df
 
 
-# (name, corruption of the week's delivered rows, words the reason must contain)
+# (name, corruption of the week's delivered rows, words the reason must contain, the features the week trains
+# without from the next run on: only a feature's values broke; () the whole week stays out)
 BREAKING = [
-    ("a column is missing", lambda d: d.drop(columns=["TEMP"]), "'TEMP' is missing"),
-    ("a column is renamed", lambda d: d.rename(columns={"PM10": "pm10"}), "the batch has 'pm10' instead?"),
-    ("+inf in a numeric column", _inf, "'RAIN'"),
-    ("nulls in a never-null column", _null_station, "'station' is null in 10 rows"),
-    ("a feed is empty for the week", lambda d: d.assign(O3=np.nan), "'O3' is null in every row"),
-    ("the target shifted", lambda d: d.assign(**{"PM2.5": d["PM2.5"] + 300}), "target 'PM2.5' median"),
-    ("temperature in Fahrenheit", _fahrenheit, "'TEMP'"),
-    ("duplicated rows", lambda d: pd.concat([d, d.head(200)]), "'unit_id' is duplicated"),
-    ("the wrong week", lambda d: d.assign(year=d["year"] + 1), "'time'"),
-    ("a handful of rows", lambda d: d.head(100), "row count 100"),
-    ("unknown categories", lambda d: d.assign(wd="north-ish"), "'wd'"),
-    ("text in a numeric column", _text_in_numbers, "'PRES' is not numeric"),
-    ("a sign flip", lambda d: d.assign(WSPM=-d["WSPM"] - 1), "'WSPM'"),
-    ("only the header", lambda d: d.head(0), "row count 0"),
-    ("an unparseable time", _bad_hour, "'hour'"),
+    ("a column is missing", lambda d: d.drop(columns=["TEMP"]), "'TEMP' is missing", ()),
+    ("a column is renamed", lambda d: d.rename(columns={"PM10": "pm10"}), "the batch has 'pm10' instead?", ()),
+    ("+inf in a numeric column", _inf, "'RAIN'", ("RAIN",)),
+    ("nulls in a never-null column", _null_station, "'station' is null in 10 rows", ()),
+    ("a feed is empty for the week", lambda d: d.assign(O3=np.nan), "'O3' is null in every row", ("O3",)),
+    ("the target shifted", lambda d: d.assign(**{"PM2.5": d["PM2.5"] + 300}), "target 'PM2.5' median", ()),
+    ("temperature in Fahrenheit", _fahrenheit, "'TEMP'", ("TEMP",)),
+    ("duplicated rows", lambda d: pd.concat([d, d.head(200)]), "'unit_id' is duplicated", ()),
+    ("the wrong week", lambda d: d.assign(year=d["year"] + 1), "'time'", ()),
+    ("a handful of rows", lambda d: d.head(100), "row count 100", ()),
+    ("unknown categories", lambda d: d.assign(wd="north-ish"), "'wd'", ("wd",)),
+    ("text in a numeric column", _text_in_numbers, "'PRES' is not numeric", ()),
+    ("a sign flip", lambda d: d.assign(WSPM=-d["WSPM"] - 1), "'WSPM'", ("WSPM",)),
+    ("only the header", lambda d: d.head(0), "row count 0", ()),
+    ("an unparseable time", _bad_hour, "'hour'", ()),
 ]
 # four of the twelve stations: the same files, columns and faults at a third of the onboarding cost
 STATIONS = "PRSA_Data_[A-D]*.csv"
@@ -125,18 +126,29 @@ def submit(corpus: dict, name: str, frame: pd.DataFrame | None = None, raw: byte
     return state, path, new
 
 
-@pytest.mark.parametrize("name,corrupt,words", BREAKING, ids=[b[0] for b in BREAKING])
-def test_breaking_batch_is_rejected_quarantined_and_moves_nothing(corpus, name, corrupt, words):
+@pytest.mark.parametrize("name,corrupt,words,without", BREAKING, ids=[b[0] for b in BREAKING])
+def test_breaking_batch_is_rejected_quarantined_and_moves_nothing(corpus, name, corrupt, words, without):
     repo = corpus["repo"]
     before = aliases(repo, corpus["model"])
+    raw = repo / "data" / "raw" / f"{corpus['as_of']}.parquet"
+    landed_before = raw.read_bytes() if raw.exists() else None
     state, path, new = submit(corpus, name, corrupt(corpus["week"].copy()))
     assert state.is_failed(), f"{name}: passed the gate"
     assert words in state.message, f"{name}: {state.message}"
     assert len(new) == 1, new
     assert (new[0] / path.name).read_bytes() == path.read_bytes()  # the delivered file, byte for byte
     assert (new[0] / "reasons.txt").read_text().strip()
-    assert not (repo / "data" / "raw" / f"{corpus['as_of']}.parquet").exists()  # never landed
     assert aliases(repo, corpus["model"]) == before  # @champion and @challenger untouched
+    if without:  # later weeks train on the week, never on its broken values
+        landed = pd.read_parquet(raw)
+        assert len(landed) == len(pd.read_parquet(new[0] / "batch.parquet"))
+        assert all(landed[c].isna().all() for c in without), f"{name}: {without} landed"
+        manifest = json.loads((repo / "data" / "raw" / "_landed.json").read_text())
+        assert manifest["masked"][str(corpus["as_of"])]["columns"] == list(without)
+        assert f"trains from the next run on without {', '.join(map(repr, without))}" in state.message
+    else:
+        assert (raw.read_bytes() if raw.exists() else None) == landed_before  # nothing landed
+        assert "trains from the next run on" not in state.message, f"{name}: {state.message}"
     _record(name, "blocked", state.message)
 
 

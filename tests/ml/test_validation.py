@@ -319,3 +319,28 @@ def test_a_tolerant_range_lets_a_reading_past_its_record_but_not_a_sign_flip_or_
     infinite = batch.copy()
     infinite.loc[infinite.index[0], "distance"] = np.inf
     assert any("±inf" in f for f in report(tolerant, infinite).failures)
+
+
+def test_a_week_that_broke_only_some_features_values_can_train_without_them(flights, params):
+    """What a rejected week spoils: one feature in other units, with ±inf or one empty feed spoils that feature (the
+    week trains later without it); the target, the schema or most features failing spoil the whole week. Only a
+    week that failed learned value rules alone is a person's to accept."""
+    from ml.suite import failed_features, value_rules_only
+
+    src, (batch, suite) = params.source, week_and_suite(flights, params, BASE_WEEK)
+
+    def judged(change):
+        report = validate_batch(change(batch.copy()), suite)
+        assert not report.success
+        return failed_features(src, report), value_rules_only(report)
+
+    # miles -> km: past the bounds params.yaml sets for distance, so it is not a person's to accept
+    assert judged(lambda b: b.assign(distance=b["distance"] * 1.609)) == (("distance",), False)
+    assert judged(lambda b: b.assign(wind_gust=np.nan)) == (("wind_gust",), True)  # one sensor's feed broke
+    assert judged(lambda b: b.assign(arr_delay=b["arr_delay"] + 60)) == ((), True)  # the target: a person's call
+    many = ["dep_delay", "distance", "wind_speed", "visib", "precip", "wind_gust"]
+    assert judged(lambda b: b.assign(**{c: np.nan for c in many}))[0] == ()  # more than half the features
+    infinite = batch.copy()
+    infinite.loc[infinite.index[:3], "wind_speed"] = np.inf
+    assert judged(lambda b: infinite) == (("wind_speed",), False)  # a fixed rule on one feature: not accepted
+    assert judged(lambda b: b.drop(columns="visib")) == ((), False)  # the schema: the whole week stays out

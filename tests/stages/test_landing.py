@@ -96,6 +96,29 @@ def test_a_stub_week_after_a_gap_is_left_out_and_quarantined(bike_repo):
     assert len(pd.read_parquet(kept / "batch.parquet")) == 5  # kept for inspection, not deleted
 
 
+def test_a_week_whose_feature_feed_broke_lands_without_that_feature_and_is_quarantined(bike_repo):
+    """A training week whose only fault is one feature's values (its humidity feed was empty that week) is quarantined
+    as delivered, and lands without that feature: the window trains on its counts and sound features."""
+    weeks = window(bike_repo)
+    csv = bike_repo / "data" / "incoming" / "hour.csv"
+    df = pd.read_csv(csv)
+    t = pd.to_datetime(df["dteday"]) + pd.to_timedelta(df["hr"], unit="h")
+    end = pd.Timestamp(weeks[4])
+    df.loc[(t >= end - pd.Timedelta(days=7)) & (t < end), "hum"] = None
+    df.to_csv(csv, index=False)
+    out = run([PY, "-m", "stages.ingest"], bike_repo).stdout
+    assert "landed WITHOUT 'hum'" in out, out
+    landed_week = pd.read_parquet(bike_repo / "data" / "raw" / f"{weeks[4]}.parquet")
+    assert landed_week["hum"].isna().all() and landed_week["cnt"].notna().all() and len(landed_week) > 100
+    entry = manifest(bike_repo)["masked"][weeks[4]]
+    assert entry["columns"] == ["hum"] and entry["reason"].startswith("failed the data contract ('hum' is null")
+    assert weeks[4] not in manifest(bike_repo)["excluded"]
+    kept = next((bike_repo / "data" / "quarantine").glob(f"{weeks[4]}-*"))
+    assert len(pd.read_parquet(kept / "batch.parquet")) == len(landed_week)  # the week as delivered, kept
+    others = [pd.read_parquet(bike_repo / "data" / "raw" / f"{w}.parquet") for w in weeks if w != weeks[4]]
+    assert all(o["hum"].notna().all() for o in others)
+
+
 def test_changed_source_settings_re_land_the_window_instead_of_mixing(bike_repo):
     run([PY, "-m", "stages.ingest"], bike_repo)
     before = landed(bike_repo)
