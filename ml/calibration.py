@@ -79,6 +79,9 @@ class WeeklyNull:
     gap: int
     alpha: float
     residual: ResidualNull | None = None  # the model's errors on out-of-sample weeks: one more column when set
+    # columns that hold one value through most weeks (a season, a month, a year, a holiday flag): their change is a
+    # step the calendar takes, not drift; `alarm_summary` reports a feature among them but never alarms on it
+    steps: frozenset = frozenset()
 
     @property
     def columns_tested(self) -> int:
@@ -217,12 +220,29 @@ def learn_null(history: pd.DataFrame, weeks: np.ndarray, kinds: dict[str, str], 
     test_ref = ref_weeks(0)
     reference = history[np.isin(weeks, test_ref)].reset_index(drop=True)
     null = {c: _null(history[c], weeks, null_weeks, ref_weeks, kind) for c, kind in kinds.items()}
+    steps = frozenset(c for c in kinds if _steps(history[c], weeks, null_weeks))
     residual = None
     if residuals is not None:
         residual = learn_residual_null(residuals, weeks, max_weeks=max_weeks,
                                        before=-gap - window if residual_before is None else residual_before)
     return WeeklyNull(dict(kinds), reference, null, tuple(null_weeks), tuple(test_ref), window, gap, alpha,
-                      residual)
+                      residual, steps)
+
+
+STEP_SHARE = 2 / 3  # a step column holds one value through at least this share of the null weeks
+
+
+def _steps(col: pd.Series, weeks: np.ndarray, null_weeks: list[int]) -> bool:
+    """Whether the column steps rather than varies: at most two values within every null week and one value
+    through most of them (STEP_SHARE). A season, a month or a holiday flag does (a week at a boundary holds two);
+    a measured column, a weekday or an hour of day does not, nor anything in daily data that varies day to day.
+    Its weekly distribution moves at each step by as much as the calendar says, which no week-to-week null of a
+    few months can calibrate (bike sharing's `season` at each solstice: 3.7 times its bound)."""
+    if len(null_weeks) < MIN_NULL_WEEKS:
+        return False
+    keep = np.isin(weeks, null_weeks) & col.notna().to_numpy()
+    counts = pd.Series(col.to_numpy()[keep]).groupby(weeks[keep]).nunique()
+    return bool(len(counts) and counts.max() <= 2 and (counts == 1).mean() >= STEP_SHARE)
 
 
 def _null(col: pd.Series, weeks: np.ndarray, null_weeks: list[int], ref_weeks, kind: str) -> tuple[float, ...]:
@@ -352,6 +372,8 @@ def alarm_summary(null: WeeklyNull, current: pd.DataFrame, features: list[str], 
         return out
 
     columns = {c: entry(c) for c in features}
+    for c in null.steps & set(features):  # a step of the calendar, reported, not alarmed on
+        columns[c].update(drifted=False, steps=True)
     drifted = [c for c in features if columns[c]["drifted"]]
     summary = {"columns": columns, "n_columns": len(features), "n_drifted": len(drifted),
                "share_drifted": len(drifted) / len(features) if features else 0.0, "drifted": drifted}

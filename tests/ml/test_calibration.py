@@ -159,3 +159,27 @@ def test_the_null_is_rolling_and_needs_past_weeks():
     assert null.reference_weeks == (-4, -3, -2, -1)
     short = learn_null(frame[weeks >= -3], weeks[weeks >= -3], {"x": "numerical"}, window=4)
     assert short.thresholds() == {"x": None}  # too few past weeks: no bound, only an empty column flags
+
+
+def test_a_calendar_step_is_reported_but_raises_no_alarm_and_a_measured_column_still_does():
+    """Bike sharing's `season` at the winter solstice moves 3-4 times beyond its week-to-week bound: a step the
+    calendar takes, not drift, so it is reported and not alarmed on; the temperature, which varies within every
+    week, is still judged (and a temperature in other units still alarms)."""
+    from tests.conftest import BIKE_CSV
+
+    bike = pd.read_csv(BIKE_CSV)
+    bike["time"] = (pd.to_datetime(bike["dteday"]) + pd.to_timedelta(bike["hr"], unit="h")).dt.tz_localize("UTC")
+    start, end = week_bounds(date(2011, 12, 26))
+    t = bike["time"]
+    history = bike[(t >= start - pd.Timedelta(weeks=26 + 8)) & (t < start)].reset_index(drop=True)
+    current = bike[(t >= start) & (t < end)].reset_index(drop=True)
+    kinds = {"season": "numerical", "mnth": "numerical", "temp": "numerical", "hr": "numerical", "cnt": "numerical"}
+    null = learn_null(history, weeks_of(history["time"], start), kinds, window=8, alpha=0.05, max_weeks=26)
+    assert null.steps == {"season", "mnth"}
+    features = ["season", "mnth", "temp", "hr"]
+    summary = alarm_summary(null, current, features, target="cnt")
+    season = summary["columns"]["season"]
+    assert season["steps"] and not season["drifted"] and season["statistic"] > season["threshold"]
+    assert not summary["alarm"], describe_alarm(summary)
+    celsius = alarm_summary(null, current.assign(temp=current["temp"] * 41), features, target="cnt")  # not /41
+    assert celsius["drifted"] == ["temp"] and celsius["alarm"]
