@@ -97,6 +97,17 @@ def category_swap(batch: pd.DataFrame, params, rng) -> tuple[str, pd.DataFrame] 
     return c, batch.assign(**{c: batch[c].where(~batch[c].isin([a, b]), batch[c].map({a: b, b: a}))})
 
 
+def bound_only(summary: dict) -> bool:
+    """The alarm as it was before a stepping feature was exempt and a drift had to be material (MIN_SHIFT): any
+    column beyond its bound, an empty side, or the model's errors - the same weeks, for comparison."""
+    from ml.calibration import RESIDUAL
+
+    entries = [*summary["columns"].values(), *(summary[r] for r in ("target", "prediction") if r in summary)]
+    beyond = any(e["statistic"] is None or (e["threshold"] is not None and e["statistic"] > e["threshold"])
+                 for e in entries)
+    return beyond or bool(summary.get(RESIDUAL, {}).get("drifted"))
+
+
 def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | None, refit_weeks: int) -> dict:
     from ml.calibration import MIN_NULL_WEEKS, RESIDUAL, alarm_summary, learn_null, weeks_of
     from ml.drift import drift_summary
@@ -115,7 +126,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
     weeks = weeks[:: max(1, len(weeks) // max_weeks)][:max_weeks] if max_weeks else weeks
     rng = np.random.default_rng(0)
     model, fitted, predicted = None, 0, None
-    cal, evi = Counter(), Counter()  # alarms per kind of week
+    cal, evi, bare = Counter(), Counter(), Counter()  # alarms per kind of week (bare: bound_only)
     cal_col, evi_col = Counter(), Counter()  # the shifted column itself flagged
     res_flag, other_flag = Counter(), Counter()  # the model's errors flagged; any other column flagged
     model_flag = Counter()  # the target, the predictions or the model's errors flagged (features alone: not)
@@ -165,6 +176,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
                                [c for c in kinds if kinds[c] == "categorical"])["columns"]
             tried[kind] += 1
             cal[kind] += summary["alarm"]
+            bare[kind] += bound_only(summary)
             res_flag[kind] += summary[RESIDUAL]["drifted"]
             model_flag[kind] += any(summary[r]["drifted"] for r in ("target", "prediction", RESIDUAL))
             other_flag[kind] += bool(summary["n_drifted"]) or summary["target"]["drifted"] \
@@ -183,6 +195,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
                                                                         max(null_sizes)] if null_sizes else None,
             "residual_null_weeks": [min(res_sizes), int(np.median(res_sizes)), max(res_sizes)] if res_sizes else None,
             "rates": {k: {"n": tried[k], "calibrated": cal[k] / tried[k], "evidently": evi[k] / tried[k],
+                          "bound_only": bare[k] / tried[k],
                           "residual": res_flag[k] / tried[k], "without_residual": other_flag[k] / tried[k],
                           "model": model_flag[k] / tried[k],
                           **({"calibrated_on_column": cal_col[k] / tried[k],
@@ -219,17 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(f"\n{name}: {r['weeks']} weeks, null from {r['null_weeks']} past weeks, the model's errors from "
               f"{r['residual_null_weeks']} out-of-sample weeks (min, median, max), {r['seconds']} s")
-        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'Evidently':>10} {'target':>7} {'errors':>7} "
+        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'bound only':>11} {'Evidently':>10} {'target':>7} "
+              f"{'errors':>7} "
               f"{'others':>7} {'model':>7}"
               "   on the shifted column (calibrated / Evidently)")
         for kind in ("normal", *SHIFTS):
             x = r["rates"].get(kind)
             if x is None:
-                print(f"  {kind:<15} {'':>4} {'n/a':>11} {'n/a':>10} {TARGETS[kind]:>7}")
+                print(f"  {kind:<15} {'':>4} {'n/a':>11} {'n/a':>11} {'n/a':>10} {TARGETS[kind]:>7}")
                 continue
             col = (f"   {x['calibrated_on_column']:6.1%} / {x['evidently_on_column']:6.1%}" if kind != "normal"
                    else "")
-            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['evidently']:>10.1%} {TARGETS[kind]:>7} "
+            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['bound_only']:>11.1%} "
+                  f"{x['evidently']:>10.1%} {TARGETS[kind]:>7} "
                   f"{x['residual']:>7.1%} {x['without_residual']:>7.1%} {x['model']:>7.1%}{col}")
         print(f"  columns behind calibrated false alarms: {r['false_alarm_columns'] or '-'}")
     out = Path(args.out)
@@ -237,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"history_weeks": args.history_weeks, "alpha": args.alpha, "results": results},
                               indent=1))
     print(f"\nalarm = any calibrated flag over features + target + predictions + the model's errors (family-wise "
-          f"alpha {args.alpha:g}); errors = the model's errors flagged; others = any other column flagged; "
+          f"alpha {args.alpha:g}; a stepping feature exempt, a drift at least MIN_SHIFT); bound only = any column "
+          f"beyond its bound, as before those two (same weeks); errors = the model's errors flagged; others = any "
+          f"other column flagged; "
           f"model = the target, the predictions or the model's errors flagged; Evidently = any default per-column "
           f"flag; figures in {out}")
     return 0

@@ -165,8 +165,9 @@ def land_without(raw_dir: str | Path, as_of: date, batch: pd.DataFrame, without:
     train on the rest of it (its target, the features that still hold) but never on the broken values; `manifest`
     lists the week under `masked` with `why` (the caller writes it). `python -m cli.accept <week>` lands the
     delivered batch over the copy."""
-    dest = batch_path(raw_dir, as_of)
-    write_parquet(dest, batch.assign(**{c: np.nan for c in without}))
+    staged = Path(raw_dir) / f".{as_of.isoformat()}.without.parquet"
+    write_parquet(staged, batch.assign(**{c: np.nan for c in without}))
+    dest = land_file(raw_dir, as_of, staged)  # an earlier, different copy of the week is archived, not lost
     manifest.setdefault("masked", {})[as_of.isoformat()] = {"columns": list(without), "reason": why}
     manifest.get("excluded", {}).pop(as_of.isoformat(), None)
     return dest
