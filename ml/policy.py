@@ -140,20 +140,9 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
         evidence["champion"] = champion
     first = "; ".join(x for x in (reasons[0], scores) if x)
     served = "the candidate refit on the window including the newest week" if refit else "the candidate"
-
-    if not absolute_ok and comparison is not None and not _meets(policy, comparison.champion, baseline[metric]):
-        # the champion misses them too on the same week: the week is hard for any model (a pollution episode, a
-        # storm), the thresholds do not tell the two apart, and keeping the champion would only keep it staler
-        reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
-                       f"{comparison.champion:.2f}): a hard week for any model, so the comparison decides")
-        evidence["hard_week"] = True
-        absolute_ok = True
-    if not absolute_ok:
-        return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)
-    if comparison is None:
-        reasons.append(f"no champion yet: the candidate passes the absolute thresholds; {served} becomes the "
-                       "first champion")
-        return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
+    settled = _absolute_gate(policy, name, absolute_ok, comparison, baseline[metric], first, served, reasons, evidence)
+    if settled is not None:
+        return settled
 
     c = comparison
     evidence["empty_comparison"] = c.empty
@@ -167,8 +156,36 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if same_recipe and refit and fresher_weeks > 0:
         return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
+    return _new_recipe_question(policy, name, c, fresher_weeks, record if refit else None, refit, served, shift,
+                                line, reasons, evidence, running=running, plan=plan)
+
+
+def _absolute_gate(policy: PolicyConfig, name: str, ok: bool, comparison: Comparison | None, base: float,
+                   first: str, served: str, reasons: list[str], evidence: dict) -> Decision | None:
+    """Reject a candidate that fails the absolute thresholds (unless the champion fails them too: a hard week), or
+    promote the first champion; None when the comparison with the champion decides."""
+    if not ok and comparison is not None and not _meets(policy, comparison.champion, base):
+        # the champion misses them too on the same week: the week is hard for any model (a pollution episode, a
+        # storm), the thresholds do not tell the two apart, and keeping the champion would only keep it staler
+        reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
+                       f"{comparison.champion:.2f}): a hard week for any model, so the comparison decides")
+        evidence["hard_week"] = True
+        ok = True
+    if not ok:
+        return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)
+    if comparison is None:
+        reasons.append(f"no champion yet: the candidate passes the absolute thresholds; {served} becomes the "
+                       "first champion")
+        return Decision(PROMOTE, f"promote (first champion): {first}", reasons, evidence)
+    return None
+
+
+def _new_recipe_question(policy: PolicyConfig, name: str, c: Comparison, fresher_weeks: int,
+                         fresh: TrackRecord | None, refit: bool, served: str, shift, line: str, reasons: list[str],
+                         evidence: dict, *, running: dict | None, plan: ABPlan | None) -> Decision:
+    """A new recipe (or the candidate itself served): is it better? Promote, test it, or keep the champion.
+    `fresh`: the track record, counted only when the refit is served."""
     evidence["question"] = "new recipe"
-    fresh = record if refit else None  # the track record counts only for the refit served
     would = _new_recipe_outlook(policy, name, c, fresher_weeks, fresh, refit, reasons, evidence)
     if not would:
         why = _keep_reason(c, fresher_weeks, evidence.get("expected_change", 0.0), fresh)
