@@ -6,12 +6,13 @@ from pathlib import Path
 
 from ml.config import ConfigError, Params
 from ml.sources import source_fingerprint
-from stages.ingest import held_dir, is_date, read_manifest
+from stages.ingest import held_dir, is_date, quarantined_weeks, read_manifest
 
 
 def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> date:
-    """The given week, else ("next" or nothing) the week after the newest landed (or held) batch, else
-    window.as_of."""
+    """The given week, else ("next" or nothing) the week after the newest week processed - landed, held or
+    quarantined - else window.as_of. A quarantined week waits in data/quarantine/ for a person (`cli.accept`, or a
+    corrected batch run with its date) while the scheduled runs go on with the weeks after it."""
     if isinstance(as_of, date):
         return as_of
     if as_of and str(as_of).lower() != "next":
@@ -22,8 +23,9 @@ def resolve_as_of(params: Params, project: Path, as_of: str | date | None) -> da
     raw = project / "data" / "raw"
     if read_manifest(raw).get("fingerprint") != source_fingerprint(params.source):
         return params.window.as_of  # batches of another source (or none): they are re-landed, not continued
-    # a held week was processed too (kept in data/held/): the next run goes on after it
-    landed = sorted(p.stem for d in (raw, held_dir(raw)) for p in d.glob("*.parquet"))
-    dates = [date.fromisoformat(s) for s in landed if is_date(s)]
+    # a held or quarantined week was processed too (kept in data/held/, data/quarantine/): the next run goes on
+    landed = [p.stem for d in (raw, held_dir(raw)) for p in d.glob("*.parquet")]
+    dates = [date.fromisoformat(s) for s in [*landed, *quarantined_weeks(project / "data" / "quarantine")]
+             if is_date(s)]
     return max(dates) + timedelta(days=7) if dates else params.window.as_of
 
