@@ -125,6 +125,7 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
     the weekly flow judges it: its window's rules, value rules learned from the weeks accepted before it (a week
     the gate rejects stays out of the history, as in production)."""
     from ml.split import week_bounds
+    from ml.suite import failed_features
     from ml.validation import validate_batch
 
     s, n = params.source, params.window.train_weeks
@@ -142,6 +143,7 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
     weeks = weeks[:max_weeks] if max_weeks else weeks
     rng = np.random.default_rng(0)
     false_alarms, reasons, caught, injected = 0, Counter(), Counter(), Counter()
+    masked = 0  # false quarantines that train later without the features that failed (ml.suite.failed_features)
     years: dict[int, list[int]] = {}
     checked, learn = 0, 0.0
     for w, batch, reference, suite, report, seconds in judged(params, frame, weeks):
@@ -153,13 +155,14 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
             false_alarms += 1
             year[1] += 1
             reasons.update(f.split(":")[0].split(" ")[0] for f in report.failures)
+            masked += bool(failed_features(s, report))
         if not inject:
             continue
         for kind, broken in injections(batch, reference, params, rng).items():
             injected[kind] += 1
             caught[kind] += not validate_batch(broken, suite).success
     return {"name": name, "weeks": checked, "false": false_alarms, "reasons": reasons, "caught": caught,
-            "injected": injected, "years": years, "learn": learn / max(checked, 1)}
+            "injected": injected, "years": years, "learn": learn / max(checked, 1), "trains_without": masked}
 
 
 def judged(params, frame: pd.DataFrame, weeks: list):
@@ -203,6 +206,8 @@ def line(name: str, r: dict) -> str:
                        for k in r["injected"]) if r["injected"] else ""
     years = " ".join(f"{y}:{f}/{k}" for y, (k, f) in sorted(r["years"].items()))
     top = ", ".join(f"{c} {k}" for c, k in r["reasons"].most_common(3)) or "-"
+    if r.get("trains_without"):
+        top += f" ({r['trains_without']} of the {r['false']} train later without their failed features)"
     return (f"{name:<22} {r['weeks']:>5} {r['false']:>4} ({rate:5.1%}) {verdict:<4} {r['learn']:5.2f}s  "
             f"{caught:<62}  [{years}]  {top}")
 
