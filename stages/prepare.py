@@ -10,7 +10,7 @@ from ml.config import Params
 from ml.sources import check_batch_columns
 from ml.split import EmptyWeekError, describe_window, week_label
 from stages.common import cli, fmt_int, load_stage_params, write_parquet
-from stages.ingest import batch_path, excluded_weeks, window
+from stages.ingest import batch_path, excluded_weeks, masked_weeks, window
 
 
 def read_batches(params: Params, raw_dir: str | Path, weeks, skip_excluded: bool = True) -> pd.DataFrame:
@@ -63,9 +63,13 @@ def main(argv: list[str] | None = None) -> None:
     excluded = excluded_weeks(args.raw)
     if w.as_of.isoformat() in excluded:
         raise EmptyWeekError(f"the newest week {week_label(w.as_of)} was not landed: {excluded[w.as_of.isoformat()]}")
+    without = masked_weeks(args.raw)
     for week in weeks:
         if week.isoformat() in excluded:
             print(f"prepare: training week {week_label(week)} left out: {excluded[week.isoformat()]}")
+        elif week.isoformat() in without:
+            print(f"prepare: training week {week_label(week)} trains without "
+                  f"{', '.join(map(repr, without[week.isoformat()]))} (its broken values; see data/raw/_landed.json)")
     train = drop_unlabelled(read_batches(params, args.raw, weeks), target, "training")
     holdout = drop_unlabelled(read_batches(params, args.raw, [w.as_of]), target, "holdout")
     out = Path(args.out)

@@ -117,6 +117,8 @@ def test_a_week_whose_feature_feed_broke_lands_without_that_feature_and_is_quara
     assert len(pd.read_parquet(kept / "batch.parquet")) == len(landed_week)  # the week as delivered, kept
     others = [pd.read_parquet(bike_repo / "data" / "raw" / f"{w}.parquet") for w in weeks if w != weeks[4]]
     assert all(o["hum"].notna().all() for o in others)
+    out = run([PY, "-m", "stages.prepare"], bike_repo).stdout  # the training set says what it does without
+    assert "left out" not in out and "trains without 'hum'" in out, out
 
 
 def test_changed_source_settings_re_land_the_window_instead_of_mixing(bike_repo):
