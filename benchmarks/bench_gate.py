@@ -155,7 +155,7 @@ def run(name: str, params, max_weeks: int | None, after: pd.Timestamp | None = N
             false_alarms += 1
             year[1] += 1
             reasons.update(f.split(":")[0].split(" ")[0] for f in report.failures)
-            masked += bool(failed_features(s, report))
+            masked += bool(failed_features(s, report, batch))
         if not inject:
             continue
         for kind, broken in injections(batch, reference, params, rng).items():

@@ -448,10 +448,10 @@ def quarantined(params, frame: pd.DataFrame, weeks: list) -> tuple[set, dict]:
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.WARNING)  # one line per suite otherwise
     out, masks = set(), {}
-    for w, *_, report, _s in judged(params, frame, weeks):
+    for w, batch, _ref, _suite, report, _s in judged(params, frame, weeks):
         if not report.success:
             out.add(w)
-            if without := failed_features(params.source, report):
+            if without := failed_features(params.source, report, batch):
                 masks[w] = without
     return out, masks
 

@@ -343,13 +343,14 @@ COLUMN_VALUE_RULES = ("ExpectColumnQuantileValuesToBeBetween", "ExpectColumnProp
                       "ExpectColumnValuesToBeInSet", "ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeBetween")
 
 
-def failed_features(cfg: SourceConfig, report) -> tuple[str, ...]:
+def failed_features(cfg: SourceConfig, report, batch: pd.DataFrame | None = None) -> tuple[str, ...]:
     """The features a rejected week can train without, from the next run on: every failed rule is on the values of
     a feature (one sensor's feed broke or went empty, a feature arrived in other units or with a sign flipped, a
     new category) and at most half the features failed, so the broken values never train but the week's target
     and its sound features do. () when anything else failed - the target, the schema, the week's time span, the
-    row count, unique ids, a required column's nulls (the columns a row is known by) - or too much did: the whole
-    week stays out of training."""
+    row count, unique ids, a required column's nulls (the columns a row is known by) - or too much did, or (given
+    the `batch`) half its rows repeat another row's features (a frozen feed: its other columns are frozen too,
+    whether or not their rules saw it): the whole week stays out of training."""
     if report.success or report.unjudged:
         return ()
     features = set(cfg.features) - {cfg.target}
@@ -357,7 +358,20 @@ def failed_features(cfg: SourceConfig, report) -> tuple[str, ...]:
     if not columns or not all(e.type in COLUMN_VALUE_RULES and e.column in features and not _never_null(e)
                               for e in report.failed_rules):
         return ()
+    if batch is not None and repeated_share(cfg, batch) >= REPEATED:
+        return ()
     return tuple(columns) if 2 * len(columns) <= len(features) else ()
+
+
+REPEATED = 0.5  # a week with this share of its rows repeating another row is frozen (or delivered twice)
+
+
+def repeated_share(cfg: SourceConfig, batch: pd.DataFrame) -> float:
+    """The share of the week's rows that repeat another row on every delivered feature (not the calendar columns
+    derived from the time; not the target, which a feed frozen upstream of it may still carry)."""
+    derived = {f"cal_{c}" for c in cfg.calendar}
+    columns = [c for c in cfg.features if c in batch.columns and c not in derived]
+    return float(batch[columns].duplicated(keep=False).mean()) if len(batch) and columns else 0.0
 
 
 def _never_null(e: Expectation) -> bool:

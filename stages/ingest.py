@@ -396,7 +396,7 @@ def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of:
     suite, contract = week_contract(params, reference, None, as_of, params.window.train_weeks, learned)
     report = validate_batch(batch, suite)
     return ([] if report.success else report.failures), report.result, contract_record(suite, contract), \
-        failed_features(params.source, report)
+        failed_features(params.source, report, batch)
 
 
 def is_date(s: str) -> bool:

@@ -192,7 +192,8 @@ def _reject(ctx: WeekRun, staged: Path, report, record: dict) -> None:
 
     log = get_run_logger()
     week = week_label(ctx.as_of)
-    batch = pd.read_parquet(staged) if (without := failed_features(ctx.params.source, report)) else None
+    batch = pd.read_parquet(staged)
+    without = failed_features(ctx.params.source, report, batch)
     where = quarantine(ctx, staged, report.result, report.failures, record)
     mlflow.set_tag("quarantine", str(where))
     later = ""
