@@ -62,16 +62,14 @@ def api_url() -> str | None:
 @task(name="dvc repro (land → prepare)", cache_policy=NO_CACHE)
 def prepare(ctx: WeekRun) -> bool:
     """Record the week in week.yaml and bring the prepared data up to date; True when the search must run."""
-    from dvc.repo import Repo
-
     from stages.common import write_week
-    from tasks.training import _dvc_logs_once
+    from tasks.training import dvc_repo
 
     write_week(ctx.path("params.yaml"), ctx.week)
     stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
     if stale.exists():
         stale.unlink()
-    with contextlib.chdir(ctx.project), _dvc_logs_once(), Repo(str(ctx.project)) as repo:
+    with dvc_repo(ctx.project) as repo:
         ran = [s.addressing for s in repo.reproduce("prepare")]
         changed = bool(repo.status(["search"]))
     get_run_logger().info(f"prepare: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; search "
@@ -156,11 +154,9 @@ def _log_runs(ctx: WeekRun, p, results: list[dict], best: dict, where: str, wall
 
 def _commit_search(ctx: WeekRun) -> None:
     """Record the results as the `search` stage's output in dvc.lock, as if `dvc repro` had run it."""
-    from dvc.repo import Repo
+    from tasks.training import dvc_repo
 
-    from tasks.training import _dvc_logs_once
-
-    with contextlib.chdir(ctx.project), _dvc_logs_once(), Repo(str(ctx.project)) as repo:
+    with dvc_repo(ctx.project) as repo:
         repo.commit("search", force=True)
 
 

@@ -53,21 +53,50 @@ def _dvc_logs_once():
             dvc.addHandler(h)
 
 
+def mend_rwlock(project: Path) -> Path | None:
+    """DVC rewrites `.dvc/tmp/rwlock` in place; a run killed while it writes (a worker lost with its run) leaves it
+    empty or cut short, and every later DVC command fails on it ("unable to read RWLock-file"). An unreadable one
+    is set aside as `rwlock.corrupt-<utc time>` (nothing deleted); returns where. A readable one is DVC's to judge
+    (weekly runs never overlap: the deployment's concurrency limit is 1)."""
+    from datetime import UTC, datetime
+
+    path = project / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return None
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        aside = path.with_name(f"rwlock.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
+        path.replace(aside)
+        return aside
+
+
+@contextlib.contextmanager
+def dvc_repo(project: Path):
+    """DVC's Repo of the project, worked from inside it (DVC's API resolves paths and the stage graph against the
+    cwd), its lines logged once, and a lock registry a killed run left unreadable set aside first."""
+    from dvc.repo import Repo
+
+    if (aside := mend_rwlock(project)) is not None:
+        get_run_logger().warning(f"dvc: an earlier run was killed while DVC wrote its lock registry; the unreadable "
+                                 f"file is kept as {aside}")
+    with contextlib.chdir(project), _dvc_logs_once(), Repo(str(project)) as repo:
+        yield repo
+
+
 @task(name="dvc repro (search → train → evaluate, refit)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
     """Record the week in week.yaml, run the DVC pipeline; returns metrics and data hashes."""
-    from dvc.repo import Repo
-
     log = get_run_logger()
     with lineage.step_run(ctx, "train"):
         import mlflow
 
         write_week(ctx.path("params.yaml"), ctx.week)
-        # DVC's API resolves paths and the stage graph against the cwd: work from inside the project.
         stale = ctx.path("data", "raw.dvc")  # data/raw was `dvc add`ed before it became the `land` stage's output
         if stale.exists():
             stale.unlink()
-        with contextlib.chdir(ctx.project), _dvc_logs_once(), Repo(str(ctx.project)) as repo:
+        with dvc_repo(ctx.project) as repo:
             stages = repo.reproduce()
             pushed = push_data(repo)
         ran = [s.addressing for s in stages]
