@@ -70,7 +70,8 @@ class World:
 
     def __init__(self, name: str, params, frame: pd.DataFrame, max_weeks: int | None = None, *,
                  exclude: set | None = None, releases: set | None = None, faults: dict | None = None,
-                 cache: dict | None = None, skip: set | None = None, masked: dict | None = None):
+                 cache: dict | None = None, skip: set | None = None, masked: dict | None = None,
+                 fault_cols: dict | None = None):
         self.name, self.params, self.s = name, params, params.source
         n = params.window.train_weeks
         t = frame[self.s.time_column]
@@ -94,8 +95,10 @@ class World:
         self.exclude, self.releases, self.faults = exclude or set(), releases or set(), faults or {}
         self.skip = skip or set()
         self.masked = masked or {}  # week -> columns set to missing when the week is in a training window
-        # fault week -> the one column its fault broke (None: the whole week); only masked weeks ask
-        self.fault_columns = fault_columns(params, frame, self.faults) if self.masked and self.faults else {}
+        # fault week -> the one column its fault broke (None: the whole week), as `faulty` chose it on the clean
+        # frame (`fault_cols`; else from this frame); only masked weeks ask
+        self.fault_columns = ({} if not (self.masked and self.faults) else fault_cols if fault_cols is not None
+                              else fault_columns(params, frame, self.faults))
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
         self._loss: dict = cache.setdefault("loss", {})
@@ -505,7 +508,8 @@ def held(params, world: World, exclude: set) -> tuple[set, dict, dict, dict]:
 
 
 def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: bool, faults: dict | None = None,
-           releases: set | None = None, joint: bool = True, rejoin: bool = False) -> dict:
+           releases: set | None = None, joint: bool = True, rejoin: bool = False,
+           fault_cols: dict | None = None) -> dict:
     """Every policy over one year (clean, or with `faults`); the gated ones with the weeks the gate rejects left out
     of training and decisions. With `rejoin`, one more line: (d) with every week the gate or the joint checks kept
     out back in the training windows from the next week on (no retrain in its own week): what a release of kept-out
@@ -516,7 +520,7 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     q, qmasks = quarantined(params, frame, world.weeks[:-1]) if gate else (set(), {})
     # as the flow: a quarantined week that broke only features' values trains from the next week on without them
     gated = World(name, params, frame, max_weeks, exclude=q - set(qmasks), skip=set(qmasks), masked=qmasks,
-                  releases=releases, faults=faults, cache=cache)
+                  releases=releases, faults=faults, cache=cache, fault_cols=fault_cols)
     began = time.perf_counter()
     h, why, warned, masks = held(params, world, q) if joint else (set(), {}, {}, {})
     joint_s = (time.perf_counter() - began) / max(len(world.weeks) - 1 - len(q), 1)
@@ -524,7 +528,7 @@ def replay(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: 
     # those features; any other held week stays out of training
     checked = World(name, params, frame, max_weeks, exclude=(q - set(qmasks)) | (h - set(masks)),
                     skip=set(masks) | set(qmasks), masked={**qmasks, **masks}, releases=releases, faults=faults,
-                    cache=cache)
+                    cache=cache, fault_cols=fault_cols)
     rows = []
     for label, fn, behind in POLICIES:
         if behind and not gate and fn is not None:
@@ -583,7 +587,8 @@ def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: boo
     out = replay(name, params, frame, max_weeks, gate, rejoin=rejoin)
     if with_faults:
         broken, faults, releases = faulty(params, frame, max_weeks)
-        out["faulty"] = replay(name, params, broken, max_weeks, gate, faults, releases, rejoin=rejoin)
+        out["faulty"] = replay(name, params, broken, max_weeks, gate, faults, releases, rejoin=rejoin,
+                               fault_cols=fault_columns(params, frame, faults))  # chosen on the clean year
     return out
 
 
