@@ -96,9 +96,9 @@ class World:
         self.skip = skip or set()
         self.masked = masked or {}  # week -> columns set to missing when the week is in a training window
         # fault week -> the one column its fault broke (None: the whole week), as `faulty` chose it on the clean
-        # frame (`fault_cols`; else from this frame); only masked weeks ask
-        self.fault_columns = ({} if not (self.masked and self.faults) else fault_cols if fault_cols is not None
-                              else fault_columns(params, frame, self.faults))
+        # frame (`fault_columns`; on the broken frame it can name another column); only masked weeks ask, and a
+        # fault week without one counts as trained on whenever it is in a window
+        self.fault_columns = fault_cols or {}
         cache = {} if cache is None else cache
         self._models: dict = cache.setdefault("models", {})
         self._loss: dict = cache.setdefault("loss", {})

@@ -49,7 +49,7 @@ class ValidationReport:
     n_failed: int  # failed in GX + not run because their column is missing or duplicated
     result: dict
     excused: list[str] = field(default_factory=list)  # quantile rules failed by a column that moved with the others
-    # the rules that failed on values GX judged (`ml.suite.kept_features` reads them), and how many could not be
+    # the rules that failed on values GX judged (`ml.suite.failed_features` reads them), and how many could not be
     # judged (their column missing or doubled, or the check raised on the column's values)
     failed_rules: list[Expectation] = field(default_factory=list)
     unjudged: int = 0

@@ -172,7 +172,7 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
         lineage.log_json(summary, "validation/summary.json")
         mlflow.set_tag("validation", "passed" if report.success else "failed")
         if not report.success:
-            _reject(ctx, Path(staged), report, record)
+            _reject(ctx, Path(staged), batch, report, record)
         land(ctx, Path(staged))
         moved = f" ({len(report.excused)} moved with the other columns: {'; '.join(report.excused)})" \
             if report.excused else ""
@@ -181,7 +181,7 @@ def validate_batch(ctx: WeekRun, staged: str) -> dict:
     return summary
 
 
-def _reject(ctx: WeekRun, staged: Path, report, record: dict) -> None:
+def _reject(ctx: WeekRun, staged: Path, batch: pd.DataFrame, report, record: dict) -> None:
     """Quarantine a failing batch, land it without the features whose value rules alone failed
     (`ml.suite.failed_features`: it trains from the next run on without them), announce it and fail the run
     saying why and what a person can do."""
@@ -192,7 +192,6 @@ def _reject(ctx: WeekRun, staged: Path, report, record: dict) -> None:
 
     log = get_run_logger()
     week = week_label(ctx.as_of)
-    batch = pd.read_parquet(staged)
     without = failed_features(ctx.params.source, report, batch)
     where = quarantine(ctx, staged, report.result, report.failures, record)
     mlflow.set_tag("quarantine", str(where))
