@@ -12,7 +12,8 @@ compared with its own week-to-week variation, learned from the landed history:
   window: gap 0 in the weekly flow; the champion's window, older, in the drift monitor);
 - null: the same statistic for each past week h of the history against the `window` weeks that end `gap` weeks
   before h (rolling, built exactly like the test: a column that trends - a month, a season, a temperature - trends
-  in the null too); a past week counts when it has >= MIN_ROWS rows and at least half of its window has data;
+  in the null too); a past week counts when it has >= MIN_ROWS rows (half the median week of a thin feed,
+  `usable_weeks`) and at least half of its window has data;
 - threshold: the upper prediction bound for one more week from those K values on the Wilson-Hilferty scale
   x^(2/3) (normal fit, Student t with K - 1 degrees of freedom; see `bound`), at level 1 - alpha / m
   (Bonferroni over the m columns tested together: features, target, predictions, the model's errors), so an
@@ -38,7 +39,18 @@ import numpy as np
 import pandas as pd
 
 MIN_NULL_WEEKS = 3  # fewer past weeks than this: no week-to-week variation to learn from (threshold None)
-MIN_ROWS = 20  # a past week with fewer rows is too small to be part of the null
+MIN_ROWS = 20  # a past week with fewer rows is too small to be part of the null ...
+MIN_THIN_ROWS = 4  # ... unless the feed's weeks are small: then half its median week, and at least this
+
+
+def usable_weeks(ids: np.ndarray, sizes: np.ndarray) -> list[int]:
+    """The weeks (of `ids`, with `sizes` rows) large enough to be part of a null: MIN_ROWS rows, or for a thin
+    feed (a row a day: 7 a week) half its median week. A week of a daily feed is as noisy as the new week it is
+    the null for; with MIN_ROWS alone such a feed never had a null, so its columns never alarmed."""
+    if not len(sizes):
+        return []
+    floor = min(MIN_ROWS, max(MIN_THIN_ROWS, math.ceil(float(np.median(sizes)) / 2)))
+    return [int(h) for h, n in zip(ids, sizes, strict=True) if n >= floor]
 # a column drifts only when it also moved this far (normed Wasserstein, Jensen-Shannon: Evidently's own distance
 # threshold): beyond its week-to-week bound but by less is unusual yet immaterial (a weekday's share in a week
 # with a gap, 0.04; a station's share, 0.04; flights' distance, 0.044 against a bound of 0.034)
@@ -166,14 +178,14 @@ class ResidualNull:
 
 def learn_residual_null(residuals: np.ndarray, weeks: np.ndarray, *, before: int,
                         max_weeks: int | None = None) -> ResidualNull:
-    """The residual null from the weeks < `before` (relative, see weeks_of) with >= MIN_ROWS finite residuals:
+    """The residual null from the weeks < `before` (relative, see weeks_of) with enough finite residuals (`usable_weeks`):
     the weeks the model was not trained on (with `max_weeks`, only the latest that many)."""
     r, weeks = np.asarray(residuals, dtype=np.float64), np.asarray(weeks, dtype=np.int64)
     if len(r) != len(weeks):
         raise ValueError(f"{len(weeks)} week labels for {len(r)} residuals")
     ok = np.isfinite(r) & (weeks < before)
     ids, sizes = np.unique(weeks[ok], return_counts=True)
-    use = [int(h) for h, n in zip(ids, sizes, strict=True) if n >= MIN_ROWS]
+    use = usable_weeks(ids, sizes)
     if max_weeks is not None:
         use = use[-max_weeks:] if max_weeks > 0 else []
     keep = ok & np.isin(weeks, use)
@@ -213,7 +225,7 @@ def learn_null(history: pd.DataFrame, weeks: np.ndarray, kinds: dict[str, str], 
         raise ValueError(f"{len(weeks)} week labels for {len(history)} history rows")
     ids, sizes = np.unique(weeks[weeks < 0], return_counts=True)
     present = set(ids[sizes > 0].tolist())
-    usable = [int(h) for h, n in zip(ids, sizes, strict=True) if n >= MIN_ROWS]
+    usable = usable_weeks(ids, sizes)
 
     def ref_weeks(h: int) -> list[int]:
         return [k for k in range(h - gap - window, h - gap) if k in present]

@@ -223,9 +223,16 @@ def compile_rows(model) -> RowPath | None:
             blocks.extend(got)
         else:
             return None
+    from ml.models import WithRareClasses
+
+    wrapped = est if isinstance(est, WithRareClasses) else None
+    est = wrapped.estimator_ if wrapped else est
     fitted = _estimator(est)
     if fitted is None:
         return None
+    if wrapped:  # the classes too rare to learn keep their share of the window
+        inner = fitted[1]
+        fitted = (None, lambda X: wrapped.spread(inner(X)), "classification")
     order = None
     if hasattr(est, "_bin_mapper"):  # gradient boosting
         coded = _hgb_codes(est, blocks)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.impute import SimpleImputer
@@ -73,4 +74,47 @@ def _mlp(cfg: SourceConfig, train: TrainConfig):
 
 def model_family(model: Pipeline) -> str:
     """Short name of a fitted pipeline's final estimator, for logs and tags."""
-    return type(model.steps[-1][1]).__name__
+    est = model.steps[-1][1]
+    return type(est.estimator if isinstance(est, WithRareClasses) else est).__name__
+
+
+class WithRareClasses(ClassifierMixin, BaseEstimator):
+    """A classifier fitted without the classes too rare in its training rows to learn (fewer than `min_rows`
+    rows, `ml.search.rare_classes`: gradient boosting's updates for them diverge), which it predicts at their
+    share of the training rows; the learned classes share the rest. Without it a week with one row of such a
+    class scored that row at probability 0 (a log loss of 34.5 on the row, which alone put a candidate behind
+    the class prior)."""
+
+    def __init__(self, estimator, min_rows: int = 2):
+        self.estimator = estimator
+        self.min_rows = min_rows
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+        from sklearn.utils import _safe_indexing
+
+        y = np.asarray(y)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        rare = counts < self.min_rows
+        if (~rare).sum() < 2:  # nothing would be left to tell apart: learn them all
+            rare[:] = False
+        keep = np.flatnonzero(~np.isin(y, self.classes_[rare]))
+        self.estimator_ = clone(self.estimator).fit(_safe_indexing(X, keep), y[keep])
+        self.shares_ = counts[rare] / len(y)
+        self._rare = np.flatnonzero(rare)
+        self._learned = np.searchsorted(self.classes_, self.estimator_.classes_)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.spread(self.estimator_.predict_proba(X))
+
+    def spread(self, p: np.ndarray) -> np.ndarray:
+        """The learned classes' probabilities `p` (the inner model's) as probabilities of every class."""
+        p = np.asarray(p, dtype=np.float64)
+        out = np.zeros((p.shape[0], len(self.classes_)))
+        out[:, self._learned] = p * (1.0 - self.shares_.sum())
+        out[:, self._rare] = self.shares_
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]

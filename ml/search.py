@@ -55,7 +55,7 @@ def validation_split(train: pd.DataFrame, params: Params) -> tuple[pd.DataFrame,
 def rare_classes(source: SourceConfig, train_cfg: TrainConfig, frame: pd.DataFrame) -> dict:
     """Classes with fewer rows in `frame` than a leaf of the model may hold ({class: rows}): too few to learn, and
     gradient boosting's updates for them diverge (probabilities of 0 and 1 for every row), so they are left out
-    of the fit; their rows are scored as any class the model never saw."""
+    of the fit and predicted at their share of the window (`ml.models.WithRareClasses`)."""
     if source.task != "classification":
         return {}
     counts = frame[source.target].value_counts()
@@ -67,12 +67,12 @@ def fit_model(source: SourceConfig, train_cfg: TrainConfig, frame: pd.DataFrame)
     rare to learn (`rare_classes`) are left out of it."""
     from threadpoolctl import threadpool_limits
 
-    from ml.models import build_model
+    from ml.models import WithRareClasses, build_model
 
-    rare = rare_classes(source, train_cfg, frame)
-    if rare and len(rare) < frame[source.target].nunique() - 1:
-        frame = frame[~frame[source.target].isin(list(rare))]
     model = build_model(source, train_cfg)
+    if rare_classes(source, train_cfg, frame):  # fitted without them, predicted at their share of the window
+        name, est = model.steps[-1]
+        model.steps[-1] = (name, WithRareClasses(est, max(2, train_cfg.hgb.min_samples_leaf)))
     y = frame[source.target].to_numpy()
     t0 = time.perf_counter()
     with threadpool_limits(train_cfg.threads or None):  # the OpenMP/BLAS pools sklearn loaded

@@ -25,7 +25,8 @@ def fit_candidate(params: Params, train: pd.DataFrame, search: dict | None = Non
     rare = rare_classes(s, recipe, train)
     if rare:
         print(f"train: class(es) {', '.join(f'{k!r} ({n} rows)' for k, n in rare.items())} too rare in the window "
-              f"to learn (fewer than {max(2, recipe.hgb.min_samples_leaf)} rows): left out of the fit")
+              f"to learn (fewer than {max(2, recipe.hgb.min_samples_leaf)} rows): left out of the fit, predicted at "
+              f"their share of the window")
     model, fit_s = fit_model(s, recipe, train)
     baseline = build_baseline(s).fit(train, train[s.target].to_numpy())
     info = {"family": recipe.family, "estimator": model_family(model), "seed": recipe.seed,

@@ -183,3 +183,25 @@ def test_a_calendar_step_is_reported_but_raises_no_alarm_and_a_measured_column_s
     assert not summary["alarm"], describe_alarm(summary)
     celsius = alarm_summary(null, current.assign(temp=current["temp"] * 41), features, target="cnt")  # not /41
     assert celsius["drifted"] == ["temp"] and celsius["alarm"]
+
+
+def test_a_daily_feed_has_a_null_and_a_column_in_other_units_alarms():
+    """Bike sharing's day.csv, one row a day: every past week has 7 rows. A null that needed 20 rows a week had no
+    week at all, so a daily feed's columns never alarmed; its weeks, as noisy as the new one, form the null."""
+    from tests.conftest import BIKE_CSV
+
+    day = pd.read_csv(BIKE_CSV.with_name("day.csv"))
+    day["time"] = pd.to_datetime(day["dteday"]).dt.tz_localize("UTC")
+    start, end = week_bounds(date(2012, 6, 4))
+    t = day["time"]
+    history = day[(t >= start - pd.Timedelta(weeks=26 + 8)) & (t < start)].reset_index(drop=True)
+    current = day[(t >= start) & (t < end)].reset_index(drop=True)
+    assert len(current) == 7
+    kinds = {"temp": "numerical", "hum": "numerical", "windspeed": "numerical", "cnt": "numerical"}
+    null = learn_null(history, weeks_of(history["time"], start), kinds, window=8, alpha=0.05, max_weeks=26)
+    assert len(null.null_weeks) == 26 and all(v is not None for v in null.thresholds().values())
+    features = ["temp", "hum", "windspeed"]
+    ordinary = alarm_summary(null, current, features, target="cnt")
+    assert not ordinary["alarm"], describe_alarm(ordinary)
+    celsius = alarm_summary(null, current.assign(temp=current["temp"] * 41), features, target="cnt")
+    assert "temp" in celsius["drifted"] and celsius["alarm"]

@@ -153,3 +153,41 @@ def test_default_hgb_beats_the_class_prior_on_real_air_quality_weeks(as_of):
     assert m["log_loss"] < 0.75 * b["log_loss"], (m, b)
     majority = max(truth.mean(), 1 - truth.mean())
     assert m["accuracy"] > majority + 0.1 and m["roc_auc"] > 0.85, (m, majority)
+
+
+AQI = dataclasses.replace(AIR, target="aqi", categorical_features=("wd",))
+
+
+@pytest.mark.parametrize("as_of", ["2014-07-06", "2015-05-24"])
+def test_a_class_too_rare_to_learn_is_predicted_at_its_share_not_at_zero(as_of):
+    """One station's hours banded into five air-quality classes: 'hazardous' had 4 / 8 hours in a summer window
+    (fewer than a leaf holds, so left out of the fit) and comes back in the week scored. Scored at probability 0
+    its rows cost 34.5 each and the model fell behind the class prior; at its share of the window it stays ahead."""
+    from ml.search import fit_model
+
+    df = beijing_air()
+    df = df[df["station"] == "Dongsi"]
+    df = df.assign(aqi=pd.cut(df["PM2.5"], [-1, 35, 75, 150, 250, np.inf],
+                              labels=["good", "moderate", "unhealthy", "very unhealthy", "hazardous"]).astype(str))
+    week = date.fromisoformat(as_of)
+    train = pd.concat([slice_week(df, "time", w) for w in training_weeks(week, 8)], ignore_index=True)
+    test = slice_week(df, "time", week)
+    rare = int((train["aqi"] == "hazardous").sum())
+    assert 0 < rare < max(2, default_train().hgb.min_samples_leaf) and (test["aqi"] == "hazardous").any()
+    model, _ = fit_model(AQI, default_train(), train)
+    prior = build_baseline(AQI).fit(train, train["aqi"].to_numpy())
+    proba = predict(model, test, "classification")
+    assert "hazardous" in model.classes_ and np.allclose(proba.sum(axis=1), 1.0)
+    hazardous = list(model.classes_).index("hazardous")
+    np.testing.assert_allclose(proba[:, hazardous], rare / len(train))
+    truth = test["aqi"].to_numpy()
+    loss = row_loss("classification", truth, proba, model.classes_)
+    assert loss[truth == "hazardous"].max() < 10  # its share of the window, not the clipped 34.5
+    m = summarize("classification", truth, proba, model.classes_)
+    b = summarize("classification", truth, predict(prior, test, "classification"), prior.classes_)
+    assert m["log_loss"] < b["log_loss"], (m, b)
+    assert (pickle.loads(pickle.dumps(model)).predict(test) == model.predict(test)).all()
+    from ml.fastpath import agreement, compile_rows
+
+    path = compile_rows(model)  # the service's row path gives the same probabilities
+    assert path is not None and agreement(model, path, test) < 1e-9
