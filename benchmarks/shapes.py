@@ -8,6 +8,7 @@ Each shape writes CSV files into a folder and returns the `cli.init` arguments f
   classes (a multiclass text target whose top class is rare), with six months cut out of the middle: a feed that
   stops and comes back.
 - `numeric_binary`: bike sharing by hour, numeric columns only, a binary target (more than 300 rentals).
+- `target_only`: bike sharing by hour, the time and the rentals alone: the model has only the calendar.
 
     python -m benchmarks.shapes aqi_gap /tmp/aqi     # writes the files, prints the init arguments
 """
@@ -67,7 +68,18 @@ def numeric_binary(out: Path) -> list[str]:
     return ["--data", str(out / "bike_hourly.csv"), "--target", "cnt>300"]
 
 
-SHAPES = {"daily_numeric": daily_numeric, "aqi_gap": aqi_gap, "numeric_binary": numeric_binary}
+def target_only(out: Path) -> list[str]:
+    """The time and the target, nothing else: a series to forecast from the calendar alone."""
+    d = pd.read_csv(BIKE / "hour.csv")
+    when = pd.to_datetime(d["dteday"]) + pd.to_timedelta(d["hr"], unit="h")
+    frame = pd.DataFrame({"hour_starting": when.dt.strftime("%Y-%m-%d %H:%M"), "rentals": d["cnt"]})
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "rentals.csv", index=False)
+    return ["--data", str(out / "rentals.csv"), "--target", "rentals"]
+
+
+SHAPES = {"daily_numeric": daily_numeric, "aqi_gap": aqi_gap, "numeric_binary": numeric_binary,
+          "target_only": target_only}
 
 
 def main(argv: list[str] | None = None) -> int:

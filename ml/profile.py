@@ -225,8 +225,9 @@ def _features(data: pd.DataFrame, candidates: list[str], target: str, task: str,
                  f"categorical ({', '.join(categorical) or 'none'})")
     if why:
         notes.append("dropped (source.drop): " + ", ".join(why))
-    if not numeric and not categorical:
-        raise ProfileError("no usable feature columns are left")
+    if not numeric and not categorical:  # a series of the target alone: the calendar features carry the model
+        notes.append("features: no column besides the time and the target; the model learns from the calendar "
+                     "features alone (the hour, weekday and month of the time)")
     return numeric, categorical, dropped
 
 

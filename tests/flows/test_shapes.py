@@ -4,6 +4,7 @@
 - daily_numeric: one row a day, numeric features only (no slice column), time stamps carrying UTC offsets
 - aqi_gap: a multiclass text target with a rare class, six rows per time stamp, a feed silent for six months;
   weekly runs on the first weeks after the outage
+- target_only: the time and the target, no other column: the calendar features carry the model
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.shapes import GAP, aqi_gap, daily_numeric
+from benchmarks.shapes import GAP, aqi_gap, daily_numeric, target_only
 from tests.conftest import init_project, make_project, run
 
 pytestmark = pytest.mark.timeout(1800)  # each module fixture onboards a dataset and runs several weeks
@@ -107,3 +108,19 @@ def test_after_an_outage_the_window_reaches_back_to_the_weeks_with_data(gap):
     # a week inside the outage: the run fails in words, naming the week and where the data is
     assert silent.is_failed()
     assert "no rows for the week 2015-04-27..2015-05-03" in silent.message
+
+
+def test_a_series_of_the_target_alone_learns_from_the_calendar(prefect_api, tmp_path_factory):
+    """Hourly rentals with nothing but their time: `cli.init` refused it ("no usable feature columns are left");
+    the hour, weekday and month of the time are features enough to beat the median by far."""
+    from flows.weekly_retrain import weekly_retrain
+
+    repo, printed, repro = onboard(tmp_path_factory, "target_only", target_only)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["source"]["numeric_features"] == ["cal_hour", "cal_day_of_week", "cal_month"], printed
+    assert params["source"]["categorical_features"] == [] and "calendar features alone" in printed
+    metrics = json.loads((repo / "data/eval/metrics.json").read_text())
+    assert metrics["model"]["mae"] < 0.6 * metrics["baseline"]["mae"], metrics
+    state = weekly_retrain(project_dir=str(repo), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["action"] in {"promote", "ab_test"}, state.result()["summary"]
