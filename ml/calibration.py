@@ -178,8 +178,8 @@ class ResidualNull:
 
 def learn_residual_null(residuals: np.ndarray, weeks: np.ndarray, *, before: int,
                         max_weeks: int | None = None) -> ResidualNull:
-    """The residual null from the weeks < `before` (relative, see weeks_of) with enough finite residuals (`usable_weeks`):
-    the weeks the model was not trained on (with `max_weeks`, only the latest that many)."""
+    """The residual null from the weeks < `before` (relative, see weeks_of) with enough finite residuals
+    (`usable_weeks`): the weeks the model was not trained on (with `max_weeks`, only the latest that many)."""
     r, weeks = np.asarray(residuals, dtype=np.float64), np.asarray(weeks, dtype=np.int64)
     if len(r) != len(weeks):
         raise ValueError(f"{len(weeks)} week labels for {len(r)} residuals")

@@ -14,6 +14,8 @@ import pandas as pd
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
               "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
 PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
+DATE_TEXT = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}"  # 2013-01-31, 2013/01/31, 1/31/2013
+             r"|[A-Za-z]{3,9}\.? \d{1,2},? \d{4}|\d{1,2} [A-Za-z]{3,9}\.? \d{4}")  # Jan 31 2013, 31 January 2013
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
 
 
@@ -26,7 +28,7 @@ def find_time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[s
     if time:
         if time not in data.columns:
             raise ProfileError(f"--time: no column '{time}' in the files; columns: {', '.join(map(str, data.columns))}")
-        return _maybe_hour(data, time, notes)
+        return _maybe_hour(data, time, notes, given=True)
     found = [c for c in data.columns if _looks_like_time(data[c])]
     if found:
         best = max(found, key=lambda c: data[c].nunique())
@@ -42,13 +44,14 @@ def find_time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[s
 
 
 def _looks_like_time(col: pd.Series) -> bool:
-    """Dates or times as text (ISO, or month/day/year) or a datetime column; epoch numbers need --time."""
+    """Dates or times as text (ISO, year/month/day, month/day/year, or with the month's name: "Jan 1 2000",
+    "1 January 2000") or a datetime column; epoch numbers need --time."""
     if pd.api.types.is_datetime64_any_dtype(col):
         return True
     if pd.api.types.is_numeric_dtype(col) or col.dropna().empty:
         return False
     sample = col.dropna().astype(str).head(200)
-    if not sample.str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}", regex=True).all():
+    if not sample.str.contains(DATE_TEXT, regex=True).all():
         return False
     return bool(_to_times(sample).notna().mean() > 0.99)
 
@@ -82,7 +85,7 @@ def _time_parts(data: pd.DataFrame) -> dict:
     return out
 
 
-def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, dict]:
+def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str], given: bool = False) -> tuple[str, dict]:
     """A date-only time column plus an hour column (0..23) make an hourly time."""
     t = _to_times(data[time].dropna().astype(str).head(5000))
     parts = _time_parts(data)
@@ -91,7 +94,7 @@ def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str]) -> tuple[str, d
         notes.append(f"time '{name}': the dates in '{time}' plus the hour in '{parts['hour']}' "
                      f"(source.time_parts); '{time}' alone is only a day")
         return name, {"date": time, "hour": parts["hour"]}
-    notes.append(f"time column '{time}' ({'given' if time else 'the column of dates'}; naive times taken in the "
+    notes.append(f"time column '{time}' ({'given' if given else 'the column of dates'}; naive times taken in the "
                  f"time zone below)")
     return time, {}
 
