@@ -16,6 +16,7 @@ PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", 
 PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
 DATE_TEXT = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}"  # 2013-01-31, 2013/01/31, 1/31/2013
              r"|[A-Za-z]{3,9}\.? \d{1,2},? \d{4}|\d{1,2} [A-Za-z]{3,9}\.? \d{4}")  # Jan 31 2013, 31 January 2013
+MIN_WEEKS_WITH_DATA = 0.5  # of the weeks the files span; fewer, and the feed is not a weekly one
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
 
 
@@ -118,17 +119,22 @@ def choose_window(weeks: pd.Series, notes: list[str]) -> dict:
     if n < 3:
         raise ProfileError(f"the files span {n} full week(s): a weekly pipeline needs at least 3 (training weeks + "
                            f"the newest week)")
+    present = len(full)  # weeks with data: a window is the train_weeks newest of them (ml.split.window_weeks)
+    if present < MIN_WEEKS_WITH_DATA * n:
+        raise ProfileError(f"the files have rows in {present} of the {n} weeks they span (one week in "
+                           f"{n / present:.0f}): the pipeline validates and retrains on weekly batches, so it needs "
+                           f"rows in most weeks; a monthly or yearly series is not a weekly feed")
     weekly = float(full.median())
     # 8 weeks keep a model fresh; a thin feed (a row a day) needs more weeks for TRAIN_ROWS rows, up to a third
-    # of the history so that most weeks remain to run on
+    # of the weeks with data so that most remain to run on
     wanted = max(8, math.ceil(TRAIN_ROWS / weekly))
-    train_weeks = min(wanted, max(2, n // 3))
+    train_weeks = min(wanted, max(2, present // 3))
     first_full = int(full.index.min())
     as_of_week = first_full + train_weeks  # the newest week's number; its as_of is the Monday after it
     why = (f"{weekly:,.0f} rows a week, so {train_weeks} weeks make ~{train_weeks * weekly:,.0f} training rows"
            if wanted > 8 else f"{n} weeks of history")
-    notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {n - train_weeks - 1} weekly "
-                 f"runs can follow the first")
+    notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {present - train_weeks - 1} "
+                 f"weekly runs can follow the first")
     return {"train_weeks": train_weeks, "_as_of_week": as_of_week}
 
 

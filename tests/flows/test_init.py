@@ -69,3 +69,17 @@ def test_init_refuses_too_short_a_history(tmp_path, capsys):
     assert init(["--data", str(tmp_path / "shop.csv"), "--target", "y",
                  "--params", str(tmp_path / "params.yaml")]) == 2
     assert "a weekly pipeline needs at least 3" in capsys.readouterr().err
+
+
+def test_init_refuses_a_monthly_series_and_says_why(tmp_path, capsys):
+    """A row a month per series (a price file): most weeks have no rows; a weekly window of such a file was
+    written as 177 training weeks with '354 weekly runs' to follow, where only 123 weeks held any row."""
+    months = pd.date_range("2000-01-01", periods=60, freq="MS")
+    rows = [{"symbol": s, "date": m.strftime("%b %-d %Y"), "price": 10.0 + i + k}
+            for k, s in enumerate(["A", "B", "C"]) for i, m in enumerate(months)]
+    pd.DataFrame(rows).to_csv(tmp_path / "prices.csv", index=False)
+    assert init(["--data", str(tmp_path / "prices.csv"), "--target", "price",
+                 "--params", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "the files have rows in 60 of the 258 weeks they span" in err and "not a weekly feed" in err, err
+    assert "Traceback" not in err and not (tmp_path / "params.yaml").exists()
