@@ -23,14 +23,14 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
     import pandas as pd
     from pandas._libs.parsers import STR_NA_VALUES
 
-    from ml.sources import CSV
+    from ml.sources import CSV, csv_dialect
 
     markers: set[str] = set()  # tokens used for missing numbers
     in_text: dict[str, set[str]] = {}  # token -> text columns where it appears as a value
     for f in files:
         if not f.name.lower().endswith(CSV):
             continue
-        raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False)
+        raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False, **csv_dialect(f))
         for c in raw.columns:
             col = raw[c].dropna()
             tokens = set(col.unique()) & STR_NA_VALUES

@@ -74,15 +74,39 @@ def source_files(pattern: str, base: Path | None = None) -> list[Path]:
     return files
 
 
+def csv_dialect(f: Path) -> dict:
+    """pandas' read_csv arguments for how a plain CSV file separates its fields: a comma by default; a
+    semicolon (with a decimal comma when numbers are written "2,6", as European exports are) or a tab when its
+    header line holds more of them than commas. Compressed files are read as comma-separated."""
+    import re
+
+    if f.suffix.lower() != ".csv":
+        return {}
+    try:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            head = [fh.readline() for _ in range(50)]
+    except OSError:
+        return {}
+    header = head[0] if head else ""
+    sep = max((";", "\t"), key=header.count)
+    if header.count(sep) <= header.count(","):
+        return {}
+    body = [cell.strip().strip('"') for line in head[1:] for cell in line.split(sep)]
+    decimal = sep == ";" and any(re.fullmatch(r"-?\d+,\d+", c) for c in body)
+    return {"sep": sep, **({"decimal": ","} if decimal else {})}
+
+
 def read_table(f: Path, na_values: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """One CSV or Parquet file as delivered; an unreadable file raises SourceError naming it."""
+    """One CSV or Parquet file as delivered (`csv_dialect`: its separator); an unreadable file raises
+    SourceError naming it."""
     name = f.name.lower()
     suffix = ".csv" if name.endswith(CSV) else f.suffix.lower()
     try:
         if suffix == ".csv":  # compressed CSV (.csv.zip, .csv.gz, ...) too: pandas infers the codec
             if na_values is None:
-                return pd.read_csv(f, low_memory=False)
-            return pd.read_csv(f, keep_default_na=False, na_values=list(na_values), low_memory=False)
+                return pd.read_csv(f, low_memory=False, **csv_dialect(f))
+            return pd.read_csv(f, keep_default_na=False, na_values=list(na_values), low_memory=False,
+                               **csv_dialect(f))
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(f)
     except FileNotFoundError:

@@ -107,3 +107,23 @@ def test_numeric_times_are_unix_epochs_in_seconds_or_milliseconds(scale):
     epochs = pd.Series([1_700_000_000 * scale, 1_700_003_600 * scale])
     out = parse_time(epochs, "f.csv", "ts")
     assert list(out.astype(str)) == ["2023-11-14 22:13:20+00:00", "2023-11-14 23:13:20+00:00"]
+
+
+@pytest.mark.parametrize("sep,decimal", [(";", ","), (";", "."), ("\t", ".")])
+def test_a_semicolon_or_tab_separated_export_reads_as_the_comma_separated_file(tmp_path, sep, decimal):
+    """A real station file written as European spreadsheets export it ("2,6" for 2.6, fields split by ';'), or
+    tab-separated: the same frame as the comma-separated original, at onboarding and at every landing."""
+    from cli.init import main as init
+    from ml.sources import read_table
+    from tests.conftest import SHARED
+
+    original = sorted((SHARED / "datasets" / "beijing_air").glob("PRSA_Data_*.csv"))[0]
+    want = pd.read_csv(original).head(24 * 7 * 20)
+    export = tmp_path / "incoming" / "station.csv"
+    export.parent.mkdir()
+    want.to_csv(export, sep=sep, decimal=decimal, index=False)
+    got = read_table(export)
+    pd.testing.assert_frame_equal(got, want)
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(export), "--target", "PM2.5", "--params", str(params)]) == 0
+    assert "TEMP" in params.read_text() and "time_parts" in params.read_text()
