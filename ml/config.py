@@ -41,6 +41,7 @@ class SourceConfig:
     # compose time_column from columns, e.g. {year: y, month: m, ...}
     time_parts: dict = field(default_factory=dict, hash=False)
     timezone: str = "UTC"  # zone of naive times in the files (converted to UTC; calendar features use this zone)
+    dayfirst: bool = False  # dates written day first (31/01/2013, 31.01.2013); false: month first or ISO
     na_values: tuple[str, ...] | None = None  # CSV text read as missing; None = pandas' defaults ("NA", "None", ...)
     label: LabelConfig | None = None  # derive the (classification) target from a numeric column
     unit_id_from: tuple[str, ...] = ()  # synthesise unit_id by joining these columns (_file, _row: file name, row)

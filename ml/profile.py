@@ -16,7 +16,7 @@ import pandas as pd
 from ml.config import SourceConfig
 from ml.first_contract import first_contract
 from ml.sources import calendar_columns, prepare_frame, synthesise_unit_id
-from ml.timeline import ProfileError, choose_window, find_time, first_as_of, week_numbers, week_span
+from ml.timeline import ProfileError, choose_window, day_first, find_time, first_as_of, week_numbers, week_span
 
 __all__ = ["Profile", "ProfileError", "profile", "week_span"]
 
@@ -56,8 +56,10 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
 
     target_col, label, task = _target(data, target, task, notes)
     time_col, parts = find_time(data, time, notes)
+    dayfirst = day_first(data[parts.get("date", time_col)] if parts.get("date", time_col) in data else None, notes)
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
                        numeric_features=(), categorical_features=(), time_parts=parts, timezone=timezone,
+                       dayfirst=dayfirst,
                        na_values=tuple(na_values) if na_values is not None else None, label=label)
     # the source's own derivation (time, label), once per file: unit ids below are synthesised per file too
     per_file = {name: prepare_frame(df, cfg, name, strict=False) for name, df in files.items()}
@@ -94,7 +96,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     window = choose_window(weeks, notes)
     window["as_of"] = first_as_of(times, window.pop("_as_of_week"))
     src = {"kind": "files", "path": path, "time_column": time_col, "time_parts": parts or None,
-           "timezone": timezone, "na_values": na_values, "target": target_col, "label": (
+           "timezone": timezone, "dayfirst": dayfirst, "na_values": na_values, "target": target_col, "label": (
                {"column": label.column, "above": label.above} if label else None), "task": task,
            "unit_id": uid, "unit_id_from": uid_from or None, "calendar": calendar, "numeric_features": numeric,
            "categorical_features": categorical, "drop": dropped}

@@ -34,6 +34,7 @@ def render_params(p: Profile, template: str) -> str:
             ("time_column", s["time_column"], "composed from time_parts" if s["time_parts"] else "UTC weeks"),
             ("time_parts", s["time_parts"], "columns holding the parts of the time (null: time_column is one)"),
             ("timezone", s["timezone"], "zone of naive times in the files; batches are UTC weeks"),
+            ("dayfirst", s["dayfirst"], "dates written day first (31/01/2013); false: month first or ISO"),
             ("na_values", s["na_values"], "CSV text read as missing (null: pandas' defaults)"),
             ("target", s["target"], "what the model predicts"),
             ("label", s["label"], "{column, above}: target = 1 where column > above (null: a column)"),

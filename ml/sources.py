@@ -137,10 +137,10 @@ def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: st
     df = df.copy()
     has = set(df.columns)
     if cfg.time_parts and set(cfg.time_parts.values()) <= has:
-        df[cfg.time_column] = compose_time(df, cfg.time_parts, where)
+        df[cfg.time_column] = compose_time(df, cfg.time_parts, where, dayfirst=cfg.dayfirst)
     if cfg.time_column not in df.columns:
         return df
-    df[cfg.time_column] = parse_time(df[cfg.time_column], where, cfg.time_column, cfg.timezone)
+    df[cfg.time_column] = parse_time(df[cfg.time_column], where, cfg.time_column, cfg.timezone, cfg.dayfirst)
     if cfg.label and cfg.label.column in has:
         df[cfg.target] = derive_label(df, cfg, where)
     if cfg.unit_id_from and cfg.unit_id and set(cfg.unit_id_from) - {"_file", "_row"} <= set(df.columns):
@@ -150,7 +150,7 @@ def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: st
     return df
 
 
-def compose_time(df: pd.DataFrame, parts: dict, where: str) -> pd.Series:
+def compose_time(df: pd.DataFrame, parts: dict, where: str, dayfirst: bool = False) -> pd.Series:
     """One timestamp from columns holding its parts ({date: col} or {year:, month:, day:}, plus hour/minute)."""
     num = {}
     for part, col in parts.items():
@@ -163,7 +163,7 @@ def compose_time(df: pd.DataFrame, parts: dict, where: str) -> pd.Series:
                               f"that are not numbers, e.g. {df[col][bad].iloc[0]!r}")
         num[part] = values
     if "date" in parts:
-        base = pd.to_datetime(df[parts["date"]], errors="coerce", format="mixed")
+        base = pd.to_datetime(df[parts["date"]], errors="coerce", format="mixed", dayfirst=dayfirst)
     else:
         base = pd.to_datetime(pd.DataFrame({k: num[k] for k in ("year", "month", "day")}), errors="coerce")
     out = base + pd.to_timedelta(num.get("hour", 0), unit="h") + pd.to_timedelta(num.get("minute", 0), unit="m")
@@ -250,8 +250,9 @@ def check_batch_columns(df: pd.DataFrame, cfg: SourceConfig, where: str) -> None
                           f"source settings: run `python -m stages.ingest` to re-land the window")
 
 
-def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC") -> pd.Series:
-    """Parse a time column to UTC (naive times are taken in `timezone`); unparseable values are an error."""
+def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", dayfirst: bool = False) -> pd.Series:
+    """Parse a time column to UTC (naive times are taken in `timezone`; `dayfirst`: 01/02/2013 is the 1st of
+    February); unparseable values are an error."""
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col
     elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
@@ -264,9 +265,9 @@ def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC") -> 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # pandas' note on mixed offsets: handled below
-            parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed")
+            parsed = pd.to_datetime(col, errors="coerce", utc=False, format="mixed", dayfirst=dayfirst)
         if not pd.api.types.is_datetime64_any_dtype(parsed):  # mixed offsets: normalise through UTC
-            parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
+            parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
     bad = parsed.isna() & col.notna()
     if bad.any():
         examples = ", ".join(repr(v) for v in col[bad].astype(str).unique()[:3])

@@ -44,6 +44,28 @@ def find_time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[s
                        "columns for year, month and day")
 
 
+NUMERIC_DATE = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b"  # 31/01/2013, 01.31.2013: which number is the day?
+
+
+def day_first(col: pd.Series | None, notes: list[str]) -> bool:
+    """Whether the dates in `col` are written day first (31/01/2013): some first number above 12 and no second
+    one. Either way pandas reads each value on its own and takes 10/03 as October 3rd but 13/03 as March 13th,
+    so a column read without this setting mixes two orders without an error."""
+    if col is None or pd.api.types.is_numeric_dtype(col) or pd.api.types.is_datetime64_any_dtype(col):
+        return False
+    parts = col.dropna().astype(str).str.extract(NUMERIC_DATE).dropna().astype(int)
+    if parts.empty:
+        return False
+    first, second = bool((parts[0] > 12).any()), bool((parts[1] > 12).any())
+    if first and not second:
+        notes.append(f"dates in '{col.name}' are written day first (e.g. {col.dropna().iloc[0]}: source.dayfirst)")
+        return True
+    if not first and not second:
+        notes.append(f"dates in '{col.name}' could be day or month first (no number above 12): read month first; "
+                     f"set source.dayfirst: true if they are day first")
+    return False
+
+
 def _looks_like_time(col: pd.Series) -> bool:
     """Dates or times as text (ISO, year/month/day, month/day/year, or with the month's name: "Jan 1 2000",
     "1 January 2000") or a datetime column; epoch numbers need --time."""

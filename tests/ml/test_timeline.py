@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml.timeline import ProfileError, find_time
+from ml.timeline import ProfileError, day_first, find_time
 
 
 @pytest.mark.parametrize("texts", [
@@ -26,3 +26,38 @@ def test_text_that_is_not_a_date_is_not_taken_for_one():
     notes: list[str] = []
     data["day"] = ["2013-01-31", "2013-02-01"]
     assert find_time(data, "day", notes)[0] == "day" and "(given;" in notes[-1]
+
+
+def test_the_order_of_day_and_month_is_read_from_the_column_not_from_each_value():
+    notes: list[str] = []
+    assert day_first(pd.Series(["10/03/2004", "13/03/2004"], name="Date"), notes) and "day first" in notes[-1]
+    assert not day_first(pd.Series(["03/10/2004", "03/13/2004"], name="Date"), notes)
+    assert not day_first(pd.Series(["03/10/2004", "04/11/2004"], name="Date"), notes)
+    assert "could be day or month first" in notes[-1]  # said, and read month first
+    assert not day_first(pd.Series(["2004-03-10", "2004-03-13"]), [])
+
+
+def test_a_station_file_with_dates_written_day_first_lands_on_the_right_days(tmp_path):
+    """Beijing air with its date as 10/03/2013 (+ the hour column), as a European export writes it: pandas alone
+    reads 10/03/2013 as October 3rd and 13/03/2013 as March 13th, without an error."""
+    import yaml
+
+    from cli.init import main as init
+    from ml.config import parse_params
+    from ml.sources import read_files
+    from tests.conftest import SHARED
+
+    original = pd.read_csv(sorted((SHARED / "datasets" / "beijing_air").glob("PRSA_Data_*.csv"))[0]).head(24 * 90)
+    export = original.assign(Date=[f"{d:02d}/{m:02d}/{y}" for d, m, y in
+                                   zip(original["day"], original["month"], original["year"], strict=True)])
+    export = export.drop(columns=["No", "year", "month", "day"])
+    (tmp_path / "in").mkdir()
+    export.to_csv(tmp_path / "in" / "station.csv", index=False)
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "in" / "station.csv"), "--target", "PM2.5", "--params",
+                 str(params)]) == 0
+    p = parse_params(yaml.safe_load(params.read_text()))
+    assert p.source.dayfirst and p.source.time_parts == {"date": "Date", "hour": "hour"}
+    got = read_files(str(tmp_path / "in" / "station.csv"), p.source)[p.source.time_column]
+    want = pd.to_datetime(original[["year", "month", "day", "hour"]]).dt.tz_localize("UTC")
+    assert (got.sort_values().to_numpy() == want.sort_values().to_numpy()).all()
