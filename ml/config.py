@@ -16,7 +16,8 @@ class ConfigError(ValueError):
 
 
 CALENDAR = ("hour", "day_of_week", "month", "day_of_year", "is_weekend")  # source.calendar: derived from the time
-TIME_PARTS = ("date", "year", "month", "day", "hour", "minute")  # source.time_parts: columns composing the time
+TIME_PARTS = ("date", "year", "month", "day", "hour", "minute", "clock")  # source.time_parts: columns composing
+# the time; clock: a time of day as text (17:24:00 or 18.00.00)
 
 
 @dataclass(frozen=True)

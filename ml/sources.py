@@ -17,6 +17,7 @@ from ml.config import SourceConfig
 WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
+CLOCK_TEXT = r"([01]?\d|2[0-3])([:.])[0-5]\d(\2[0-5]\d)?"  # a time of day: 17:24, 17:24:00, 18.00.00
 CSV = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz", ".csv.zst")
 PARQUET = (".parquet", ".pq")
 
@@ -154,7 +155,7 @@ def compose_time(df: pd.DataFrame, parts: dict, where: str, dayfirst: bool = Fal
     """One timestamp from columns holding its parts ({date: col} or {year:, month:, day:}, plus hour/minute)."""
     num = {}
     for part, col in parts.items():
-        if part == "date":
+        if part in ("date", "clock"):
             continue
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() & df[col].notna()
@@ -167,6 +168,8 @@ def compose_time(df: pd.DataFrame, parts: dict, where: str, dayfirst: bool = Fal
     else:
         base = pd.to_datetime(pd.DataFrame({k: num[k] for k in ("year", "month", "day")}), errors="coerce")
     out = base + pd.to_timedelta(num.get("hour", 0), unit="h") + pd.to_timedelta(num.get("minute", 0), unit="m")
+    if "clock" in parts:
+        out = out + clock_time(df[parts["clock"]], f"{where}: column '{parts['clock']}' (source.time_parts.clock)")
     bad = out.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -174,6 +177,18 @@ def compose_time(df: pd.DataFrame, parts: dict, where: str, dayfirst: bool = Fal
         raise SourceError(f"{where}: {int(bad.sum())} row(s) whose time parts do not make a time, e.g. row {i}: "
                           f"{shown}")
     return out
+
+
+def clock_time(col: pd.Series, where: str) -> pd.Series:
+    """A time of day written as text (17:24, 17:24:00 or 18.00.00) as the time since midnight."""
+    text = col.astype("string").str.strip()
+    ok = text.str.fullmatch(CLOCK_TEXT).fillna(False)
+    if not ok.all():
+        raise SourceError(f"{where} has {int((~ok).sum())} value(s) that are not a time of day, e.g. "
+                          f"{col[~ok.to_numpy()].iloc[0]!r}")
+    hms = text.str.replace(".", ":", regex=False).str.split(":", expand=True).astype(int)
+    seconds = hms[0] * 3600 + hms[1] * 60 + (hms[2] if hms.shape[1] > 2 else 0)
+    return pd.to_timedelta(seconds.fillna(0).to_numpy(), unit="s")
 
 
 def derive_label(df: pd.DataFrame, cfg: SourceConfig, where: str) -> pd.Series:

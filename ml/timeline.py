@@ -108,10 +108,29 @@ def _time_parts(data: pd.DataFrame) -> dict:
     return out
 
 
+def _clock_column(data: pd.DataFrame, exclude: str) -> str | None:
+    """A text column holding a time of day in every row (17:24:00, 18.00.00), taking more than one value."""
+    from ml.sources import CLOCK_TEXT
+
+    for c in data.columns:
+        col = data[c]
+        if c == exclude or pd.api.types.is_numeric_dtype(col) or col.isna().any() or col.nunique() < 2:
+            continue
+        if col.astype(str).str.strip().str.fullmatch(CLOCK_TEXT).all():
+            return str(c)
+    return None
+
+
 def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str], given: bool = False) -> tuple[str, dict]:
     """A date-only time column plus an hour column (0..23) make an hourly time."""
     t = _to_times(data[time].dropna().astype(str).head(5000))
     parts = _time_parts(data)
+    clock = _clock_column(data, exclude=time)
+    if (t.dt.normalize() == t).all() and "hour" not in parts and clock:
+        name = "time" if "time" not in data.columns else "event_time"
+        notes.append(f"time '{name}': the dates in '{time}' plus the time of day in '{clock}' "
+                     f"(source.time_parts); '{time}' alone is only a day")
+        return name, {"date": time, "clock": clock}
     if (t.dt.normalize() == t).all() and "hour" in parts:
         name = "time" if "time" not in data.columns else "event_time"
         notes.append(f"time '{name}': the dates in '{time}' plus the hour in '{parts['hour']}' "

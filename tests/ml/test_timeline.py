@@ -61,3 +61,42 @@ def test_a_station_file_with_dates_written_day_first_lands_on_the_right_days(tmp
     got = read_files(str(tmp_path / "in" / "station.csv"), p.source)[p.source.time_column]
     want = pd.to_datetime(original[["year", "month", "day", "hour"]]).dt.tz_localize("UTC")
     assert (got.sort_values().to_numpy() == want.sort_values().to_numpy()).all()
+
+
+@pytest.mark.parametrize("clock", ["{:02d}.00.00", "{}:00"])
+def test_a_date_and_a_time_of_day_as_text_make_the_time(tmp_path, clock):
+    """The layout of many sensor exports: `10/03/2004;18.00.00;2,6;...` (date day first, the time of day as text,
+    fields split by ';', a decimal comma). Built from a Beijing station file; init composes the time from the two
+    columns and every row lands on its hour."""
+    import yaml
+
+    from cli.init import main as init
+    from ml.config import parse_params
+    from ml.sources import read_files
+    from tests.conftest import SHARED
+
+    original = pd.read_csv(sorted((SHARED / "datasets" / "beijing_air").glob("PRSA_Data_*.csv"))[1]).head(24 * 90)
+    export = original.assign(
+        Date=[f"{d:02d}/{m:02d}/{y}" for d, m, y in zip(original["day"], original["month"], original["year"],
+                                                        strict=True)],
+        Time=[clock.format(h) for h in original["hour"]]).drop(columns=["No", "year", "month", "day", "hour"])
+    (tmp_path / "in").mkdir()
+    export.to_csv(tmp_path / "in" / "station.csv", index=False, sep=";", decimal=",")
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "in" / "station.csv"), "--target", "PM2.5", "--params",
+                 str(params)]) == 0
+    p = parse_params(yaml.safe_load(params.read_text()))
+    assert p.source.time_parts == {"date": "Date", "clock": "Time"} and p.source.dayfirst
+    assert "Time" not in p.source.features and p.source.calendar[0] == "hour"
+    got = read_files(str(tmp_path / "in" / "station.csv"), p.source)[p.source.time_column]
+    want = pd.to_datetime(original[["year", "month", "day", "hour"]]).dt.tz_localize("UTC")
+    assert (got.sort_values().to_numpy() == want.sort_values().to_numpy()).all()
+
+
+def test_a_time_of_day_that_is_not_one_is_named_with_its_file_and_column():
+    from ml.sources import SourceError, compose_time
+
+    rows = pd.DataFrame({"Date": ["10/03/2004", "10/03/2004"], "Time": ["18.00.00", "24.00.00"]})
+    with pytest.raises(SourceError, match=r"week.csv: column 'Time' \(source.time_parts.clock\) has 1 value\(s\) "
+                                          r"that are not a time of day, e.g. '24.00.00'"):
+        compose_time(rows, {"date": "Date", "clock": "Time"}, "week.csv", dayfirst=True)
