@@ -19,7 +19,9 @@ from stages.common import PROJECT
 
 def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
     """CSV text to read as missing: pandas' defaults, except words that only ever appear in text columns
-    (e.g. 'None' as a real category); returns (na_values or None for the defaults, notes)."""
+    (e.g. 'None' as a real category), plus a short token that stands for a missing number in a column of numbers
+    (`?`, `-`: read as text, the column would have become an identifier and been dropped); returns (na_values
+    or None for the defaults, notes)."""
     import pandas as pd
     from pandas._libs.parsers import STR_NA_VALUES
 
@@ -27,12 +29,19 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
 
     markers: set[str] = set()  # tokens used for missing numbers
     in_text: dict[str, set[str]] = {}  # token -> text columns where it appears as a value
+    extra: dict[str, set[str]] = {}  # tokens beyond pandas' defaults that mark missing numbers -> columns
     for f in files:
         if not f.name.lower().endswith(CSV):
             continue
         raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False, **csv_dialect(f))
         for c in raw.columns:
             col = raw[c].dropna()
+            numbers = pd.to_numeric(col, errors="coerce")
+            others = col[numbers.isna()]
+            if len(col) and numbers.notna().mean() > 0.9 and 0 < others.nunique() <= 2 \
+                    and others.str.fullmatch(r"\W{1,3}|[A-Za-z/ ]{1,12}").all():
+                for t in set(others.unique()) - STR_NA_VALUES:
+                    extra.setdefault(t, set()).add(str(c))
             tokens = set(col.unique()) & STR_NA_VALUES
             if not tokens:
                 continue
@@ -41,14 +50,16 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
             for t in tokens:
                 (markers.add(t) if numeric else in_text.setdefault(t, set()).add(str(c)))
     kept = sorted(t for t in in_text if t not in markers)
-    if not kept:
+    extra_notes = [f"read {t!r} as missing: it stands for a missing number in {', '.join(sorted(cols))} "
+                   f"(source.na_values)" for t, cols in sorted(extra.items())]
+    if not kept and not extra:
         used = sorted(markers | set(in_text))
         note = f"missing values: pandas' defaults ({', '.join(map(repr, used)) or 'none'} found in the files)"
         return None, [note]
-    na = sorted((STR_NA_VALUES - set(kept)) | {""})
+    na = sorted((STR_NA_VALUES - set(kept)) | {""} | set(extra))
     notes = [f"kept the text {t!r} as a category of {', '.join(sorted(in_text[t]))} (it never marks a missing "
              f"number here; source.na_values)" for t in kept]
-    return na, notes
+    return na, notes + extra_notes
 
 
 def main(argv: list[str] | None = None) -> int:

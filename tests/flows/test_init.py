@@ -83,3 +83,24 @@ def test_init_refuses_a_monthly_series_and_says_why(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the files have rows in 60 of the 258 weeks they span" in err and "not a weekly feed" in err, err
     assert "Traceback" not in err and not (tmp_path / "params.yaml").exists()
+
+
+def test_a_token_that_marks_a_missing_number_is_read_as_missing(tmp_path, capsys):
+    """Sensor exports mark a missing reading '?' (or '-'): read as text, the column was taken for an identifier
+    (text with hundreds of values) and dropped; now the token is missing and the column a numeric feature."""
+    from ml.sources import read_files
+
+    df = hourly()
+    df["reading"] = (np.random.default_rng(1).normal(50, 5, len(df)) + df["y"] / 10).round(1).astype(str)
+    df.loc[df.index[::40], "reading"] = "?"
+    df.to_csv(tmp_path / "shop.csv", index=False)
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "shop.csv"), "--target", "y", "--params", str(params)]) == 0
+    printed = capsys.readouterr().out
+    p = yaml.safe_load(params.read_text())
+    assert "?" in p["source"]["na_values"] and "reading" in p["source"]["numeric_features"], printed
+    assert "read '?' as missing: it stands for a missing number in reading" in printed
+    from ml.config import parse_params
+
+    frame = read_files(str(tmp_path / "shop.csv"), parse_params(p).source)
+    assert frame["reading"].dtype.kind == "f" and frame["reading"].isna().sum() == len(df.index[::40])
