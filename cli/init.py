@@ -17,11 +17,33 @@ from pathlib import Path
 from stages.common import PROJECT
 
 
+def _sentinels(text, numbers) -> set[str]:
+    """The text of a number that stands for a missing reading (-200, -999, 9999): an integer repeated in at least
+    0.1 % of the rows (and 3), beyond every other value of the column by more than three times their IQR, or
+    -99 or below in a column whose other values are never negative."""
+    import numpy as np
+
+    values = numbers.dropna()
+    if len(values) < 100:
+        return set()
+    out = set()
+    for v in {values.min(), values.max()}:
+        hits = values == v
+        rest = values[~hits]
+        if v != round(v) or hits.sum() < max(3, 0.001 * len(values)) or len(rest) < 10:
+            continue
+        q25, q75 = np.quantile(rest, [0.25, 0.75])
+        far = q75 > q25 and (v < rest.min() - 3 * (q75 - q25) or v > rest.max() + 3 * (q75 - q25))
+        if far or v <= -99 < 0 <= rest.min():  # or a large negative code in a column of readings never negative
+            out |= set(text[numbers == v].unique())
+    return out
+
+
 def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
     """CSV text to read as missing: pandas' defaults, except words that only ever appear in text columns
     (e.g. 'None' as a real category), plus a short token that stands for a missing number in a column of numbers
-    (`?`, `-`: read as text, the column would have become an identifier and been dropped); returns (na_values
-    or None for the defaults, notes)."""
+    (`?`, `-`: read as text, the column would have become an identifier and been dropped) or a number far
+    from every other that does (`_sentinels`: -200); returns (na_values or None for the defaults, notes)."""
     import pandas as pd
     from pandas._libs.parsers import STR_NA_VALUES
 
@@ -33,15 +55,18 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
     for f in files:
         if not f.name.lower().endswith(CSV):
             continue
-        raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False, **csv_dialect(f))
+        dialect = csv_dialect(f)
+        raw = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""], low_memory=False, **dialect)
         for c in raw.columns:
             col = raw[c].dropna()
-            numbers = pd.to_numeric(col, errors="coerce")
+            numbers = pd.to_numeric(col.str.replace(",", ".") if dialect.get("decimal") else col, errors="coerce")
             others = col[numbers.isna()]
             if len(col) and numbers.notna().mean() > 0.9 and 0 < others.nunique() <= 2 \
                     and others.str.fullmatch(r"\W{1,3}|[A-Za-z/ ]{1,12}").all():
                 for t in set(others.unique()) - STR_NA_VALUES:
                     extra.setdefault(t, set()).add(str(c))
+            for t in _sentinels(col, numbers):
+                extra.setdefault(t, set()).add(str(c))
             tokens = set(col.unique()) & STR_NA_VALUES
             if not tokens:
                 continue
@@ -51,7 +76,8 @@ def na_handling(files: list[Path]) -> tuple[list[str] | None, list[str]]:
                 (markers.add(t) if numeric else in_text.setdefault(t, set()).add(str(c)))
     kept = sorted(t for t in in_text if t not in markers)
     extra_notes = [f"read {t!r} as missing: it stands for a missing number in {', '.join(sorted(cols))} "
-                   f"(source.na_values)" for t, cols in sorted(extra.items())]
+                   f"(source.na_values; a number far from every other value, or text in a column of numbers)"
+                   for t, cols in sorted(extra.items())]
     if not kept and not extra:
         used = sorted(markers | set(in_text))
         note = f"missing values: pandas' defaults ({', '.join(map(repr, used)) or 'none'} found in the files)"

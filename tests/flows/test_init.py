@@ -104,3 +104,25 @@ def test_a_token_that_marks_a_missing_number_is_read_as_missing(tmp_path, capsys
 
     frame = read_files(str(tmp_path / "shop.csv"), parse_params(p).source)
     assert frame["reading"].dtype.kind == "f" and frame["reading"].isna().sum() == len(df.index[::40])
+
+
+def test_a_number_that_stands_for_a_missing_reading_is_read_as_missing(tmp_path, capsys):
+    """A sensor export marks a missing reading -200 (fields split by ';', decimal commas). Taken as a reading,
+    -200 drags every mean and quantile far below the column's range; it is read as missing instead."""
+    from ml.config import parse_params
+    from ml.sources import read_files
+    from tests.conftest import SHARED
+
+    station = pd.read_csv(sorted((SHARED / "datasets" / "beijing_air").glob("PRSA_Data_*.csv"))[2]).head(24 * 120)
+    gaps = station["CO"].isna() | (np.arange(len(station)) % 97 == 0)
+    station["CO"] = station["CO"].where(~gaps, -200)
+    station["TEMP"] = station["TEMP"].fillna(-200)
+    station.to_csv(tmp_path / "station.csv", index=False, sep=";", decimal=",")
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "station.csv"), "--target", "PM2.5", "--params", str(params)]) == 0
+    printed = capsys.readouterr().out
+    p = parse_params(yaml.safe_load(params.read_text()))
+    assert "read '-200,0' as missing" in printed and "CO" in printed.split("read '-200,0' as missing")[1], printed
+    frame = read_files(str(tmp_path / "station.csv"), p.source)
+    assert frame["CO"].isna().sum() == gaps.sum() and frame["CO"].min() > 0
+    assert frame["TEMP"].min() > -30 and frame["TEMP"].notna().all() == station["TEMP"].ne(-200).all()
