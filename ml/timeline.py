@@ -36,7 +36,7 @@ def find_time(data: pd.DataFrame, time: str | None, notes: list[str]) -> tuple[s
         return _maybe_hour(data, best, notes)
     parts = _time_parts(data)
     if {"year", "month", "day"} <= set(parts):
-        name = "time" if "time" not in data.columns else "event_time"
+        name = _free_name(data)
         notes.append(f"time '{name}': composed from {', '.join(f'{k}={v}' for k, v in parts.items())} "
                      f"(source.time_parts)")
         return name, parts
@@ -64,6 +64,13 @@ def day_first(col: pd.Series | None, notes: list[str]) -> bool:
         notes.append(f"dates in '{col.name}' could be day or month first (no number above 12): read month first; "
                      f"set source.dayfirst: true if they are day first")
     return False
+
+
+def _free_name(data: pd.DataFrame) -> str:
+    """The name of a composed time column: "time", unless a column of the files has it in any case ("Time"
+    holding the time of day: Great Expectations' column lookup then took the text column for the composed one)."""
+    taken = {str(c).lower() for c in data.columns}
+    return next(n for n in ("time", "event_time", "composed_time") if n not in taken)
 
 
 def _looks_like_time(col: pd.Series) -> bool:
@@ -127,12 +134,12 @@ def _maybe_hour(data: pd.DataFrame, time: str, notes: list[str], given: bool = F
     parts = _time_parts(data)
     clock = _clock_column(data, exclude=time)
     if (t.dt.normalize() == t).all() and "hour" not in parts and clock:
-        name = "time" if "time" not in data.columns else "event_time"
+        name = _free_name(data)
         notes.append(f"time '{name}': the dates in '{time}' plus the time of day in '{clock}' "
                      f"(source.time_parts); '{time}' alone is only a day")
         return name, {"date": time, "clock": clock}
     if (t.dt.normalize() == t).all() and "hour" in parts:
-        name = "time" if "time" not in data.columns else "event_time"
+        name = _free_name(data)
         notes.append(f"time '{name}': the dates in '{time}' plus the hour in '{parts['hour']}' "
                      f"(source.time_parts); '{time}' alone is only a day")
         return name, {"date": time, "hour": parts["hour"]}

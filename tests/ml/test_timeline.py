@@ -87,6 +87,7 @@ def test_a_date_and_a_time_of_day_as_text_make_the_time(tmp_path, clock):
                  str(params)]) == 0
     p = parse_params(yaml.safe_load(params.read_text()))
     assert p.source.time_parts == {"date": "Date", "clock": "Time"} and p.source.dayfirst
+    assert p.source.time_column == "event_time"  # not "time": GX took the column "Time" for it
     assert "Time" not in p.source.features and p.source.calendar[0] == "hour"
     got = read_files(str(tmp_path / "in" / "station.csv"), p.source)[p.source.time_column]
     want = pd.to_datetime(original[["year", "month", "day", "hour"]]).dt.tz_localize("UTC")
