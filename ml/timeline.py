@@ -14,7 +14,8 @@ import pandas as pd
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
               "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
 PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
-DATE_TEXT = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}"  # 2013-01-31, 2013/01/31, 1/31/2013
+# 2013-01-31, 2013/01/31, 1/31/2013, 31.01.2013
+DATE_TEXT = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}"
              r"|[A-Za-z]{3,9}\.? \d{1,2},? \d{4}|\d{1,2} [A-Za-z]{3,9}\.? \d{4}")  # Jan 31 2013, 31 January 2013
 MIN_WEEKS_WITH_DATA = 0.5  # of the weeks the files span; fewer, and the feed is not a weekly one
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,11 +88,17 @@ def start_parent(ctx: WeekRun, tags: dict[str, str], params: dict[str, Any]) -> 
     return run.info.run_id
 
 
+def mlflow_key(name: str) -> str:
+    """A param or metric name MLflow accepts: the characters it refuses (brackets, a '%' in a column such as
+    'T (degC)' or 'CO(GT)') become '_'; the params themselves are in params.yaml, logged as it is."""
+    return re.sub(r"[^\w\-. :/]", "_", str(name))
+
+
 def log_params(run_id: str, params: dict[str, Any]) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         MlflowClient().log_batch(run_id, params=items[i:i + 100])
 
@@ -156,7 +163,7 @@ def record_decision(ctx: WeekRun, decision: dict[str, Any], metrics: dict[str, f
         log_json(decision, "decision.json")
         mlflow.set_tags({"decision": decision["action"], "decision.summary": decision["summary"]})
         if metrics:
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
