@@ -46,12 +46,9 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
             drop: tuple[str, ...] = ()) -> Profile:
     """Choose source, window, validation, slices and names for `files` (name -> frame, read as delivered)."""
     notes: list[str] = []
+    files = _common_columns(files, notes)
     frames = list(files.values())
-    first = frames[0]
-    columns = [str(c) for c in first.columns]
-    for name, df in files.items():
-        if [str(c) for c in df.columns] != columns and set(map(str, df.columns)) != set(columns):
-            raise ProfileError(f"{name}: its columns differ from the first file's ({', '.join(columns)})")
+    columns = [str(c) for c in frames[0].columns]
     data = pd.concat(frames, ignore_index=True)
 
     target_col, label, task = _target(data, target, task, notes)
@@ -198,6 +195,24 @@ def _is_row_counter(files: dict[str, pd.DataFrame], column: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------- features
+
+def _common_columns(files: dict[str, pd.DataFrame], notes: list[str]) -> dict[str, pd.DataFrame]:
+    """The files restricted to the columns every one of them has (in the first file's order): a column a feed
+    added later (or dropped) is not a feature, and is named. A later batch may carry it: an extra column passes
+    the contract."""
+    common = [c for c in next(iter(files.values())).columns if all(c in df.columns for df in files.values())]
+    if not common:
+        raise ProfileError(f"the files share no column ({', '.join(files)})")
+    counts: dict[str, int] = {}
+    for df in files.values():
+        for c in df.columns:
+            counts[str(c)] = counts.get(str(c), 0) + 1
+    partial = {c: n for c, n in counts.items() if n < len(files)}
+    if partial:
+        notes.append("columns not in every file, not used: " + ", ".join(
+            f"'{c}' ({n} of {len(files)} files)" for c, n in sorted(partial.items())))
+    return {name: df[common] for name, df in files.items()}
+
 
 def _features(data: pd.DataFrame, candidates: list[str], target: str, task: str,
               notes: list[str]) -> tuple[list[str], list[str], list[str]]:

@@ -126,3 +126,19 @@ def test_a_number_that_stands_for_a_missing_reading_is_read_as_missing(tmp_path,
     frame = read_files(str(tmp_path / "station.csv"), p.source)
     assert frame["CO"].isna().sum() == gaps.sum() and frame["CO"].min() > 0
     assert frame["TEMP"].min() > -30 and frame["TEMP"].notna().all() == station["TEMP"].ne(-200).all()
+
+
+def test_a_column_added_to_the_feed_later_is_named_and_not_used(tmp_path, capsys):
+    """Monthly exports where a column appears from the third month on: init stopped ('its columns differ from the
+    first file's'); it now onboards on the columns every file has and names the others."""
+    df = hourly(weeks=12)
+    (tmp_path / "in").mkdir()
+    for i, part in enumerate(np.array_split(df, 3)):
+        part = part.assign(firmware="v2") if i == 2 else part
+        part.to_csv(tmp_path / "in" / f"shop-{i}.csv", index=False)
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "in" / "*.csv"), "--target", "y", "--params", str(params)]) == 0
+    printed = capsys.readouterr().out
+    s = yaml.safe_load(params.read_text())["source"]
+    assert "columns not in every file, not used: 'firmware' (1 of 3 files)" in printed
+    assert "firmware" not in s["categorical_features"] and s["categorical_features"] == ["discount"]
