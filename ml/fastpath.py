@@ -227,7 +227,7 @@ def compile_rows(model) -> RowPath | None:
 
     wrapped = est if isinstance(est, WithRareClasses) else None
     est = wrapped.estimator_ if wrapped else est
-    fitted = _estimator(est)
+    fitted = _estimator(est) if est is not None else None
     if fitted is None:
         return None
     if wrapped:  # the classes too rare to learn keep their share of the window

@@ -81,7 +81,8 @@ def model_family(model: Pipeline) -> str:
 class WithRareClasses(ClassifierMixin, BaseEstimator):
     """A classifier fitted without the classes too rare in its training rows to learn (fewer than `min_rows`
     rows, `ml.search.rare_classes`: gradient boosting's updates for them diverge), which it predicts at their
-    share of the training rows; the learned classes share the rest. Without it a week with one row of such a
+    share of the training rows; the learned classes share the rest. With fewer than two classes left to learn
+    it predicts every class at its share: the class prior. Without it a week with one row of such a
     class scored that row at probability 0 (a log loss of 34.5 on the row, which alone put a candidate behind
     the class prior)."""
 
@@ -96,16 +97,23 @@ class WithRareClasses(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         self.classes_, counts = np.unique(y, return_counts=True)
         rare = counts < self.min_rows
-        if (~rare).sum() < 2:  # nothing would be left to tell apart: learn them all
-            rare[:] = False
-        keep = np.flatnonzero(~np.isin(y, self.classes_[rare]))
-        self.estimator_ = clone(self.estimator).fit(_safe_indexing(X, keep), y[keep])
+        if (~rare).sum() < 2:  # one class or none left to tell apart: every class at its share (the prior)
+            rare[:] = True
+            self.estimator_ = None
+        else:
+            keep = np.flatnonzero(~np.isin(y, self.classes_[rare]))
+            self.estimator_ = clone(self.estimator).fit(_safe_indexing(X, keep), y[keep])
         self.shares_ = counts[rare] / len(y)
         self._rare = np.flatnonzero(rare)
-        self._learned = np.searchsorted(self.classes_, self.estimator_.classes_)
+        self._learned = (np.searchsorted(self.classes_, self.estimator_.classes_) if self.estimator_ is not None
+                         else np.array([], dtype=int))
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        if self.estimator_ is None:
+            from sklearn.utils.validation import _num_samples
+
+            return np.tile(self.shares_, (_num_samples(X), 1))
         return self.spread(self.estimator_.predict_proba(X))
 
     def spread(self, p: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ml.config import SourceConfig
 from ml.first_contract import first_contract
-from ml.sources import calendar_columns, prepare_frame, synthesise_unit_id
+from ml.sources import calendar_columns, flags_as_numbers, prepare_frame, synthesise_unit_id
 from ml.timeline import ProfileError, choose_window, day_first, find_time, first_as_of, week_numbers, week_span
 
 __all__ = ["Profile", "ProfileError", "profile", "week_span"]
@@ -53,6 +53,11 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
 
     target_col, label, task = _target(data, target, task, notes)
     time_col, parts = find_time(data, time, notes)
+    zone = getattr(data[time_col].dtype, "tz", None) if time_col in data.columns else None
+    if zone is not None and timezone == "UTC" and str(zone) not in ("UTC", "utc"):
+        timezone = str(zone)  # the files' times carry their zone: the calendar features are local to it
+        notes.append(f"time zone {timezone}: the zone the files' times carry (source.timezone; the calendar "
+                     f"features are local to it)")
     dayfirst = day_first(data[parts.get("date", time_col)] if parts.get("date", time_col) in data else None, notes)
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
                        numeric_features=(), categorical_features=(), time_parts=parts, timezone=timezone,
@@ -86,6 +91,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     if drop:
         dropped = [*drop, *dropped]
         notes.append(f"dropped as asked (--drop): {', '.join(drop)}")
+    flags_as_numbers(derived, numeric)
     clock = _clock_columns(derived, numeric, times, timezone, notes)
     numeric += [f"cal_{c}" for c in calendar]
 

@@ -142,6 +142,7 @@ def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: st
     if cfg.time_column not in df.columns:
         return df
     df[cfg.time_column] = parse_time(df[cfg.time_column], where, cfg.time_column, cfg.timezone, cfg.dayfirst)
+    flags_as_numbers(df, cfg.numeric_features)
     if cfg.label and cfg.label.column in has:
         df[cfg.target] = derive_label(df, cfg, where)
     if cfg.unit_id_from and cfg.unit_id and set(cfg.unit_id_from) - {"_file", "_row"} <= set(df.columns):
@@ -149,6 +150,24 @@ def prepare_frame(df: pd.DataFrame, cfg: SourceConfig, where: str, file_name: st
     for name, values in calendar_columns(df[cfg.time_column], cfg.calendar, cfg.timezone).items():
         df[name] = values
     return df
+
+
+def flags_as_numbers(df: pd.DataFrame, columns) -> None:
+    """In place: each of `columns` that holds True/False becomes 1.0/0.0, a number as the model, the contract's
+    quantiles and the drift statistics read it (numpy cannot subtract booleans)."""
+    for c in columns:
+        if c in df.columns and _is_flag(df[c]):
+            df[c] = df[c].map({True: 1.0, False: 0.0}).astype("float64")
+
+
+def _is_flag(col: pd.Series) -> bool:
+    """A column of True/False (a bool column, or one with gaps, which pandas holds as objects)."""
+    if pd.api.types.is_bool_dtype(col):
+        return True
+    if col.dtype != object:
+        return False
+    values = col.dropna()
+    return bool(len(values)) and values.map(type).eq(bool).all()
 
 
 def compose_time(df: pd.DataFrame, parts: dict, where: str, dayfirst: bool = False) -> pd.Series:

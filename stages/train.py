@@ -24,9 +24,11 @@ def fit_candidate(params: Params, train: pd.DataFrame, search: dict | None = Non
     recipe = chosen_train(params, search)
     rare = rare_classes(s, recipe, train)
     if rare:
+        prior = len(rare) >= train[s.target].nunique() - 1  # fewer than two classes left to learn
         print(f"train: class(es) {', '.join(f'{k!r} ({n} rows)' for k, n in rare.items())} too rare in the window "
-              f"to learn (fewer than {max(2, recipe.hgb.min_samples_leaf)} rows): left out of the fit, predicted at "
-              f"their share of the window")
+              f"to learn (fewer than {max(2, recipe.hgb.min_samples_leaf)} rows): "
+              + ("fewer than two classes are left to learn, so every class is predicted at its share of the window "
+                 "(the class prior)" if prior else "left out of the fit, predicted at their share of the window"))
     model, fit_s = fit_model(s, recipe, train)
     baseline = build_baseline(s).fit(train, train[s.target].to_numpy())
     info = {"family": recipe.family, "estimator": model_family(model), "seed": recipe.seed,

@@ -142,3 +142,27 @@ def test_a_column_added_to_the_feed_later_is_named_and_not_used(tmp_path, capsys
     s = yaml.safe_load(params.read_text())["source"]
     assert "columns not in every file, not used: 'firmware' (1 of 3 files)" in printed
     assert "firmware" not in s["categorical_features"] and s["categorical_features"] == ["discount"]
+
+
+def test_parquet_with_zoned_times_and_a_flag_column_onboards(tmp_path, capsys):
+    """Parquet files as a warehouse exports them: times carrying their zone, a bool column, a category dtype.
+    init crashed on the bool column (numpy cannot subtract booleans) and took the calendar in UTC."""
+    from ml.config import parse_params
+    from ml.sources import read_files
+    from tests.conftest import BIKE_CSV
+
+    d = pd.read_csv(BIKE_CSV).head(24 * 7 * 14)
+    ts = (pd.to_datetime(d["dteday"]) + pd.to_timedelta(d["hr"], unit="h")).dt.tz_localize(
+        "America/New_York", ambiguous="NaT", nonexistent="NaT")
+    f = pd.DataFrame({"ts": ts, "workingday": d["workingday"].astype(bool), "temp": d["temp"], "hum": d["hum"],
+                      "weather": d["weathersit"].map({1: "clear", 2: "mist", 3: "rain", 4: "storm"}).astype("category"),
+                      "cnt": d["cnt"]}).dropna(subset=["ts"])
+    (tmp_path / "in").mkdir()
+    f.to_parquet(tmp_path / "in" / "rides.parquet")
+    params = tmp_path / "params.yaml"
+    assert init(["--data", str(tmp_path / "in" / "*.parquet"), "--target", "cnt", "--params", str(params)]) == 0
+    p = parse_params(yaml.safe_load(params.read_text()))
+    assert p.source.timezone == "America/New_York" and "workingday" in p.source.numeric_features
+    frame = read_files(str(tmp_path / "in" / "*.parquet"), p.source)
+    assert frame["workingday"].dtype == "float64" and set(frame["workingday"]) == {0.0, 1.0}
+    assert (frame["cal_hour"].to_numpy() == d.loc[f.index, "hr"].to_numpy()).all()  # local hours

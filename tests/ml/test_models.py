@@ -191,3 +191,24 @@ def test_a_class_too_rare_to_learn_is_predicted_at_its_share_not_at_zero(as_of):
 
     path = compile_rows(model)  # the service's row path gives the same probabilities
     assert path is not None and agreement(model, path, test) < 1e-9
+
+
+def test_with_one_class_left_to_learn_the_model_is_the_class_prior():
+    """Bike sharing's first winter, 'busy' = more than 250 rentals in the hour: 5 busy hours in 8 weeks, fewer
+    than a leaf holds. Fitted on both classes, gradient boosting scored the next week at log loss 0.28 against
+    the prior's 0.10; with one class left to learn, the model is the prior."""
+    from ml.search import fit_model
+    from tests.conftest import BIKE_CSV
+
+    bike = pd.read_csv(BIKE_CSV)
+    bike["time"] = (pd.to_datetime(bike["dteday"]) + pd.to_timedelta(bike["hr"], unit="h")).dt.tz_localize("UTC")
+    bike["busy"] = np.where(bike["cnt"] > 250, "yes", "no")
+    src = SourceConfig(kind="files", time_column="time", target="busy", task="classification",
+                       numeric_features=("temp", "hum", "windspeed", "hr"), categorical_features=("weathersit",))
+    week = date(2011, 3, 7)
+    train = pd.concat([slice_week(bike, "time", w) for w in training_weeks(week, 8)], ignore_index=True)
+    test = slice_week(bike, "time", week)
+    assert 0 < (train["busy"] == "yes").sum() < default_train().hgb.min_samples_leaf
+    model, _ = fit_model(src, default_train(), train)
+    prior = build_baseline(src).fit(train, train["busy"].to_numpy())
+    np.testing.assert_allclose(predict(model, test, "classification"), predict(prior, test, "classification"))
