@@ -170,6 +170,14 @@ def _absolute_gate(policy: PolicyConfig, name: str, ok: bool, comparison: Compar
         reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
                        f"{comparison.champion:.2f}): a hard week for any model, so the comparison decides")
         evidence["hard_week"] = True
+        if min(comparison.candidate, comparison.champion) > base:
+            # worse than predicting the training median or the class prior: a week the recipe cannot predict, or
+            # a target that means something else now (labels renamed upstream: every model trained before is
+            # confidently wrong while the refit learns the new meaning)
+            reasons.append(f"both are worse than the naive baseline itself ({name} {comparison.candidate:.2f} and "
+                           f"{comparison.champion:.2f} vs {base:.2f}): if this lasts, look at the target's recent "
+                           f"values, it may be defined differently upstream")
+            evidence["worse_than_baseline"] = True
         ok = True
     if not ok:
         return Decision(REJECT, f"reject: fails the absolute thresholds — {first}", reasons, evidence)

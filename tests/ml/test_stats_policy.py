@@ -160,6 +160,14 @@ def test_a_week_too_hard_for_the_champion_too_does_not_keep_the_staler_model():
     d = decide(POLICY, "mae", {"mae": 17.0, "rows": 6000}, BASE, hard, [], None, record=FRESH, same_recipe=True)
     assert d.action == PROMOTE, d.reasons
     assert d.evidence["hard_week"] and "the champion misses the absolute thresholds too" in " ".join(d.reasons)
+    assert "worse_than_baseline" not in d.evidence  # both still beat the baseline's 20.0, by less than 20 %
+    # both worse than the baseline itself (a daily weather file whose labels were renamed upstream: log loss 3-8
+    # against the class prior's 1.4): the refit still serves, and the reasons say where to look
+    lost = Comparison(champion=24.0, candidate=22.0, rel_change=-0.08, ci_low=-0.1, ci_high=-0.06, confidence=0.95,
+                      rows=6000, clusters=120)
+    d = decide(POLICY, "mae", {"mae": 22.0, "rows": 6000}, BASE, lost, [], None, record=FRESH, same_recipe=True)
+    assert d.action == PROMOTE and d.evidence["worse_than_baseline"]
+    assert "both are worse than the naive baseline itself (MAE 22.00 and 24.00 vs 20.00)" in " ".join(d.reasons)
     # ... and a new recipe still has to be better than the champion on that week
     worse = Comparison(champion=17.5, candidate=19.0, rel_change=0.086, ci_low=0.05, ci_high=0.12, confidence=0.95,
                        rows=6000, clusters=120)
