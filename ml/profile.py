@@ -58,7 +58,8 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
         timezone = str(zone)  # the files' times carry their zone: the calendar features are local to it
         notes.append(f"time zone {timezone}: the zone the files' times carry (source.timezone; the calendar "
                      f"features are local to it)")
-    dayfirst = day_first(data[parts.get("date", time_col)] if parts.get("date", time_col) in data else None, notes)
+    dates = parts.get("date", time_col)  # the column whose text holds the day and the month
+    dayfirst = day_first(data[dates] if dates in data.columns else None, notes)
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
                        numeric_features=(), categorical_features=(), time_parts=parts, timezone=timezone,
                        dayfirst=dayfirst,

@@ -205,9 +205,10 @@ def clock_time(col: pd.Series, where: str) -> pd.Series:
     if not ok.all():
         raise SourceError(f"{where} has {int((~ok).sum())} value(s) that are not a time of day, e.g. "
                           f"{col[~ok.to_numpy()].iloc[0]!r}")
-    hms = text.str.replace(".", ":", regex=False).str.split(":", expand=True).astype(int)
+    # 17:24 beside 17:24:30 in one column: the missing seconds are 0
+    hms = text.str.replace(".", ":", regex=False).str.split(":", expand=True).fillna("0").astype(int)
     seconds = hms[0] * 3600 + hms[1] * 60 + (hms[2] if hms.shape[1] > 2 else 0)
-    return pd.to_timedelta(seconds.fillna(0).to_numpy(), unit="s")
+    return pd.to_timedelta(seconds.to_numpy(), unit="s")
 
 
 def derive_label(df: pd.DataFrame, cfg: SourceConfig, where: str) -> pd.Series:

@@ -101,3 +101,10 @@ def test_a_time_of_day_that_is_not_one_is_named_with_its_file_and_column():
     with pytest.raises(SourceError, match=r"week.csv: column 'Time' \(source.time_parts.clock\) has 1 value\(s\) "
                                           r"that are not a time of day, e.g. '24.00.00'"):
         compose_time(rows, {"date": "Date", "clock": "Time"}, "week.csv", dayfirst=True)
+
+
+def test_a_time_of_day_with_and_without_seconds_in_one_column():
+    from ml.sources import clock_time
+
+    got = clock_time(pd.Series(["17:24", "17:24:30", "08.05.00"]), "week.csv: column 'Time'")
+    assert list(got.total_seconds()) == [62640, 62670, 29100]
