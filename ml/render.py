@@ -24,8 +24,44 @@ def _y(value) -> str:
 def render_params(p: Profile, template: str) -> str:
     """params.yaml for the profile: the chosen sections, each key commented, and the other sections (train,
     drift, ab) as in `template` (the project's own params.yaml), so every step keeps its documented defaults."""
-    s, w, v, pol = p.source, p.window, p.validation, p.policy
     m = p.summary
+    head = (f"# Written by `python -m cli.init` from {p.source['path']}\n# ({m['rows']:,} rows in {m['files']} "
+            f"file(s), {m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of "
+            f"~{m['weekly_rows']:,} rows).\n"
+            "# One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. "
+            "Edit freely.\n\n")
+    tail = _template_sections(template, ("train", "search", "drift"))
+    policy = _template_sections(template, ("policy",))
+    policy = _set_line(policy, "cluster_column", _y(p.policy["cluster_column"]),
+                       "resampling unit of the bootstrap (null: day-long time blocks, block_hours)")
+    policy = _set_line(policy, "slice_columns", _y(p.policy["slice_columns"]), "guardrails: no slice much worse")
+    registry = f"""registry:
+  model_name: {_y(p.registry['model_name'])}
+  experiment: weekly-retrain
+
+"""
+    ab = _template_sections(template, ("ab",))
+    return head + _commented(_chosen_sections(p)) + tail + policy + registry + ab
+
+
+def _commented(sections: dict) -> str:
+    """Sections of (key, value, note) as YAML, each key with its comment (a long value's on the line above)."""
+    text = ""
+    for name, (comment, keys) in sections.items():
+        text += f"{name + ':':<28} # {comment}\n"
+        for key, value, note in keys:
+            line = f"  {key}: {_y(value)}"
+            if note and len(line) > 40:
+                text += f"  # {note}\n{line}\n"
+            else:
+                text += (f"{line:<28} # {note}" if note else line).rstrip() + "\n"  # a space before '#' always
+        text += "\n"
+    return text
+
+
+def _chosen_sections(p: Profile) -> dict[str, tuple[str, list[tuple]]]:
+    """The sections `cli.init` chooses from the data: {name: (comment, [(key, value, note)])}."""
+    s, w, v = p.source, p.window, p.validation
     where = "relative to this file" if not str(s["path"]).startswith("/") else "absolute path"
     sections = {
         "source": ("where weekly batches come from (read by land and prepare)", [
@@ -80,32 +116,7 @@ def render_params(p: Profile, template: str) -> str:
             ("false_alarm_rate", FALSE_ALARM_RATE, "... calibrated to reject at most this share of them"),
             ("learn_ranges", True, "ranges widen to the accepted weeks' extremes +- 1/4 of their spread")]),
     }
-    m = p.summary
-    head = (f"# Written by `python -m cli.init` from {s['path']}\n# ({m['rows']:,} rows in {m['files']} file(s), "
-            f"{m['first']:%Y-%m-%d} .. {m['last']:%Y-%m-%d}, {m['weeks']} weeks of ~{m['weekly_rows']:,} rows).\n"
-            "# One section per pipeline step. `dvc repro` reruns exactly the stages whose keys changed. "
-            "Edit freely.\n\n")
-    for name, (comment, keys) in sections.items():
-        head += f"{name + ':':<28} # {comment}\n"
-        for key, value, note in keys:
-            line = f"  {key}: {_y(value)}"
-            if note and len(line) > 40:  # a long value: its comment goes on the line above
-                head += f"  # {note}\n{line}\n"
-            else:
-                head += (f"{line:<28} # {note}" if note else line).rstrip() + "\n"  # a space before '#' always
-        head += "\n"
-    tail = _template_sections(template, ("train", "search", "drift"))
-    policy = _template_sections(template, ("policy",))
-    policy = _set_line(policy, "cluster_column", _y(pol["cluster_column"]),
-                       "resampling unit of the bootstrap (null: day-long time blocks, block_hours)")
-    policy = _set_line(policy, "slice_columns", _y(pol["slice_columns"]), "guardrails: no slice much worse")
-    registry = f"""registry:
-  model_name: {_y(p.registry['model_name'])}
-  experiment: weekly-retrain
-
-"""
-    ab = _template_sections(template, ("ab",))
-    return head + tail + policy + registry + ab
+    return sections
 
 
 def _template_sections(template: str, names: tuple[str, ...]) -> str:

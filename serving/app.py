@@ -59,6 +59,38 @@ def serving_token(host: str, environ: dict[str, str]) -> str | None:
     return token
 
 
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused (413) past `limit` bytes whether or not it says its length, 400 if malformed."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise BadRequest(413, f"request body of {int(length):,} bytes is over the limit of {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"request body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, f"malformed JSON: {e}") from None
+
+
+def authorizer(token: str | None):
+    """A check that raises 401 unless the request carries `Authorization: Bearer <token>` (no check without a
+    token)."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):  # constant time: the token is not guessable byte by byte
+            raise BadRequest(401, "missing or wrong token: send `Authorization: Bearer <token>` (CT_SERVING_TOKEN)")
+
+    return authorize
+
+
 def create_app(service: Service, *, watch: bool = True, token: str | None = None):
     """The FastAPI app around a Service; the registry is read once at start-up, then every reload_seconds.
     With `token`, /predict, /feedback and /reload answer 401 to a request without `Authorization: Bearer <token>`."""
@@ -81,30 +113,8 @@ def create_app(service: Service, *, watch: bool = True, token: str | None = None
     app = FastAPI(title="continuous-training prediction service", lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
 
-    async def body_json(request: Request, endpoint: str) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > service.max_body_bytes:
-            raise BadRequest(413, f"request body of {int(length):,} bytes is over the limit of "
-                                  f"{service.max_body_bytes:,} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > service.max_body_bytes:
-                raise BadRequest(413, f"request body is over the limit of {service.max_body_bytes:,} bytes")
-            chunks.append(chunk)
-        try:
-            return json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadRequest(400, f"malformed JSON: {e}") from None
-
-    expected = f"Bearer {token}".encode() if token else None
-
-    def authorize(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):  # constant time: the token is not guessable byte by byte
-            raise BadRequest(401, "missing or wrong token: send `Authorization: Bearer <token>` (CT_SERVING_TOKEN)")
+    authorize = authorizer(token)
+    limit = service.max_body_bytes
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, e: BadRequest):
@@ -118,7 +128,7 @@ def create_app(service: Service, *, watch: bool = True, token: str | None = None
         # The model inline on the event loop: a single-row prediction is a few ms of CPU under the GIL anyway, and
         # a thread hop per request would cost more than it saves. The log write is the writer thread's (a group
         # commit); the answer waits for it without holding up other requests.
-        response, rows, t0 = service.answer(await body_json(request, "predict"))
+        response, rows, t0 = service.answer(await read_json(request, limit))
         await writer.write(rows)
         service.account(rows, t0)
         return JSONResponse(response)
@@ -126,7 +136,7 @@ def create_app(service: Service, *, watch: bool = True, token: str | None = None
     @app.post("/feedback")
     async def feedback(request: Request):
         authorize(request)
-        return JSONResponse(service.feedback(await body_json(request, "feedback")))
+        return JSONResponse(service.feedback(await read_json(request, limit)))
 
     @app.get("/health")
     async def health():
