@@ -18,6 +18,7 @@ WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "prec
 
 
 CLOCK_TEXT = r"([01]?\d|2[0-3])([:.])[0-5]\d(\2[0-5]\d)?"  # a time of day: 17:24, 17:24:00, 18.00.00
+COMPACT = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}  # digits of a date written without separators
 CSV = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz", ".csv.zst")
 PARQUET = (".parquet", ".pq")
 
@@ -285,11 +286,38 @@ def check_batch_columns(df: pd.DataFrame, cfg: SourceConfig, where: str) -> None
                           f"source settings: run `python -m stages.ingest` to re-land the window")
 
 
+def compact_times(col: pd.Series) -> pd.Series | None:
+    """Dates written as digits without separators (19580329, 201301010600, 20130101060000: 8, 12 or 14 digits,
+    whole numbers or text), or None when the column is anything else. Epoch times of those sizes would be 1970-73
+    (seconds) or 1973-2001 (milliseconds); a number that is no valid date of these formats makes it None."""
+    values = col.dropna()
+    if values.empty or pd.api.types.is_bool_dtype(col) or pd.api.types.is_datetime64_any_dtype(col):
+        return None
+    if pd.api.types.is_numeric_dtype(col):
+        if pd.api.types.is_float_dtype(col) and not bool((values == np.floor(values)).all()):
+            return None
+        text = values.astype("int64").astype(str)
+    else:
+        text = values.astype(str).str.strip()
+        if not text.str.fullmatch(r"\d+").all():
+            return None
+    sizes = text.str.len().unique()
+    if len(sizes) != 1 or int(sizes[0]) not in COMPACT:
+        return None
+    parsed = pd.to_datetime(text, format=COMPACT[int(sizes[0])], errors="coerce")
+    if parsed.isna().any() or not bool(((parsed.dt.year >= 1800) & (parsed.dt.year <= 2200)).all()):
+        return None
+    return parsed.reindex(col.index)
+
+
 def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", dayfirst: bool = False) -> pd.Series:
     """Parse a time column to UTC (naive times are taken in `timezone`; `dayfirst`: 01/02/2013 is the 1st of
     February); unparseable values are an error."""
+    compact = compact_times(col)
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col
+    elif compact is not None:  # 19580329: a date, not 19 million seconds after 1970
+        parsed = compact
     elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         # numbers are Unix epoch times; the unit follows from their size (seconds until the year 5138)
         top = float(col.abs().max()) if col.notna().any() else 0.0

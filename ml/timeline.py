@@ -11,6 +11,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from ml.sources import compact_times
+
 PART_NAMES = {"year": ("year", "yyyy", "yr"), "month": ("month", "mnth", "mon", "mm"),
               "day": ("day", "dd", "dom", "mday"), "hour": ("hour", "hr", "hh"), "minute": ("minute", "min")}
 PART_RANGES = {"year": (1900, 2100), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59)}
@@ -76,8 +78,11 @@ def _free_name(data: pd.DataFrame) -> str:
 
 def _looks_like_time(col: pd.Series) -> bool:
     """Dates or times as text (ISO, year/month/day, month/day/year, or with the month's name: "Jan 1 2000",
-    "1 January 2000") or a datetime column; epoch numbers need --time."""
+    "1 January 2000"), as digits (19580329, `ml.sources.compact_times`) or a datetime column; epoch numbers
+    need --time."""
     if pd.api.types.is_datetime64_any_dtype(col):
+        return True
+    if compact_times(col) is not None:  # 19580329
         return True
     if pd.api.types.is_numeric_dtype(col) or col.dropna().empty:
         return False

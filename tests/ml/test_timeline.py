@@ -19,6 +19,26 @@ def test_dates_written_in_common_ways_are_found_without_time(texts):
     assert "time column 'when' (the column of dates;" in notes[-1]  # found, not given
 
 
+def test_dates_written_as_digits_are_dates_not_epoch_seconds():
+    """statsmodels' weekly CO2 series writes 1958-03-29 as 19580329: read as an epoch, every row fell in five days
+    of August 1970, without an error."""
+    from ml.sources import parse_time
+
+    co2 = pd.DataFrame({"date": [19580329, 19580405, 19580412], "co2": [316.1, 317.3, None]})
+    notes: list[str] = []
+    assert find_time(co2, None, notes)[0] == "date"  # found without --time
+    assert list(parse_time(co2["date"], "co2.csv", "date").dt.strftime("%Y-%m-%d")) == [
+        "1958-03-29", "1958-04-05", "1958-04-12"]
+    stamps = pd.Series(["201301010600", "201301010700"])  # hourly station records, minutes included
+    assert list(parse_time(stamps, "f", "t").dt.hour) == [6, 7]
+    epochs = pd.Series([1357016400, 1357020000])  # ten digits stay epoch seconds
+    assert list(parse_time(epochs, "f", "t").dt.year) == [2013, 2013]
+    # eight-digit numbers that are not all dates are no time column
+    counts = pd.DataFrame({"visits": [12345678, 19581399], "y": [1.0, 2.0]})
+    with pytest.raises(ProfileError, match="no time column found"):
+        find_time(counts, None, [])
+
+
 def test_text_that_is_not_a_date_is_not_taken_for_one():
     data = pd.DataFrame({"name": ["May 5 team", "June 6 team"], "code": ["12/ab/2013", "x"], "y": [1.0, 2.0]})
     with pytest.raises(ProfileError, match="no time column found: name it with --time"):

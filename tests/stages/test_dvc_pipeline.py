@@ -1,13 +1,28 @@
 """`dvc repro` on real data in a real temp git repo: metrics, no-op reruns, minimal reruns, bad input."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import edit_params, run
+from tests.conftest import edit_params, make_project, run
 
 PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def landed_template(tmp_path_factory) -> Path:
+    """A flights project whose default window `python -m stages.ingest` has landed (once per module)."""
+    repo = make_project(tmp_path_factory.mktemp("landed") / "repo")
+    run([PY, "-m", "stages.ingest"], repo)
+    return repo
+
+
+@pytest.fixture
+def landed_repo(landed_template: Path, tmp_path: Path) -> Path:
+    """A copy of `landed_template` of this test's own (git repo, DVC and landed batches)."""
+    return Path(shutil.copytree(landed_template, tmp_path / "repo", symlinks=True))
 
 
 def ingest_and_repro(repo: Path):
@@ -47,12 +62,13 @@ def test_repro_on_flights_beats_the_baseline_then_is_a_noop(flights_repo):
     assert leftovers(flights_repo) == []
 
 
-def test_the_refit_is_the_same_window_moved_on_to_end_with_the_holdout_week(flights_repo):
+def test_the_refit_is_the_same_window_moved_on_to_end_with_the_holdout_week(landed_repo):
     import pandas as pd
 
     from stages.common import load_params
 
-    ingest_and_repro(flights_repo)
+    flights_repo = landed_repo
+    run(["dvc", "repro"], flights_repo)
     params = load_params(flights_repo / "params.yaml")
     t = params.source.time_column
     train = pd.read_parquet(flights_repo / "data/prepared/train.parquet")
@@ -70,8 +86,8 @@ def test_the_refit_is_the_same_window_moved_on_to_end_with_the_holdout_week(flig
     ("source", {"target": "arrival_delay"}, "arrival_delay"),
     ("window", {"as_of": "2013-13-40"}, "window.as_of"),
 ])
-def test_bad_params_fail_with_the_key_named_and_nothing_half_written(flights_repo, section, values, named):
-    run([PY, "-m", "stages.ingest"], flights_repo)
+def test_bad_params_fail_with_the_key_named_and_nothing_half_written(landed_repo, section, values, named):
+    flights_repo = landed_repo
     edit_params(flights_repo, **{section: values})
     p = run(["dvc", "repro"], flights_repo, check=False)
     assert p.returncode != 0
@@ -96,8 +112,8 @@ def test_repro_in_a_fresh_clone_lands_the_window_itself(flights_repo):
     assert (flights_repo / "data/eval/metrics.json").exists()
 
 
-def test_missing_batch_names_the_file_and_the_fix(flights_repo):
-    run([PY, "-m", "stages.ingest"], flights_repo)
+def test_missing_batch_names_the_file_and_the_fix(landed_repo):
+    flights_repo = landed_repo
     victim = sorted((flights_repo / "data/raw").glob("*.parquet"))[2]
     victim.unlink()
     p = run([PY, "-m", "stages.prepare"], flights_repo, check=False)
@@ -105,10 +121,10 @@ def test_missing_batch_names_the_file_and_the_fix(flights_repo):
     assert victim.name in p.stderr and "python -m stages.ingest" in p.stderr
 
 
-def test_corrupt_batch_missing_a_column_names_file_and_column(flights_repo):
+def test_corrupt_batch_missing_a_column_names_file_and_column(landed_repo):
     import pandas as pd
 
-    run([PY, "-m", "stages.ingest"], flights_repo)
+    flights_repo = landed_repo
     victim = sorted((flights_repo / "data/raw").glob("*.parquet"))[0]
     pd.read_parquet(victim).drop(columns=["visib"]).to_parquet(victim)
     p = run(["dvc", "repro"], flights_repo, check=False)
