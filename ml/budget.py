@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import ValidationConfig
-from ml.suite import envelope_weeks, quantile_scale
+from ml.suite import envelope_weeks, quantile_scale, thin_weeks
 
 FALSE_ALARM_RATE = 0.01  # the learned rules together may reject at most this share of the history's weeks
 MAX_QUANTILE_TOLERANCE = 5.0  # a quantile rule that would need a wider tolerance (in IQRs) is exempted instead
@@ -110,7 +110,7 @@ def _null_need(nulls: int, size: int, ref_nulls: np.ndarray, ref_sizes: np.ndarr
     ref_share = ref_nulls.sum() / ref_sizes.sum()
     if ref_share >= 1:
         return np.nan
-    if nulls == size and bool((ref_nulls < ref_sizes).all()):
+    if nulls == size and bool((ref_nulls < ref_sizes).all()) and not thin_weeks(ref_sizes):
         return np.inf
     return nulls / size - ref_share
 

@@ -21,6 +21,7 @@ DATE_TEXT = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}"
              r"|[A-Za-z]{3,9}\.? \d{1,2},? \d{4}|\d{1,2} [A-Za-z]{3,9}\.? \d{4}")  # Jan 31 2013, 31 January 2013
 MIN_WEEKS_WITH_DATA = 0.5  # of the weeks the files span; fewer, and the feed is not a weekly one
 TRAIN_ROWS = 1000  # the training window should hold at least this many rows when the history allows
+MAX_TRAIN_WEEKS = 156  # ... in at most three years of weeks: the land stage validates each week of the window
 
 
 class ProfileError(ValueError):
@@ -181,12 +182,14 @@ def choose_window(weeks: pd.Series, notes: list[str]) -> dict:
     weekly = float(full.median())
     # 8 weeks keep a model fresh; a thin feed (a row a day) needs more weeks for TRAIN_ROWS rows, up to a third
     # of the weeks with data so that most remain to run on
-    wanted = max(8, math.ceil(TRAIN_ROWS / weekly))
+    wanted = max(8, min(MAX_TRAIN_WEEKS, math.ceil(TRAIN_ROWS / weekly)))
     train_weeks = min(wanted, max(2, present // 3))
     first_full = int(full.index.min())
     as_of_week = first_full + train_weeks  # the newest week's number; its as_of is the Monday after it
     why = (f"{weekly:,.0f} rows a week, so {train_weeks} weeks make ~{train_weeks * weekly:,.0f} training rows"
            if wanted > 8 else f"{n} weeks of history")
+    if train_weeks == MAX_TRAIN_WEEKS:
+        why += " (at most three years of weeks: each week of the window is landed and validated on its own)"
     notes.append(f"window: {train_weeks} training weeks + the newest week ({why}); {present - train_weeks - 1} "
                  f"weekly runs can follow the first")
     return {"train_weeks": train_weeks, "_as_of_week": as_of_week}

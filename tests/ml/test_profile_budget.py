@@ -304,3 +304,28 @@ def test_the_target_median_is_widened_last():
     assert plain.column_tolerances == {"y": {"quantiles": 1.3}}
     kept = B.calibrate(need_table(rules), DEFAULTS, protect=(("quantiles", "y"),))
     assert kept.column_tolerances == {"x": {"quantiles": 3.1}} and list(kept.alarms[kept.alarms].index) == [10]
+
+
+def test_a_weekly_series_with_a_missing_reading_is_not_a_broken_feed():
+    """statsmodels' CO2 series (a reading a week, 1958-2001, `19580329` dates, 59 readings missing): a week whose
+    one reading is missing was quarantined as a feed empty all week, and the window reached back 761 weeks (the
+    land stage took ten minutes to validate them one by one)."""
+    import statsmodels.datasets.co2 as co2
+
+    path = Path(co2.__file__).parent / "co2.csv"
+    prof = P.profile({path.name: read_table(path, None)}, path=str(path), target="co2")
+    params = parse_params(yaml.safe_load(R.render_params(prof, (ROOT / "params.yaml").read_text())))
+    assert params.source.time_column == "date" and params.window.train_weeks == T.MAX_TRAIN_WEEKS
+    assert "at most three years of weeks" in " ".join(prof.notes)
+    data = load_source(params.source, ROOT)
+    t = params.source.time_column
+    missing = data[data["co2"].isna()][t].iloc[0]  # the first week without its reading (May 1958)
+    as_of = (missing.normalize() + pd.Timedelta(days=7 - missing.weekday())).date()  # the Monday after it
+    start, end = week_bounds(as_of)
+    batch = data[(data[t] >= start) & (data[t] < end)]
+    weeks = training_weeks(as_of, 4)
+    reference = data[(data[t] >= week_bounds(weeks[0])[0]) & (data[t] < start)]
+    assert len(batch) == 1 and batch["co2"].isna().all() and reference["co2"].notna().all()
+    report = validate_batch(batch, build_suite(params.source, params.validation, reference, start, end, len(weeks)))
+    assert report.success, report.failures
+    # a feed of many rows a week empty all week still fails (test_validation: a feature empty for the whole week)
