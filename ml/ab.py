@@ -141,11 +141,13 @@ class Plan:
         return asdict(self)
 
 
-def plan_units(cv: float, *, share: float, mde: float, power: float = 0.8, alpha: float = 0.05) -> Plan:
+def plan_units(cv: float | None, *, share: float, mde: float, power: float = 0.8, alpha: float = 0.05) -> Plan:
     """Smallest number of units at which the always-valid test reaches `power` against a change of `mde` in mean
-    loss (counting only a rejection at that final look, so the figure is conservative)."""
+    loss (counting only a rejection at that final look, so the figure is conservative). `cv` None (`loss_cv`
+    could not tell): 1, a loss as variable as its mean."""
     from scipy.stats import norm
 
+    cv = 1.0 if cv is None else cv
     if not 0 < share < 1:
         raise ValueError(f"share must be between 0 and 1, got {share}")
     delta, tau = abs(math.log1p(-mde)), mixture_tau(mde)
@@ -172,9 +174,13 @@ def plan_units(cv: float, *, share: float, mde: float, power: float = 0.8, alpha
                 alpha=alpha, share=share)
 
 
-def loss_cv(loss: np.ndarray) -> float:
-    """Coefficient of variation of per-unit loss (what the sample size depends on)."""
+def loss_cv(loss: np.ndarray) -> float | None:
+    """Coefficient of variation of per-unit loss (what the sample size depends on); None when the losses cannot
+    tell (fewer than two, or a mean of 0: a week of one row, a perfect champion)."""
     x = np.asarray(loss, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or not x.mean() > 0:
+        return None
     return float(x.std(ddof=1) / x.mean())
 
 

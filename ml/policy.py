@@ -152,7 +152,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     if worst:
         return Decision(REJECT, f"reject: {'; '.join(x for x in (ci, scores, guard, drift_note) if x)}", reasons,
                         evidence)
-    evidence["conclusive"] = c.ci_high <= -policy.min_improvement
+    evidence["conclusive"] = c.clusters >= 2 and c.ci_high <= -policy.min_improvement  # one cluster: no interval
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if same_recipe and refit and fresher_weeks > 0:
         return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
@@ -226,6 +226,9 @@ def _comparison_line(name: str, c: Comparison) -> str:
     if c.empty:
         return (f"{name} {c.candidate:.2f} on the newest week, as the champion's (its recipe on its data: nothing to "
                 "compare)")
+    if c.clusters < 2:  # one row or one block: a bootstrap of it has no spread, so no interval to print
+        return (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)} on {c.clusters} "
+                f"cluster: too few to resample, no interval)")
     return (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "
             f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
 

@@ -89,6 +89,14 @@ def test_planned_units_grow_as_the_effect_shrinks_and_cost_more_than_one_look():
     assert plan_units(1.2, share=0.2, mde=0.10).units > large.units  # an unbalanced split needs more units
 
 
+def test_a_week_of_one_row_plans_without_a_spread():
+    """A weekly series (one reading a week) gives the champion one loss: no spread to plan on. The decision
+    crashed on int(NaN); the plan now assumes a loss as variable as its mean."""
+    assert loss_cv(np.array([0.49])) is None and loss_cv(np.array([0.0, 0.0])) is None
+    assert plan_units(loss_cv(np.array([0.49])), share=0.5, mde=0.1).units == plan_units(1.0, share=0.5, mde=0.1).units
+    assert loss_cv(np.array([1.0, 3.0])) == pytest.approx(np.sqrt(2) / 2)
+
+
 def test_the_plan_delivers_its_power():
     rng = np.random.default_rng(3)
     plan = plan_units(loss_cv(_losses(rng, 100_000, 1.0)), share=0.5, mde=0.10, power=0.8)

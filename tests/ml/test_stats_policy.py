@@ -93,6 +93,17 @@ def test_with_no_newer_data_only_a_conclusive_win_counts(comparison, action, wor
     assert words in d.summary + " ".join(d.reasons)
 
 
+def test_a_win_on_one_row_is_no_interval_and_not_conclusive():
+    """A weekly series holds out one reading: its bootstrap has one cluster and an interval of width 0, which read
+    as a conclusive win and was printed as `95% CI −47.6%…−47.6%`."""
+    import dataclasses
+
+    one = dataclasses.replace(CLEAR, rows=1, clusters=1, ci_low=CLEAR.rel_change, ci_high=CLEAR.rel_change)
+    d = decide(POLICY, "mae", GOOD, BASE, one, [], DRIFT, fresher_weeks=0, record=FRESH)
+    assert d.action == REJECT and "not conclusively better" in d.summary
+    assert "too few to resample, no interval" in d.summary and "CI" not in d.summary.split("no interval")[0]
+
+
 @pytest.mark.parametrize("comparison,why", [
     (comp(0.04, 0.01, 0.07), "not expected to lower the loss"),  # worse by more than freshness buys
     (comp(-0.01, -0.20, 0.18), "chance of a worse model is above the bound"),  # too uncertain
