@@ -212,7 +212,7 @@ def _absolute_thresholds(policy: PolicyConfig, name: str, cand: float, base: flo
     """Gate 1: the candidate beats the naive baseline by `min_gain_vs_baseline` (and meets `max_metric`)."""
     gain = 1 - cand / base if base else 0.0
     ok = gain >= policy.min_gain_vs_baseline
-    reasons = [f"{name} {cand:.2f} vs naive baseline {base:.2f} ({gain:.1%} better; "
+    reasons = [f"{name} {cand:.2f} vs naive baseline {base:.2f} ({abs(gain):.1%} {'better' if gain >= 0 else 'worse'}; "
                f"need ≥ {policy.min_gain_vs_baseline:.0%})"]
     if policy.max_metric is not None:
         capped = cand <= policy.max_metric

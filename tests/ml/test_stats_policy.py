@@ -161,6 +161,8 @@ def test_always_ab_needs_an_experiment_that_can_finish():
 def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion():
     d = decide(POLICY, "mae", {"mae": 18.0, "rows": 10}, BASE, None, [], None)
     assert d.action == REJECT and "10.0% better; need ≥ 20%" in d.summary
+    behind = decide(POLICY, "mae", {"mae": 30.0, "rows": 10}, BASE, None, [], None)  # behind the baseline itself
+    assert behind.action == REJECT and "50.0% worse; need ≥ 20%" in behind.summary, behind.summary
 
 
 def test_a_week_too_hard_for_the_champion_too_does_not_keep_the_staler_model():
