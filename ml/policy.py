@@ -100,6 +100,11 @@ def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:+.{digits}f}%".replace("-", "−")
 
 
+def better_or_worse(gain: float) -> str:
+    """A relative gain over a reference in words: '41.3% better', '41.3% worse' (never '-41.3% better')."""
+    return f"{abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
+
+
 def ci_sd(c: Comparison) -> float:
     """Standard deviation implied by the comparison's two-sided interval (normal approximation)."""
     from statistics import NormalDist
@@ -152,7 +157,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     if worst:
         return Decision(REJECT, f"reject: {'; '.join(x for x in (ci, scores, guard, drift_note) if x)}", reasons,
                         evidence)
-    evidence["conclusive"] = c.clusters >= 2 and c.ci_high <= -policy.min_improvement  # one cluster: no interval
+    evidence["conclusive"] = c.has_interval and c.ci_high <= -policy.min_improvement
     line = "; ".join(x for x in (ci, scores, guard, drift_note) if x)
     if same_recipe and refit and fresher_weeks > 0:
         return _refit_question(policy, name, c, record, shift, line, reasons, evidence, running=running, plan=plan)
@@ -212,7 +217,7 @@ def _absolute_thresholds(policy: PolicyConfig, name: str, cand: float, base: flo
     """Gate 1: the candidate beats the naive baseline by `min_gain_vs_baseline` (and meets `max_metric`)."""
     gain = 1 - cand / base if base else 0.0
     ok = gain >= policy.min_gain_vs_baseline
-    reasons = [f"{name} {cand:.2f} vs naive baseline {base:.2f} ({abs(gain):.1%} {'better' if gain >= 0 else 'worse'}; "
+    reasons = [f"{name} {cand:.2f} vs naive baseline {base:.2f} ({better_or_worse(gain)}; "
                f"need ≥ {policy.min_gain_vs_baseline:.0%})"]
     if policy.max_metric is not None:
         capped = cand <= policy.max_metric
@@ -226,7 +231,7 @@ def _comparison_line(name: str, c: Comparison) -> str:
     if c.empty:
         return (f"{name} {c.candidate:.2f} on the newest week, as the champion's (its recipe on its data: nothing to "
                 "compare)")
-    if c.clusters < 2:  # one row or one block: a bootstrap of it has no spread, so no interval to print
+    if not c.has_interval:
         return (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)} on {c.clusters} "
                 f"cluster: too few to resample, no interval)")
     return (f"{name} {c.candidate:.2f} vs champion {c.champion:.2f} ({pct(c.rel_change)}, "

@@ -313,10 +313,9 @@ def compact_times(col: pd.Series) -> pd.Series | None:
 def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", dayfirst: bool = False) -> pd.Series:
     """Parse a time column to UTC (naive times are taken in `timezone`; `dayfirst`: 01/02/2013 is the 1st of
     February); unparseable values are an error."""
-    compact = compact_times(col)
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = col
-    elif compact is not None:  # 19580329: a date, not 19 million seconds after 1970
+    elif (compact := compact_times(col)) is not None:  # 19580329: a date, not 19 million seconds after 1970
         parsed = compact
     elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         # numbers are Unix epoch times; the unit follows from their size (seconds until the year 5138)

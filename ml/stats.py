@@ -26,6 +26,11 @@ class Comparison:
         """The candidate predicts every row as the champion does (its recipe on its data): nothing is compared."""
         return self.rel_change == 0 and self.ci_low == 0 and self.ci_high == 0
 
+    @property
+    def has_interval(self) -> bool:
+        """At least two resampling units: one row or one block has no spread to draw an interval from."""
+        return self.clusters >= 2
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> None:
           if ev.slice_column else pd.DataFrame({"slice": pd.Series(dtype=str), key: pd.Series(dtype=float),
                                                 "rows": pd.Series(dtype=int)}))
     write_csv(out / "plots" / "error_by_slice.csv", by[["slice", key, "rows"]])
-    gain = metrics["improvement_vs_baseline"]
+    from ml.policy import better_or_worse
+
     print(f"evaluate: holdout {key} {m[key]:.3f} vs naive baseline {b[key]:.3f} "
-          f"({abs(gain):.1%} {'better' if gain >= 0 else 'worse'}) on {m['rows']:,} rows")
+          f"({better_or_worse(metrics['improvement_vs_baseline'])}) on {m['rows']:,} rows")
 
 
 if __name__ == "__main__":
