@@ -124,6 +124,23 @@ def test_a_change_that_lasts_past_the_held_weeks_is_taken_as_the_new_normal(flig
     assert verdict({before - timedelta(days=7)}).held  # the week before it was not held: no streak
 
 
+def test_a_small_week_is_held_for_repeated_rows_only_a_whole_pair_past_its_bound_or_all_repeated():
+    """Five trading days of split-adjusted stock prices repeat from day to day: the null below is the duplicates
+    statistic of the 12 weeks before an ordinary 1989 week of pmdarima's daily MSFT prices, which repeated 80 % of
+    its rows against a bound of 78 % and was held. One more repeated pair moves a 5-row week by 40 points; an
+    hourly week's share moves in steps under 1.2 points, so it is judged as before."""
+    past = [{"duplicates": x} for x in (0.5, 0.4, 0.0, 0.4, 0.0, 0.4, 0.0, 0.5, 0.4, 0.0, 0.0, 0.0)]
+
+    def held(share: float, rows: int | None) -> bool:
+        (flag,) = judge({"duplicates": share}, past, PARAMS.drift.alarm_rate, rows=rows)
+        assert 0.7 < flag.threshold < 0.8
+        return flag.holds
+
+    assert not held(0.8, rows=5)  # one pair past the bound: an ordinary week
+    assert held(1.0, rows=5)  # every row repeated: a frozen feed or a delivery sent twice
+    assert held(0.8, rows=2000) and held(0.8, rows=None)  # a large week (or no count given) as before
+
+
 def test_a_held_week_calibrates_later_weeks_at_the_bounds_it_crossed():
     """A unit change of x800 in the null would widen a bound for months; left out, the null loses its tail and holds
     more ordinary weeks. At the bound it crossed, it does neither; a check without a bound yet is left out."""
