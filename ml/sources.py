@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config import SourceConfig
+from ml.wording import num
 
 WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
@@ -310,6 +311,12 @@ def compact_times(col: pd.Series) -> pd.Series | None:
     return parsed.reindex(col.index)
 
 
+# numeric times all before this (seconds: 1971-01-01) are no epoch times of a real feed, but a count of days or
+# weeks read as seconds: river's Trump approval series numbers its days 736389.. (Python's date ordinals), which as
+# seconds are 17 minutes of 1970-01-09
+EPOCH_FLOOR = 365 * 86400
+
+
 def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", dayfirst: bool = False) -> pd.Series:
     """Parse a time column to UTC (naive times are taken in `timezone`; `dayfirst`: 01/02/2013 is the 1st of
     February); unparseable values are an error."""
@@ -322,6 +329,12 @@ def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", day
         top = float(col.abs().max()) if col.notna().any() else 0.0
         unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
         parsed = pd.to_datetime(col, unit=unit, errors="coerce", utc=True)
+        if top < EPOCH_FLOOR:
+            raise SourceError(
+                f"{where}: column '{name}' holds numbers ({num(col.min())} .. {num(col.max())}) that, read as "
+                f"seconds since 1970 (as numeric times are), all fall in 1970 ({parsed.min():%Y-%m-%d %H:%M} .. "
+                f"{parsed.max():%Y-%m-%d %H:%M} UTC). If they count days or weeks (a date ordinal such as Python's "
+                f"736389 for 2017-01-23, a datenum, a spreadsheet's serial date), write the column as dates")
     else:
         import warnings
 

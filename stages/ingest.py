@@ -379,17 +379,23 @@ def contract_record(suite: list, contract) -> dict:
                                             for e in suite]}
 
 
+# weeks before a backfilled week that its learned rules need: a quantile's range spans the reference weeks' own
+# quantiles, and two weeks of daily stock returns (10 rows) spanned so little of a third week's that it was
+# quarantined on two columns (S&P 500 returns, 2013); the range of 4 weeks' is nearly twice that of 2
+MIN_LEARN_WEEKS = 4
+
+
 def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
          learned) -> tuple[list[str], dict, dict, tuple[str, ...]]:
     """The batch contract for a week landed from the source: its reference learned from the weeks before it (as in
     the weekly flow), its value rules' tolerances from the `learned` contract (`ml.contract.learn_contract`):
     (reasons it fails, GX result, contract record, the features a failing week can train without:
     `ml.suite.failed_features`); no reasons = pass. At the start of the history, with fewer
-    than two weeks before it, a week has nothing to learn from and meets the fixed rules alone."""
+    than MIN_LEARN_WEEKS weeks before it, a week has too little to learn from and meets the fixed rules alone."""
     from ml.suite import failed_features
     from ml.validation import validate_batch
 
-    if len(before) < 2:  # rules learned from the batch itself (as if it were last week) pass: fixed rules decide
+    if len(before) < MIN_LEARN_WEEKS:  # rules learned from the batch itself (as if last week) pass: fixed rules decide
         tcol = params.source.time_column
         before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
     reference = pd.concat(before, ignore_index=True)

@@ -39,6 +39,19 @@ def test_dates_written_as_digits_are_dates_not_epoch_seconds():
         find_time(counts, None, [])
 
 
+def test_day_counts_read_as_epoch_seconds_stop_with_the_column_named():
+    """river's Trump approval series numbers its days as Python's date ordinals (736389 = 2017-01-23); read as epoch
+    seconds, 1,001 days were 17 minutes of 1970 and init said the files span one week. Which day count it is (an
+    ordinal, a datenum a year apart, a spreadsheet serial) cannot be told from the numbers: the error names the
+    column and asks for dates."""
+    from ml.sources import SourceError, parse_time
+
+    ordinals = pd.Series([736389, 736390, 737389])
+    with pytest.raises(SourceError, match=r"t\.csv: column 'ordinal_date' holds numbers \(736389 \.\. 737389\).*"
+                                          r"all fall in 1970.*write the column as dates"):
+        parse_time(ordinals, "t.csv", "ordinal_date")
+
+
 def test_text_that_is_not_a_date_is_not_taken_for_one():
     data = pd.DataFrame({"name": ["May 5 team", "June 6 team"], "code": ["12/ab/2013", "x"], "y": [1.0, 2.0]})
     with pytest.raises(ProfileError, match="no time column found: name it with --time"):
