@@ -153,7 +153,7 @@ def decide(policy: PolicyConfig, metric: str, candidate: dict, baseline: dict, c
     evidence["empty_comparison"] = c.empty
     ci = _comparison_line(name, c)
     worst, guard = _slice_guardrail(policy, slices)
-    reasons += [ci, guard]
+    reasons += [x for x in (ci, guard) if x]
     if worst:
         return Decision(REJECT, f"reject: {'; '.join(x for x in (ci, scores, guard, drift_note) if x)}", reasons,
                         evidence)
@@ -247,7 +247,10 @@ def _slice_guardrail(policy: PolicyConfig, slices: list[dict]) -> tuple[list[dic
                        f"{policy.max_slice_regression:.0%}, worst {w['column']}={w['slice']} {pct(w['rel_change'])} "
                        f"on {w['rows']:,} rows")
     enforced = [s for s in slices if s["enforced"]]
-    top = max((s["rel_change"] for s in enforced), default=0.0)
+    if not enforced:  # no evidence to print as evidence: say what was not checked
+        return worst, (f"no slice checked ({len(slices)} below policy.min_slice_rows {policy.min_slice_rows:,} "
+                       "rows)" if slices else "")
+    top = max(s["rel_change"] for s in enforced)
     return worst, (f"no slice worse than {policy.max_slice_regression:.0%} ({len(enforced)} slices checked, "
                    f"worst {pct(top)})")
 

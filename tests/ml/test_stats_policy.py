@@ -201,9 +201,12 @@ def test_regression_wording_with_champion_metrics():
     champion = {"mae": 12.6, "rmse": 21.0, "r2": 0.6, "rows": 6000}
     d = decide(POLICY, "mae", GOOD, BASE, CLEAR, [], DRIFT, record=FRESH, champion=champion)
     assert d.summary == ("promote: MAE 11.89 vs champion 12.60 (−5.6%, 95% CI −7.1%…−4.0%; 120 resampled clusters); "
-                         "no slice worse than 5% (0 slices checked, worst +0.0%); "
                          "3 of 11 feature columns drifted beyond their week-to-week variation (27%); "
                          "expected change in served MAE −7.6%, chance of > 2% worse 0%")
+    # slices too small to enforce are no evidence: the line says none was checked, not "worst +0.0%"
+    small = slice_changes(np.array(["JFK"] * 40 + ["EWR"] * 50), np.ones(90), np.ones(90), "origin", min_rows=300)
+    d = decide(POLICY, "mae", GOOD, BASE, CLEAR, small, DRIFT, record=FRESH, champion=champion)
+    assert "no slice checked (2 below policy.min_slice_rows 300 rows)" in d.summary and "worst" not in d.summary
     first = decide(POLICY, "mae", GOOD, BASE, None, [], DRIFT)
     assert first.summary == "promote (first champion): MAE 11.90 vs naive baseline 20.00 (40.5% better; need ≥ 20%)"
 
@@ -238,10 +241,10 @@ def log_loss_comp(rel, lo, hi):
     # log loss decides: a conclusive gain in log loss promotes even though the champion's accuracy is higher
     (log_loss_comp(-0.07, -0.09, -0.05), {"log_loss": 0.44, "accuracy": 0.851, "roc_auc": 0.905}, PROMOTE,
      "promote: log_loss 0.41 vs champion 0.44 (−7.0%, 95% CI −9.0%…−5.0%; 7 resampled clusters); "
-     "accuracy 0.839 vs champion 0.851, ROC AUC 0.912 vs champion 0.905; no slice worse than 5%"),
+     "accuracy 0.839 vs champion 0.851, ROC AUC 0.912 vs champion 0.905"),
     (log_loss_comp(0.03, 0.01, 0.05), {"log_loss": 0.40, "accuracy": 0.820}, REJECT,  # champion without an AUC
-     "accuracy 0.839 vs champion 0.820, ROC AUC 0.912; no slice"),
-    (log_loss_comp(-0.07, -0.09, -0.05), None, PROMOTE, "accuracy 0.839, ROC AUC 0.912; no slice"),
+     "accuracy 0.839 vs champion 0.820, ROC AUC 0.912"),
+    (log_loss_comp(-0.07, -0.09, -0.05), None, PROMOTE, "accuracy 0.839, ROC AUC 0.912"),
 ])
 def test_classification_lines_report_accuracy_and_auc_while_log_loss_decides(comparison, champion, action, words):
     d = decide(POLICY, "log_loss", CAND, PRIOR, comparison, [], None, record=FRESH, champion=champion)
