@@ -209,6 +209,10 @@ def test_regression_wording_with_champion_metrics():
     assert "no slice checked (2 below policy.min_slice_rows 300 rows)" in d.summary and "worst" not in d.summary
     first = decide(POLICY, "mae", GOOD, BASE, None, [], DRIFT)
     assert first.summary == "promote (first champion): MAE 11.90 vs naive baseline 20.00 (40.5% better; need ≥ 20%)"
+    # a loss measured in tiny units keeps its digits (two decimals printed "MAE 0.00 vs naive baseline 0.00")
+    tiny = decide(POLICY, "mae", {"mae": 2.12e-5, "rows": 168}, {"mae": 3.5e-5, "rows": 168}, None, [], DRIFT)
+    assert tiny.summary.startswith(
+        "promote (first champion): MAE 2.12e-05 vs naive baseline 3.5e-05 (39.4% better"), tiny.summary
 
 
 def test_the_track_record_pools_weeks_with_their_spread():

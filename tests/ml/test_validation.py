@@ -348,3 +348,24 @@ def test_a_week_that_broke_only_some_features_values_can_train_without_them(flig
     infinite.loc[infinite.index[:3], "wind_speed"] = np.inf
     assert judged(lambda b: infinite) == (("wind_speed",), False)  # a fixed rule on one feature: not accepted
     assert judged(lambda b: b.drop(columns="visib")) == ((), False)  # the schema: the whole week stays out
+
+
+def test_a_column_measured_in_tiny_units_gets_the_rule_it_gets_in_ordinary_units(flights, params):
+    """pvlib's soiling inputs give PM10 in g/m³ (quartiles about 0.00002): the learned ranges were rounded to 6
+    decimals, 2 significant digits. Flights' distance x 1e-8 (a made-up unit as small) gets the same quantile rule
+    as in miles, scaled, and the same week passes it."""
+    import dataclasses
+
+    vcfg = dataclasses.replace(params.validation, ranges={})
+    tiny = dataclasses.replace(params, validation=vcfg)
+    small = flights.assign(distance=flights["distance"] * 1e-8)
+
+    def distance_ranges(frame):
+        batch, suite = week_and_suite(frame, tiny, BASE_WEEK)
+        (rule,) = [e for e in suite if e.type == "ExpectColumnQuantileValuesToBeBetween" and e.column == "distance"]
+        return batch, suite, np.array(rule.kwargs["quantile_ranges"]["value_ranges"], dtype=float)
+
+    _, _, miles = distance_ranges(flights)
+    batch, suite, scaled = distance_ranges(small)
+    assert np.allclose(scaled * 1e8, miles, rtol=1e-5, atol=1e-3), (scaled, miles)
+    assert validate_batch(batch, suite).success
