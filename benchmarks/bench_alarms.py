@@ -10,8 +10,9 @@ at least `validation.min_rows` rows and enough past weeks to calibrate on.
 
 Injected shifts, one of each per week (seeded): a numeric feature rescaled x1.6 and the target shifted by one
 standard deviation of the reference (bench_gate.injections), the hour of day moved 5 hours (the source's
-calendar hour, recomputed from timestamps shifted 5 hours, or the feature that follows the time column's hour),
-the two most frequent categories of a categorical feature swapped (n/a without categorical features).
+calendar hour, recomputed from timestamps shifted 5 hours, or the feature that follows the time column's hour;
+n/a in a daily feed), the two most frequent categories of a categorical feature swapped (n/a without categorical
+features).
 
 An alarm = any column flagged (features, target, predictions, the model's errors). The model's errors: its
 residuals on the week against those on the history weeks older than its own training window (out of sample for
@@ -59,10 +60,11 @@ def eligible_weeks(frame: pd.DataFrame, params) -> list:
     return out
 
 
-def hour_shift(batch: pd.DataFrame, reference: pd.DataFrame, params, hours: int = 5) -> tuple[str, pd.DataFrame]:
+def hour_shift(batch: pd.DataFrame, reference: pd.DataFrame, params,
+               hours: int = 5) -> tuple[str, pd.DataFrame] | None:
     """The week with its hour of day moved: timestamps shifted and the calendar recomputed when the source derives
     an hour (`source.calendar`), else the numeric feature that follows the time column's hour (in whole hours, up
-    to a time-zone offset and its daylight-saving change) shifted mod 24."""
+    to a time-zone offset and its daylight-saving change) shifted mod 24; None when neither (a daily feed)."""
     from ml.sources import calendar_columns
 
     s = params.source
@@ -80,7 +82,7 @@ def hour_shift(batch: pd.DataFrame, reference: pd.DataFrame, params, hours: int 
         if agree > share:
             best, share = c, agree
     if best is None or share < 0.95:
-        raise SystemExit(f"no feature follows the hour of '{s.time_column}': no hour to shift")
+        return None
     return best, batch.assign(**{best: (batch[best] + hours) % 24})
 
 
@@ -162,7 +164,8 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
         variants["feature x1.6"] = (col, broken["feature x1.6"])
         if "target + 1 sd" in broken:
             variants["target + 1 sd"] = (s.target, broken["target + 1 sd"])
-        variants["hour + 5 h"] = hour_shift(batch, null.reference, params)
+        if shifted := hour_shift(batch, null.reference, params):
+            variants["hour + 5 h"] = shifted
         swap = category_swap(batch, params, rng)
         if swap:
             variants["category swap"] = swap
