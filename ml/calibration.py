@@ -33,7 +33,6 @@ Pure: numpy/pandas here, scipy imported where used.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,8 +72,6 @@ class ColumnFlag:
     threshold: float | None  # None: fewer than MIN_NULL_WEEKS past weeks to calibrate on
     null: tuple[float, ...]  # each past week against its own reference
     drifted: bool
-    floor: float | None = None  # a small week's sampling floor under the threshold (`sampling_floor`)
-    rows: int | None = None  # the new week's values of the column
 
     def to_dict(self) -> dict:
         finite = math.isfinite(self.statistic)
@@ -83,7 +80,7 @@ class ColumnFlag:
                 "ratio": (self.statistic / self.threshold if finite else None) if self.threshold else None,
                 "null_median": float(np.median(self.null)) if self.null else None,
                 "null_max": float(max(self.null)) if self.null else None, "null_weeks": len(self.null),
-                "sampling_floor": self.floor, "rows": self.rows, "drifted": self.drifted}
+                "drifted": self.drifted}
 
 
 @dataclass(frozen=True)
@@ -123,12 +120,8 @@ class WeeklyNull:
         for c, threshold in self.thresholds().items():
             kind = self.kinds[c]
             stat = statistic(self.reference[c], current[c], kind)
-            floor, n = None, int(current[c].notna().sum())
-            if threshold is not None and n < SMALL_WEEK:
-                floor = sampling_floor(self.reference[c], n, kind, self.level, seed=zlib.crc32(c.encode()))
-                threshold = max(threshold, floor)
             drifted = bool(stat > max(threshold, MIN_SHIFT)) if threshold is not None else bool(math.isinf(stat))
-            out[c] = ColumnFlag(c, kind, stat, threshold, self.null[c], drifted, floor, n)
+            out[c] = ColumnFlag(c, kind, stat, threshold, self.null[c], drifted)
         return out
 
     def residual_flags(self, residuals: np.ndarray) -> dict[str, ColumnFlag]:
@@ -343,48 +336,6 @@ def _wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
     return float(wasserstein_distance(ref, cur) / max(float(np.std(ref)), 1e-3))
 
 
-SAMPLING_DRAWS = 2000  # weeks of n rows drawn from the reference for a column's sampling floor
-# weeks of fewer rows get the floor (daily and weekly feeds), where sampling moves the statistic most; it holds for
-# any week, but in bike sharing's hourly weeks (168 rows) it lay under the week-to-week bound in 116 of 128
-# column-weeks, and a week of flights (6,000 rows against 50,000) would cost seconds a column
-SMALL_WEEK = 100
-
-
-def sampling_floor(reference: pd.Series, n: int, kind: str, level: float, seed: int = 0) -> float:
-    """The (1 - level) quantile of the statistic of a week of `n` rows drawn at random from the reference itself:
-    how far sampling alone moves a week that small, with no drift at all. A week of five trading days is a handful
-    of draws from a heavy-tailed distribution: one earnings day moves a stock's normed Wasserstein past a bound
-    learned from 26 past weeks, which hold too few such draws to show that tail. On daily S&P 500 returns the
-    calibrated alarms fired on 20 % of ordinary weeks; with this floor under the bound, on 10 %."""
-    rng = np.random.default_rng(seed)
-    if kind == "numerical":
-        r = np.sort(_numeric(reference))
-        r = r[np.isfinite(r)]
-        if r.size == 0 or n < 1:
-            return 0.0
-        draws = np.sort(rng.choice(r, size=(SAMPLING_DRAWS, n)), axis=1)
-        # W1 = integral over u of |Q_ref(u) - Q_draw(u)|: both quantile functions are steps at j/m and k/n
-        m = r.size
-        u = np.union1d(np.arange(1, m + 1) / m, np.arange(1, n + 1) / n)
-        width = np.diff(u, prepend=0.0)
-        mid = u - width / 2
-        qr = r[np.minimum(np.ceil(mid * m).astype(int) - 1, m - 1)]
-        qd = draws[:, np.minimum(np.ceil(mid * n).astype(int) - 1, n - 1)]
-        stats = np.abs(qd - qr) @ width / max(float(np.std(r)), 1e-3)
-    else:
-        counts = reference.dropna().astype(str).value_counts().to_numpy(dtype=float)
-        if counts.size == 0 or n < 1:
-            return 0.0
-        p = counts / counts.sum()
-        q = rng.multinomial(n, p, size=SAMPLING_DRAWS) / n
-        mix = (p + q) / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kl_p = np.where(p > 0, p * np.log(p / mix), 0.0).sum(axis=1)
-            kl_q = np.where(q > 0, q * np.log(q / mix), 0.0).sum(axis=1)
-        stats = np.sqrt(np.maximum((kl_p + kl_q) / 2, 0.0))
-    return float(np.quantile(stats, 1 - level))
-
-
 def _js(p: np.ndarray, q: np.ndarray) -> float:
     from scipy.spatial import distance
 
@@ -477,8 +428,6 @@ def describe_alarm(summary: dict) -> str:
             return f"{c} (no values on one side)"
         if e.get("threshold") is None:
             return f"{c} {e['statistic']:.3g} (no week-to-week bound yet)"
-        if e.get("sampling_floor") is not None and e["sampling_floor"] >= e["threshold"]:
-            return f"{c} {e['statistic']:.3g} vs sampling floor {e['threshold']:.3g} ({e['rows']} rows)"
         return f"{c} {e['statistic']:.3g} vs week-to-week bound {e['threshold']:.3g}"
 
     feats = [shift(c, summary["columns"][c]) for c in summary["drifted"]]

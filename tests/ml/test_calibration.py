@@ -205,36 +205,3 @@ def test_a_daily_feed_has_a_null_and_a_column_in_other_units_alarms():
     assert not ordinary["alarm"], describe_alarm(ordinary)
     celsius = alarm_summary(null, current.assign(temp=current["temp"] * 41), features, target="cnt")
     assert "temp" in celsius["drifted"] and celsius["alarm"]
-
-
-def test_a_small_week_is_judged_above_what_sampling_alone_moves_it():
-    """In a week of 7 rows one holiday moves `workingday` (5 working days become 4) past the bound its 26 past
-    weeks give: too few weeks to show how far a handful of rows moves by chance. The threshold of a small week is
-    at least the sampling floor (the same statistic of 7 rows drawn from the reference), so Labor Day 2012 in bike
-    sharing's day.csv raises no alarm; a temperature in other units still does."""
-    from ml.calibration import bound, sampling_floor, statistic
-    from tests.conftest import BIKE_CSV
-
-    day = pd.read_csv(BIKE_CSV.with_name("day.csv"))
-    day["time"] = pd.to_datetime(day["dteday"]).dt.tz_localize("UTC")
-    start, end = week_bounds(date(2012, 9, 8))  # Monday 2012-09-03 is Labor Day
-    t = day["time"]
-    window = 34  # what cli.init writes for day.csv
-    history = day[(t >= start - pd.Timedelta(weeks=26 + window)) & (t < start)].reset_index(drop=True)
-    current = day[(t >= start) & (t < end)].reset_index(drop=True)
-    features = ["workingday", "temp", "hum", "windspeed"]
-    kinds = {c: "numerical" for c in [*features, "cnt"]}
-    null = learn_null(history, weeks_of(history["time"], start), kinds, window=window, alpha=0.05, max_weeks=26)
-    summary = alarm_summary(null, current, features, target="cnt")
-    w = summary["columns"]["workingday"]
-    assert bound(null.null["workingday"], null.level) < w["statistic"] < w["sampling_floor"] == w["threshold"]
-    assert not summary["alarm"], describe_alarm(summary)
-    celsius = alarm_summary(null, current.assign(temp=current["temp"] * 41), features, target="cnt")
-    assert celsius["drifted"] == ["temp"]
-    # the floor is the statistic's own quantile: about `level` of drawn weeks lie above it
-    ref = null.reference["hum"]
-    floor = sampling_floor(ref, 7, "numerical", 0.1, seed=1)
-    rng = np.random.default_rng(2)
-    above = np.mean([statistic(ref, pd.Series(rng.choice(ref.to_numpy(), 7)), "numerical") > floor
-                     for _ in range(400)])
-    assert 0.05 < above < 0.16
