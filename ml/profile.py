@@ -53,11 +53,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
 
     target_col, label, task = _target(data, target, task, notes)
     time_col, parts = find_time(data, time, notes)
-    zone = getattr(data[time_col].dtype, "tz", None) if time_col in data.columns else None
-    if zone is not None and timezone == "UTC" and str(zone) not in ("UTC", "utc"):
-        timezone = str(zone)  # the files' times carry their zone: the calendar features are local to it
-        notes.append(f"time zone {timezone}: the zone the files' times carry (source.timezone; the calendar "
-                     f"features are local to it)")
+    timezone = _files_zone(data, time_col, timezone, notes)
     dates = parts.get("date", time_col)  # the column whose text holds the day and the month
     dayfirst = day_first(data[dates] if dates in data.columns else None, notes)
     cfg = SourceConfig(kind="files", path=path, time_column=time_col, target=target_col, task=task,
@@ -73,14 +69,7 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
     if uid_from:
         derived[uid] = pd.concat([synthesise_unit_id(df, cfg_unit, name) for name, df in per_file.items()],
                                  ignore_index=True)
-    # several readings a day (not one a day at a time of day that moves with the clocks, as in UTC offsets)
-    steps = pd.Series(np.sort(times.unique())).diff().dropna()
-    sub_daily = bool(len(steps)) and steps.median() < pd.Timedelta(hours=20)
-    calendar = ["hour", "day_of_week", "month"] if sub_daily else ["day_of_week", "month"]
-    for name, values in calendar_columns(times, tuple(calendar), timezone).items():
-        derived[name] = values
-    notes.append(f"calendar features {', '.join('cal_' + c for c in calendar)}: derived from '{time_col}' in "
-                 f"{timezone} (source.calendar)")
+    calendar = _calendar(derived, time_col, timezone, notes)
 
     missing = [c for c in drop if c not in columns]
     if missing:
@@ -112,6 +101,30 @@ def profile(files: dict[str, pd.DataFrame], *, path: str, target: str, task: str
                "weeks": int(weeks.nunique()), "weekly_rows": int(weeks.value_counts().median())}
     return Profile(source=src, window=window, evaluate=evaluate, validation=validation, policy=policy,
                    registry={"model_name": name}, notes=notes, summary=summary)
+
+
+def _files_zone(data: pd.DataFrame, time_col: str, timezone: str, notes: list[str]) -> str:
+    """The zone the files' times carry, when they carry one and none was given: the calendar is local to it."""
+    zone = getattr(data[time_col].dtype, "tz", None) if time_col in data.columns else None
+    if zone is None or timezone != "UTC" or str(zone) in ("UTC", "utc"):
+        return timezone
+    notes.append(f"time zone {zone}: the zone the files' times carry (source.timezone; the calendar features are "
+                 f"local to it)")
+    return str(zone)
+
+
+def _calendar(derived: pd.DataFrame, time_col: str, timezone: str, notes: list[str]) -> list[str]:
+    """The calendar features, added to `derived`: the hour of day for several readings a day (not one a day at a
+    time of day that moves with the clocks, as in UTC offsets), the weekday and the month."""
+    times = derived[time_col]
+    steps = pd.Series(np.sort(times.unique())).diff().dropna()
+    sub_daily = bool(len(steps)) and steps.median() < pd.Timedelta(hours=20)
+    calendar = ["hour", "day_of_week", "month"] if sub_daily else ["day_of_week", "month"]
+    for name, values in calendar_columns(times, tuple(calendar), timezone).items():
+        derived[name] = values
+    notes.append(f"calendar features {', '.join('cal_' + c for c in calendar)}: derived from '{time_col}' in "
+                 f"{timezone} (source.calendar)")
+    return calendar
 
 
 # ------------------------------------------------------------------------------------------------------- target
