@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from ml.config import PolicyConfig
 from ml.stats import Comparison
-from ml.wording import metric
+from ml.wording import metric_text
 
 PROMOTE, AB_TEST, HOLD, REJECT = "promote", "ab_test", "hold", "reject"
 
@@ -174,15 +174,15 @@ def _absolute_gate(policy: PolicyConfig, name: str, ok: bool, comparison: Compar
         # the champion misses them too on the same week: the week is hard for any model (a pollution episode, a
         # storm), the thresholds do not tell the two apart, and keeping the champion would only keep it staler
         reasons.append(f"the champion misses the absolute thresholds too on the newest week ({name} "
-                       f"{metric(comparison.champion)}): a hard week for any model, so the comparison decides")
+                       f"{metric_text(comparison.champion)}): a hard week for any model, so the comparison decides")
         evidence["hard_week"] = True
         if min(comparison.candidate, comparison.champion) > base:
             # worse than predicting the training median or the class prior: a week the recipe cannot predict, or
             # a target that means something else now (labels renamed upstream: every model trained before is
             # confidently wrong while the refit learns the new meaning)
-            reasons.append(f"both are worse than the naive baseline itself ({name} {metric(comparison.candidate)} "
-                           f"and {metric(comparison.champion)} vs {metric(base)}): if this lasts, look at the target's "
-                           f"recent values, it may be defined differently upstream")
+            both = f"{metric_text(comparison.candidate)} and {metric_text(comparison.champion)}"
+            reasons.append(f"both are worse than the naive baseline itself ({name} {both} vs {metric_text(base)}): "
+                           f"if this lasts, look at the target's recent values, it may be defined differently upstream")
             evidence["worse_than_baseline"] = True
         ok = True
     if not ok:
@@ -218,24 +218,24 @@ def _absolute_thresholds(policy: PolicyConfig, name: str, cand: float, base: flo
     """Gate 1: the candidate beats the naive baseline by `min_gain_vs_baseline` (and meets `max_metric`)."""
     gain = 1 - cand / base if base else 0.0
     ok = gain >= policy.min_gain_vs_baseline
-    reasons = [f"{name} {metric(cand)} vs naive baseline {metric(base)} ({better_or_worse(gain)}; "
+    reasons = [f"{name} {metric_text(cand)} vs naive baseline {metric_text(base)} ({better_or_worse(gain)}; "
                f"need ≥ {policy.min_gain_vs_baseline:.0%})"]
     if policy.max_metric is not None:
         capped = cand <= policy.max_metric
         ok &= capped
-        reasons.append(f"{name} {metric(cand)} {'≤' if capped else '>'} cap {policy.max_metric:g}")
+        reasons.append(f"{name} {metric_text(cand)} {'≤' if capped else '>'} cap {policy.max_metric:g}")
     return ok, reasons
 
 
 def _comparison_line(name: str, c: Comparison) -> str:
     """The paired comparison with the champion in words; an empty one (same predictions) says so."""
     if c.empty:
-        return (f"{name} {metric(c.candidate)} on the newest week, as the champion's (its recipe on its data: "
+        return (f"{name} {metric_text(c.candidate)} on the newest week, as the champion's (its recipe on its data: "
                 "nothing to compare)")
     if not c.has_interval:
-        return (f"{name} {metric(c.candidate)} vs champion {metric(c.champion)} ({pct(c.rel_change)} on {c.clusters} "
-                f"cluster: too few to resample, no interval)")
-    return (f"{name} {metric(c.candidate)} vs champion {metric(c.champion)} ({pct(c.rel_change)}, "
+        return (f"{name} {metric_text(c.candidate)} vs champion {metric_text(c.champion)} ({pct(c.rel_change)} on "
+                f"{c.clusters} cluster: too few to resample, no interval)")
+    return (f"{name} {metric_text(c.candidate)} vs champion {metric_text(c.champion)} ({pct(c.rel_change)}, "
             f"{c.confidence:.0%} CI {pct(c.ci_low)}…{pct(c.ci_high)}; {c.clusters:,} resampled clusters)")
 
 

@@ -1,4 +1,5 @@
-"""How the data contract writes numbers: in the rules' descriptions and in the sentences that explain a failed rule.
+"""How numbers are written for people: in the contract's rules and the sentences that explain a failed rule, and
+the losses in the decision lines.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def num(x: float) -> float | int:
     return round(x, 6) if abs(x) >= 0.01 else float(f"{x:.6g}")
 
 
-def metric(x: float, decimals: int = 2) -> str:
+def metric_text(x: float, decimals: int = 2) -> str:
     """A loss or score for people: `decimals` decimals, and 3 significant digits below 0.1 (a pollutant measured in
     g/m³ has an MAE of 0.0000212, which two decimals print as 0.00 against a naive baseline of 0.00)."""
     x = float(x)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ml.config import ConfigError, Params
 from ml.metrics import PRIMARY, loss_by_slice, predict, row_loss, summarize
-from ml.wording import metric
+from ml.wording import metric_text
 from stages.common import cli, load_stage_params, write_csv, write_json, write_parquet
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(out / "plots" / "error_by_slice.csv", by[["slice", key, "rows"]])
     from ml.policy import better_or_worse
 
-    print(f"evaluate: holdout {key} {metric(m[key], 3)} vs naive baseline {metric(b[key], 3)} "
+    print(f"evaluate: holdout {key} {metric_text(m[key], 3)} vs naive baseline {metric_text(b[key], 3)} "
           f"({better_or_worse(metrics['improvement_vs_baseline'])}) on {m['rows']:,} rows")
 
 

@@ -12,7 +12,7 @@ from ml.metrics import PRIMARY, predict, row_loss, summarize
 from ml.policy import ABPlan, ci_sd, track_record
 from ml.policy import decide as apply_policy
 from ml.stats import Comparison, compare_losses, paired_bootstrap, resampling_units
-from ml.wording import metric
+from ml.wording import metric_text
 from stages.ingest import batch_path
 from tasks import lineage, registry
 from tasks.context import WeekRun
@@ -58,7 +58,7 @@ def compare_with_champion(ctx: WeekRun) -> dict:
                             "rel_change": comp.rel_change, "ci_low": comp.ci_low, "ci_high": comp.ci_high})
         lineage.log_json({"comparison": comp.to_dict(), "champion_metrics": champ_metrics, "slices": slices},
                          "compare/comparison.json")
-        log.info(f"compare: {key} {metric(comp.candidate)} (candidate) vs {metric(comp.champion)} "
+        log.info(f"compare: {key} {metric_text(comp.candidate)} (candidate) vs {metric_text(comp.champion)} "
                  f"(champion v{version}): "
                  + ("the same predictions on every row (the champion's recipe on its data): nothing to compare"
                     if comp.empty else f"{comp.rel_change:+.1%}, {comp.confidence:.0%} CI {comp.ci_low:+.1%}.."

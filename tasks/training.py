@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ml.features import feature_frame
-from ml.wording import metric
+from ml.wording import metric_text
 from stages.common import WEEK_FILE, write_week
 from tasks import lineage
 from tasks.context import WeekRun
@@ -119,8 +119,8 @@ def reproduce(ctx: WeekRun) -> dict:
         mlflow.log_artifact(str(ctx.path(WEEK_FILE)))
         chosen = f"candidate {info['candidate']}: " if info.get("candidate") else ""
         log.info(f"train: dvc repro ran {', '.join(ran) or 'nothing (all cached)'}; {chosen}{info['family']} on "
-                 f"{info['train_rows']:,} rows; holdout {key} {metric(metrics['model'][key])} vs naive "
-                 f"{metric(metrics['baseline'][key])}")
+                 f"{info['train_rows']:,} rows; holdout {key} {metric_text(metrics['model'][key])} vs naive "
+                 f"{metric_text(metrics['baseline'][key])}")
         if pushed["remote"] != "none":
             (log.info if pushed["state"] != "failed" else log.warning)(f"dvc push: {pushed['summary']}")
     return {"metrics": metrics, "info": info, "hashes": hashes, "stages_run": ran}
