@@ -200,12 +200,13 @@ def test_a_held_week_trains_without_its_broken_columns_until_accepted(tmp_path, 
     assert len(archived) == 1 and pd.read_parquet(archived[0])["hour"].isna().all()
 
 
-def test_a_week_at_the_start_of_the_history_meets_its_learned_rules_from_four_weeks_before_it():
+def test_a_week_at_the_start_of_the_history_meets_quantile_rules_from_eight_weeks_before_it():
     """The range a quantile may take spans the weeks before's own quantiles: two weeks of daily S&P 500 returns
     (10 rows) spanned so little that an ordinary third week was quarantined on two columns. With fewer than
-    MIN_LEARN_WEEKS weeks before it a backfilled week meets the fixed rules alone; from then on its learned rules
-    too. Bike sharing by day, onboarded as `cli.init` does: humidity x1.6 is caught by the fixed range alone in
-    the history's fourth week, by its quantiles as well in the fifth; the ordinary weeks pass."""
+    MIN_QUANTILE_WEEKS weeks before it a backfilled week meets no quantile rule; the other learned rules (an empty
+    feed) apply from two weeks. Bike sharing by day, onboarded as `cli.init` does: humidity x3 is caught by the
+    fixed range alone with 7 weeks before it, by its quantiles as well with 8; an empty humidity feed is caught
+    with 2; the ordinary weeks pass."""
     from datetime import timedelta
 
     from ml import profile as P
@@ -215,27 +216,29 @@ def test_a_week_at_the_start_of_the_history_meets_its_learned_rules_from_four_we
     from ml.contract import accepted_history, learn_contract
     from ml.sources import load_source, read_table
     from ml.split import slice_week
-    from stages.ingest import MIN_LEARN_WEEKS, gate
+    from stages.ingest import MIN_QUANTILE_WEEKS, gate
     from tests.conftest import BIKE_CSV, ROOT
 
     day = BIKE_CSV.with_name("day.csv")
     prof = P.profile({day.name: read_table(day, None)}, path=str(day), target="cnt")
     params = parse_params(yaml.safe_load(R.render_params(prof, (ROOT / "params.yaml").read_text())))
+    assert params.window.train_weeks > MIN_QUANTILE_WEEKS
     frame = load_source(params.source, ROOT)
     tcol = params.source.time_column
     first = T._monday_on_or_before(frame[tcol].min()).date() + timedelta(days=7)
 
-    def failures(weeks_before: int, change: float) -> list[str]:
+    def failures(weeks_before: int, change) -> list[str]:
         as_of = first + timedelta(days=7 * weeks_before)
         before = [slice_week(frame, tcol, as_of - timedelta(days=7 * k)) for k in range(weeks_before, 0, -1)]
         learned = learn_contract(params.source, params.validation,
                                  accepted_history(frame, tcol, as_of, params.validation.learn_weeks), as_of,
                                  params.window.train_weeks)
         batch = slice_week(frame, tcol, as_of)
-        return gate(params, batch.assign(hum=batch["hum"] * change), before, as_of, learned)[0]
+        return gate(params, batch.assign(hum=change(batch["hum"])), before, as_of, learned)[0]
 
-    few, enough = MIN_LEARN_WEEKS - 1, MIN_LEARN_WEEKS
-    assert failures(few, 1.0) == [] and failures(enough, 1.0) == []
-    alone = failures(few, 1.6)
+    few, enough = MIN_QUANTILE_WEEKS - 1, MIN_QUANTILE_WEEKS
+    assert failures(few, lambda h: h) == [] and failures(enough, lambda h: h) == []
+    alone = failures(few, lambda h: h * 3)
     assert alone and all("outside [0 .. " in f for f in alone), alone  # the fixed range
-    assert any("'hum' p25" in f for f in failures(enough, 1.6))  # and the learned quantiles
+    assert any("'hum' p25" in f for f in failures(enough, lambda h: h * 3))  # and the learned quantiles
+    assert any("'hum' is null in every row" in f for f in failures(2, lambda h: h * float("nan")))
