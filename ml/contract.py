@@ -27,6 +27,12 @@ from ml.suite import WEEK, companion_inputs, numeric_columns, tolerance
 
 MIN_LEARN_WEEKS = 8  # fewer judged accepted weeks than this: the configured tolerances stand alone
 STALE_WEEKS = 4  # a window whose newest week is this much older than the week judged: its quantiles are not held
+# weeks before a week at the start of the history that its quantile rules need: their range spans the reference
+# weeks' own quantiles, and a few weeks span too little of a moving series: two weeks of daily stock returns (10
+# rows) quarantined the history's third week on two columns (S&P 500 returns, 2013); the weekly median price of
+# Brent crude (1987) and of Microsoft's shares (1986) wandered past the range of the 4-7 weeks before it. The
+# null-share, category and row rules learn from two weeks: an empty feed needs no long history to be seen
+MIN_QUANTILE_WEEKS = 8
 MAX_WEEK_ROWS = 2000  # learning reads at most this many rows of a week (a fixed-seed sample): ~2 s a week on a
 #                       year of a 7,000-row-a-week feed instead of ~5; the gate itself judges every row
 
@@ -153,11 +159,26 @@ def hold_window(contract: Contract, cfg: SourceConfig, age_weeks: int) -> Contra
     ranges, the row count, null shares and categories still hold."""
     if age_weeks < STALE_WEEKS:
         return contract
+    return _without_quantiles(contract, cfg, f"the window's newest data is {age_weeks} week(s) older than this week "
+                                             f"(the feed was silent)")
+
+
+def short_history(contract: Contract, cfg: SourceConfig, weeks_before: int, window: int) -> Contract:
+    """The contract of a week at the start of the history, with `weeks_before` weeks before it: with fewer than
+    MIN_QUANTILE_WEEKS (or the `window`, when shorter) its quantiles are not held against it; the other rules are."""
+    need = min(MIN_QUANTILE_WEEKS, window)
+    if weeks_before >= need:
+        return contract
+    return _without_quantiles(contract, cfg, f"{weeks_before} week(s) before this one at the start of the history "
+                                             f"(fewer than {need}): the range of so few weeks' quantiles is too narrow")
+
+
+def _without_quantiles(contract: Contract, cfg: SourceConfig, why: str) -> Contract:
+    """`contract` with every numeric column's quantile rule exempt, and a note that says why."""
     v = contract.validation
     contract.validation = dataclasses.replace(v, quantile_exempt=tuple(
         dict.fromkeys([*v.quantile_exempt, *numeric_columns(cfg)])))
-    contract.notes.insert(0, f"value rules: the window's newest data is {age_weeks} week(s) older than this week "
-                             f"(the feed was silent): its quantiles are not held against this week; the structural "
+    contract.notes.insert(0, f"value rules: {why}: its quantiles are not held against this week; the structural "
                              f"rules, ranges, row count, null shares and categories still are")
     return contract
 

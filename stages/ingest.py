@@ -351,17 +351,20 @@ def rejected_weeks(raw_dir: str | Path) -> set[date]:
 
 
 def week_contract(params: Params, reference: pd.DataFrame, history: pd.DataFrame | None, as_of: date, weeks: int,
-                  learned=None):
+                  learned=None, weeks_before: int | None = None):
     """(suite, contract) of the week ending at `as_of`: structural rules from params, value rules learned from
     `reference` (its window) and `history` (the accepted weeks before it, `ml.contract.accepted_history`), or
-    the `learned` contract given (a backfill learns once for the weeks it lands together)."""
+    the `learned` contract given (a backfill learns once for the weeks it lands together). `weeks_before`: a
+    backfilled week's weeks before it at the start of the history (`ml.contract.short_history`)."""
     import copy
 
-    from ml.contract import hold_window, learn_contract
+    from ml.contract import hold_window, learn_contract, short_history
     from ml.suite import build_suite
 
     contract = copy.deepcopy(learned) if learned is not None else learn_contract(
         params.source, params.validation, history, as_of, params.window.train_weeks)
+    if weeks_before is not None:
+        contract = short_history(contract, params.source, weeks_before, params.window.train_weeks)
     start, end = week_bounds(as_of)
     if len(reference):  # after a silent feed the window lies further back than `weeks` calendar weeks
         tcol = params.source.time_column
@@ -379,22 +382,14 @@ def contract_record(suite: list, contract) -> dict:
                                             for e in suite]}
 
 
-# weeks before a backfilled week that its quantile rules need: their range spans the reference weeks' own quantiles,
-# and a few weeks span too little of a moving series: two weeks of daily stock returns (10 rows) quarantined the
-# history's third week on two columns (S&P 500 returns, 2013); the weekly median price of Brent crude (1987) and of
-# Microsoft's shares (1986) wandered past the range of the 4-7 weeks before it. The null-share, category and row
-# rules learn from two weeks: an empty feed needs no long history to be seen
-MIN_QUANTILE_WEEKS = 8
-
-
 def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of: date,
          learned) -> tuple[list[str], dict, dict, tuple[str, ...]]:
     """The batch contract for a week landed from the source: its reference learned from the weeks before it (as in
     the weekly flow), its value rules' tolerances from the `learned` contract (`ml.contract.learn_contract`):
     (reasons it fails, GX result, contract record, the features a failing week can train without:
     `ml.suite.failed_features`); no reasons = pass. At the start of the history, with fewer than two weeks before it,
-    a week has nothing to learn from and meets the fixed rules alone; with fewer than MIN_QUANTILE_WEEKS (or the
-    window, when shorter), it meets no quantile rule."""
+    a week has nothing to learn from and meets the fixed rules alone; with fewer than
+    `ml.contract.MIN_QUANTILE_WEEKS` (or the window, when shorter), it meets no quantile rule."""
     from ml.suite import failed_features
     from ml.validation import validate_batch
 
@@ -402,9 +397,8 @@ def gate(params: Params, batch: pd.DataFrame, before: list[pd.DataFrame], as_of:
         tcol = params.source.time_column
         before = [batch.assign(**{tcol: batch[tcol] - pd.Timedelta(days=7)})]
     reference = pd.concat(before, ignore_index=True)
-    suite, contract = week_contract(params, reference, None, as_of, params.window.train_weeks, learned)
-    if len(before) < min(MIN_QUANTILE_WEEKS, params.window.train_weeks):
-        suite = [e for e in suite if e.type != "ExpectColumnQuantileValuesToBeBetween"]
+    suite, contract = week_contract(params, reference, None, as_of, params.window.train_weeks, learned,
+                                    weeks_before=len(before))
     report = validate_batch(batch, suite)
     return ([] if report.success else report.failures), report.result, contract_record(suite, contract), \
         failed_features(params.source, report, batch)

@@ -213,10 +213,10 @@ def test_a_week_at_the_start_of_the_history_meets_quantile_rules_from_eight_week
     from ml import render as R
     from ml import timeline as T
     from ml.config import parse_params
-    from ml.contract import accepted_history, learn_contract
+    from ml.contract import MIN_QUANTILE_WEEKS, accepted_history, learn_contract
     from ml.sources import load_source, read_table
     from ml.split import slice_week
-    from stages.ingest import MIN_QUANTILE_WEEKS, gate
+    from stages.ingest import gate
     from tests.conftest import BIKE_CSV, ROOT
 
     day = BIKE_CSV.with_name("day.csv")
