@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from ml.config import PolicyConfig
 from ml.stats import Comparison
-from ml.wording import metric_text
+from ml.wording import better_or_worse, metric_text
 
 PROMOTE, AB_TEST, HOLD, REJECT = "promote", "ab_test", "hold", "reject"
 
@@ -99,11 +99,6 @@ class ABPlan:
 
 def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:+.{digits}f}%".replace("-", "−")
-
-
-def better_or_worse(gain: float) -> str:
-    """A relative gain over a reference in words: '41.3% better', '41.3% worse' (never '-41.3% better')."""
-    return f"{abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
 
 
 def ci_sd(c: Comparison) -> float:

@@ -329,7 +329,7 @@ def parse_time(col: pd.Series, where: str, name: str, timezone: str = "UTC", day
         top = float(col.abs().max()) if col.notna().any() else 0.0
         unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
         parsed = pd.to_datetime(col, unit=unit, errors="coerce", utc=True)
-        if top < EPOCH_FLOOR:
+        if col.notna().any() and top < EPOCH_FLOOR:  # an empty column is named as such below
             raise SourceError(
                 f"{where}: column '{name}' holds numbers ({num(col.min())} .. {num(col.max())}) that, read as "
                 f"seconds since 1970 (as numeric times are), all fall in 1970 ({parsed.min():%Y-%m-%d %H:%M} .. "

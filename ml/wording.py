@@ -3,6 +3,7 @@ the losses in the decision lines.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,12 @@ def metric_text(x: float, decimals: int = 2) -> str:
     """A loss or score for people: `decimals` decimals, and 3 significant digits below 0.1 (a pollutant measured in
     g/m³ has an MAE of 0.0000212, which two decimals print as 0.00 against a naive baseline of 0.00)."""
     x = float(x)
-    return f"{x:.{decimals}f}" if x == 0 or abs(x) >= 0.1 or x != x else f"{x:.3g}"
+    return f"{x:.{decimals}f}" if x == 0 or abs(x) >= 0.1 or math.isnan(x) else f"{x:.3g}"
+
+
+def better_or_worse(gain: float) -> str:
+    """A relative gain over a reference in words: '41.3% better', '41.3% worse' (never '-41.3% better')."""
+    return f"{abs(gain):.1%} {'better' if gain >= 0 else 'worse'}"
 
 
 def pct(p: float) -> str:

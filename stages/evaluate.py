@@ -10,7 +10,7 @@ import pandas as pd
 
 from ml.config import ConfigError, Params
 from ml.metrics import PRIMARY, loss_by_slice, predict, row_loss, summarize
-from ml.wording import metric_text
+from ml.wording import better_or_worse, metric_text
 from stages.common import cli, load_stage_params, write_csv, write_json, write_parquet
 
 
@@ -62,8 +62,6 @@ def main(argv: list[str] | None = None) -> None:
           if ev.slice_column else pd.DataFrame({"slice": pd.Series(dtype=str), key: pd.Series(dtype=float),
                                                 "rows": pd.Series(dtype=int)}))
     write_csv(out / "plots" / "error_by_slice.csv", by[["slice", key, "rows"]])
-    from ml.policy import better_or_worse
-
     print(f"evaluate: holdout {key} {metric_text(m[key], 3)} vs naive baseline {metric_text(b[key], 3)} "
           f"({better_or_worse(metrics['improvement_vs_baseline'])}) on {m['rows']:,} rows")
 
