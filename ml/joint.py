@@ -128,7 +128,8 @@ def week_statistics(reference: pd.DataFrame, batch: pd.DataFrame, source, *, see
     """Every joint statistic of one week against its reference (`source`: the params' SourceConfig):
     `relation:<feature>` for each numeric feature (calendar columns derived from the time are inputs only),
     `target:<target>` for a numeric target (the same statistic: a target redefined upstream, as in other units or
-    counted another way, no longer follows from the features), and `duplicates`."""
+    counted another way, no longer follows from the features), and `duplicates` (when the feed delivers a feature;
+    a feed of the time and the target alone has none)."""
     s = source
     predicted = [c for c in s.numeric_features if not c.startswith("cal_")]
     numeric_target = (s.target,) if s.task == "regression" else ()
@@ -136,7 +137,9 @@ def week_statistics(reference: pd.DataFrame, batch: pd.DataFrame, source, *, see
     rel = relations(reference, batch, [*predicted, *numeric_target], inputs, s.time_column, timezone=s.timezone,
                     seed=seed)
     out = {f"{'target' if c in numeric_target else 'relation'}:{c}": v for c, v in rel.items()}
-    out["duplicates"] = duplicate_share(batch, [*predicted, *s.categorical_features])  # as delivered: no cal_
+    delivered = [*predicted, *s.categorical_features]  # as delivered: no cal_
+    if delivered:  # a feed of the time and the target alone has no row to repeat but its target
+        out["duplicates"] = duplicate_share(batch, delivered)
     return out
 
 
@@ -301,8 +304,12 @@ class JointVerdict:
         if self.warned:
             return f"trains, with a warning: {describe(list(self.flags))}"
         if not self.judged:
-            return (f"not judged yet: {self.null_weeks} past week(s) to calibrate on, {MIN_NULL_WEEKS} needed"
-                    if self.flags else "nothing to check (no numeric feature with enough values)")
+            if not self.flags:
+                return "nothing to check (no numeric feature with enough values)"
+            measured = max(len(f.null) for f in self.flags)  # past weeks with a value of some statistic
+            small = (f" ({self.null_weeks - measured} of the {self.null_weeks} past weeks too small to measure)"
+                     if measured < self.null_weeks else "")
+            return f"not judged yet: {measured} past week(s) measured, {MIN_NULL_WEEKS} needed{small}"
         return (f"{len(self.flags)} check(s) against {self.reference_weeks} reference week(s), calibrated on "
                 f"{self.null_weeks} past week(s): the columns relate as before")
 

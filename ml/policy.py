@@ -213,12 +213,14 @@ def _absolute_thresholds(policy: PolicyConfig, name: str, cand: float, base: flo
     """Gate 1: the candidate beats the naive baseline by `min_gain_vs_baseline` (and meets `max_metric`)."""
     gain = 1 - cand / base if base else 0.0
     ok = gain >= policy.min_gain_vs_baseline
+    key = "" if ok else ", policy.min_gain_vs_baseline"  # a rejection names the key a person would change
     reasons = [f"{name} {metric_text(cand)} vs naive baseline {metric_text(base)} ({better_or_worse(gain)}; "
-               f"need ≥ {policy.min_gain_vs_baseline:.0%})"]
+               f"need ≥ {policy.min_gain_vs_baseline:.0%}{key})"]
     if policy.max_metric is not None:
         capped = cand <= policy.max_metric
         ok &= capped
-        reasons.append(f"{name} {metric_text(cand)} {'≤' if capped else '>'} cap {policy.max_metric:g}")
+        reasons.append(f"{name} {metric_text(cand)} {'≤' if capped else '>'} cap {policy.max_metric:g}"
+                       f"{'' if capped else ' (policy.max_metric)'}")
     return ok, reasons
 
 

@@ -96,7 +96,7 @@ def test_a_week_is_checked_from_the_accepted_history_as_the_flow_does(flights):
     short = accepted_history(frame, S.time_column, WEEK, MIN_NULL_WEEKS)
     few = check_week(short, week, WEEK, S, n, PARAMS.drift.alarm_rate)
     assert few.null_weeks == MIN_NULL_WEEKS - 1 and not few.judged and not few.held
-    assert "not judged yet" in few.summary()
+    assert f"not judged yet: {MIN_NULL_WEEKS - 1} past week(s) measured, {MIN_NULL_WEEKS} needed" in few.summary()
 
 
 def test_a_change_that_lasts_past_the_held_weeks_is_taken_as_the_new_normal(flights):

@@ -160,7 +160,7 @@ def test_always_ab_needs_an_experiment_that_can_finish():
 
 def test_candidate_failing_absolute_thresholds_is_rejected_even_without_champion():
     d = decide(POLICY, "mae", {"mae": 18.0, "rows": 10}, BASE, None, [], None)
-    assert d.action == REJECT and "10.0% better; need ≥ 20%" in d.summary
+    assert d.action == REJECT and "10.0% better; need ≥ 20%, policy.min_gain_vs_baseline)" in d.summary
     behind = decide(POLICY, "mae", {"mae": 30.0, "rows": 10}, BASE, None, [], None)  # behind the baseline itself
     assert behind.action == REJECT and "50.0% worse; need ≥ 20%" in behind.summary, behind.summary
 
@@ -261,7 +261,7 @@ def test_a_classifier_failing_the_baseline_is_rejected_with_its_scores():
     d = decide(POLICY, "log_loss", {"log_loss": 0.60, "accuracy": 0.64}, PRIOR, None, [], None)  # multi-class: no AUC
     assert d.action == REJECT
     assert d.summary == ("reject: fails the absolute thresholds — log_loss 0.60 vs naive baseline 0.62 (3.2% better; "
-                         "need ≥ 20%); accuracy 0.640")
+                         "need ≥ 20%, policy.min_gain_vs_baseline); accuracy 0.640")
 
 
 def hourly_losses(phi: float, stations: int = 1, weeks: int = 8, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray,
