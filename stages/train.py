@@ -1,7 +1,8 @@
-"""DVC stages `train` and `refit`: fit the chosen recipe (the `search` stage's choice, data/search/results.json, or
-the `train` section when no candidates are declared) and the naive baseline on the training window (`train`), or
-on the window moved one week on, so that it ends with the holdout week (`refit`: the model that is served once the
-candidate is chosen; the candidate itself is what was judged on the holdout)."""
+"""DVC stage `train`: fit the chosen recipe (the `search` stage's choice, data/search/results.json, or the `train`
+section when no candidates are declared) and the naive baseline on the training window (data/model: the candidate,
+judged on the holdout week), and, given the holdout week, the same recipe again on the window moved one week on so
+that it ends with the holdout week (data/refit: the model that is served once the candidate is chosen). Both fits run
+in one process: the libraries are imported once."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,17 @@ def refit_window(params: Params, train: pd.DataFrame, holdout: pd.DataFrame) -> 
     return pd.concat([train[train[t] >= cut], holdout], ignore_index=True)
 
 
+def fit_and_write(params: Params, train: pd.DataFrame, search: dict | None, out: Path, what: str) -> None:
+    """Fit the candidate (and its baseline) on `train` and write model.pkl, baseline.pkl and info.json to `out`."""
+    model, baseline, info = fit_candidate(params, train, search)
+    write_pickle(out / "model.pkl", model)
+    write_pickle(out / "baseline.pkl", baseline)
+    write_json(out / "info.json", info)
+    chosen = f"candidate {info['candidate']}: " if info["candidate"] else ""
+    print(f"{what}: {chosen}{info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
+          f"in {info['fit_seconds']:.1f} s")
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -53,23 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", default="data/prepared/train.parquet")
     ap.add_argument("--out", default="data/model")
     ap.add_argument("--search", default="data/search/results.json", help="the search stage's choice")
-    ap.add_argument("--refit-with", metavar="HOLDOUT", help="refit: add this holdout week and drop the oldest "
-                    "training week (the window of the same length that ends with the holdout)")
+    ap.add_argument("--holdout", metavar="PARQUET", help="also fit the served model: the same recipe on the window "
+                    "of the same length that ends with this holdout week (its oldest training week dropped)")
+    ap.add_argument("--refit-out", default="data/refit", help="where the served model goes (with --holdout)")
     args = ap.parse_args(argv)
     params = load_stage_params(args.params)
     train = pd.read_parquet(args.train)
-    if args.refit_with:
-        train = refit_window(params, train, pd.read_parquet(args.refit_with))
     search = json.loads(Path(args.search).read_text()) if Path(args.search).exists() else None
-    model, baseline, info = fit_candidate(params, train, search)
-    out = Path(args.out)
-    write_pickle(out / "model.pkl", model)
-    write_pickle(out / "baseline.pkl", baseline)
-    write_json(out / "info.json", info)
-    what = "refit (window ending with the holdout week)" if args.refit_with else "train"
-    chosen = f"candidate {info['candidate']}: " if info["candidate"] else ""
-    print(f"{what}: {chosen}{info['family']} ({info['estimator']}) on {fmt_int(info['train_rows'])} rows "
-          f"in {info['fit_seconds']:.1f} s")
+    fit_and_write(params, train, search, Path(args.out), "train")
+    if args.holdout:
+        moved = refit_window(params, train, pd.read_parquet(args.holdout))
+        fit_and_write(params, moved, search, Path(args.refit_out), "refit (window ending with the holdout week)")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def dvc_repo(project: Path):
         yield repo
 
 
-@task(name="dvc repro (search → train → evaluate, refit)", cache_policy=NO_CACHE)
+@task(name="dvc repro (search → train and refit → evaluate)", cache_policy=NO_CACHE)
 def reproduce(ctx: WeekRun) -> dict:
     """Record the week in week.yaml, run the DVC pipeline; returns metrics and data hashes."""
     log = get_run_logger()

@@ -83,7 +83,7 @@ def test_dvc_finds_the_search_up_to_date_and_reproduces_it_byte_for_byte(searche
     out = run(["dvc", "repro", "--force", "--single-item", "search"], repo).stdout
     assert "search: chose" in out  # fitted again, one candidate after another, in the stage's own process
     assert (repo / "data" / "search" / "results.json").read_bytes() == before
-    assert "up to date" in run(["dvc", "status"], repo).stdout  # train, refit, evaluate need not rerun
+    assert "up to date" in run(["dvc", "status"], repo).stdout  # train (and refit), evaluate need not rerun
 
 
 def test_a_worker_killed_mid_fit_is_replaced_and_the_week_still_decides(prefect_api, tmp_path):
