@@ -47,5 +47,5 @@ def test_the_week_file_is_git_ignored_and_an_output_of_the_land_stage():
     assert ignored.returncode == 0
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert any(isinstance(o, dict) and "week.yaml" in o for o in stages["land"]["outs"])
-    for name in ("prepare", "search", "refit", "evaluate"):  # every stage that reads the week declares it
+    for name in ("prepare", "search", "train", "evaluate"):  # every stage that reads the week declares it
         assert {"week.yaml": ["as_of"]} in stages[name]["params"], name
