@@ -14,7 +14,9 @@ calendar hour, recomputed from timestamps shifted 5 hours, or the feature that f
 n/a in a daily feed), the two most frequent categories of a categorical feature swapped (n/a without categorical
 features).
 
-An alarm = any column flagged (features, target, predictions, the model's errors). The model's errors: its
+An alarm = the target, the predictions or the model's errors flagged, or a feature FAR (5) times beyond its
+bound or empty (ml.calibration); "any drift" = any column flagged, the alarm before it had to reach the model or
+go that far (the same weeks, for comparison). The model's errors: its
 residuals on the week against those on the history weeks older than its own training window (out of sample for
 it; ml.calibration.ResidualNull). Evidently's baseline: any of its default per-column verdicts
 (ml.drift.drift_summary) on the same columns and weeks.
@@ -129,6 +131,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
     rng = np.random.default_rng(0)
     model, fitted, predicted = None, 0, None
     cal, evi, bare = Counter(), Counter(), Counter()  # alarms per kind of week (bare: bound_only)
+    anyc = Counter()  # any column flagged (the alarm before it had to reach the model or go FAR beyond its bound)
     cal_col, evi_col = Counter(), Counter()  # the shifted column itself flagged
     res_flag, other_flag = Counter(), Counter()  # the model's errors flagged; any other column flagged
     model_flag = Counter()  # the target, the predictions or the model's errors flagged (features alone: not)
@@ -180,15 +183,14 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
             tried[kind] += 1
             cal[kind] += summary["alarm"]
             bare[kind] += bound_only(summary)
+            anyc[kind] += summary["alarm"] or bool(summary["drifted"])
             res_flag[kind] += summary[RESIDUAL]["drifted"]
             model_flag[kind] += any(summary[r]["drifted"] for r in ("target", "prediction", RESIDUAL))
             other_flag[kind] += bool(summary["n_drifted"]) or summary["target"]["drifted"] \
                 or summary["prediction"]["drifted"]
             evi[kind] += any(e["drifted"] for e in ev.values())
-            if kind == "normal":
-                false_cols.update(c for c, e in {**summary["columns"], s.target: summary["target"],
-                                                 PRED: summary["prediction"],
-                                                 RESIDUAL: summary[RESIDUAL]}.items() if e["drifted"])
+            if kind == "normal":  # what raised the alarm on an ordinary week (`alarmed`: target, prediction, ...)
+                false_cols.update(summary["alarmed"])
             else:
                 shifted_cols[f"{kind}: {column}"] += 1
                 flag = summary["target"] if column == s.target else summary["columns"][column]
@@ -198,7 +200,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
                                                                         max(null_sizes)] if null_sizes else None,
             "residual_null_weeks": [min(res_sizes), int(np.median(res_sizes)), max(res_sizes)] if res_sizes else None,
             "rates": {k: {"n": tried[k], "calibrated": cal[k] / tried[k], "evidently": evi[k] / tried[k],
-                          "bound_only": bare[k] / tried[k],
+                          "bound_only": bare[k] / tried[k], "any_drift": anyc[k] / tried[k],
                           "residual": res_flag[k] / tried[k], "without_residual": other_flag[k] / tried[k],
                           "model": model_flag[k] / tried[k],
                           **({"calibrated_on_column": cal_col[k] / tried[k],
@@ -235,18 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         print(f"\n{name}: {r['weeks']} weeks, null from {r['null_weeks']} past weeks, the model's errors from "
               f"{r['residual_null_weeks']} out-of-sample weeks (min, median, max), {r['seconds']} s")
-        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'bound only':>11} {'Evidently':>10} {'target':>7} "
+        print(f"  {'week':<15} {'n':>4} {'calibrated':>11} {'any drift':>10} {'bound only':>11} {'Evidently':>10} "
+              f"{'target':>7} "
               f"{'errors':>7} "
               f"{'others':>7} {'model':>7}"
               "   on the shifted column (calibrated / Evidently)")
         for kind in ("normal", *SHIFTS):
             x = r["rates"].get(kind)
             if x is None:
-                print(f"  {kind:<15} {'':>4} {'n/a':>11} {'n/a':>11} {'n/a':>10} {TARGETS[kind]:>7}")
+                print(f"  {kind:<15} {'':>4} {'n/a':>11} {'n/a':>10} {'n/a':>11} {'n/a':>10} {TARGETS[kind]:>7}")
                 continue
             col = (f"   {x['calibrated_on_column']:6.1%} / {x['evidently_on_column']:6.1%}" if kind != "normal"
                    else "")
-            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['bound_only']:>11.1%} "
+            print(f"  {kind:<15} {x['n']:>4} {x['calibrated']:>11.1%} {x['any_drift']:>10.1%} {x['bound_only']:>11.1%} "
                   f"{x['evidently']:>10.1%} {TARGETS[kind]:>7} "
                   f"{x['residual']:>7.1%} {x['without_residual']:>7.1%} {x['model']:>7.1%}{col}")
         print(f"  columns behind calibrated false alarms: {r['false_alarm_columns'] or '-'}")
@@ -254,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"history_weeks": args.history_weeks, "alpha": args.alpha, "results": results},
                               indent=1))
-    print(f"\nalarm = any calibrated flag over features + target + predictions + the model's errors (family-wise "
-          f"alpha {args.alpha:g}; a stepping feature exempt, a drift at least MIN_SHIFT); bound only = any column "
-          f"beyond its bound, as before those two (same weeks); errors = the model's errors flagged; others = any "
+    print(f"\nalarm (calibrated) = the target, the predictions or the model's errors flagged, or a feature FAR "
+          f"times beyond its bound or empty (family-wise alpha {args.alpha:g}; a stepping feature exempt, a drift at "
+          f"least MIN_SHIFT); any drift = any column flagged, the alarm before it had to reach the model or go that "
+          f"far; bound only = any column beyond its bound, as before the stepping and MIN_SHIFT rules (same weeks); "
+          f"errors = the model's errors flagged; others = any "
           f"other column flagged; "
           f"model = the target, the predictions or the model's errors flagged; Evidently = any default per-column "
           f"flag; figures in {out}")

