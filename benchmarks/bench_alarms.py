@@ -113,7 +113,7 @@ def bound_only(summary: dict) -> bool:
 
 
 def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | None, refit_weeks: int) -> dict:
-    from ml.calibration import MIN_NULL_WEEKS, RESIDUAL, alarm_summary, learn_null, weeks_of
+    from ml.calibration import MIN_NULL_WEEKS, RESIDUAL, alarm_summary, any_drift, learn_null, weeks_of
     from ml.drift import drift_summary
     from ml.models import build_model
     from ml.sources import load_source
@@ -183,7 +183,7 @@ def run(name: str, params, history_weeks: int, alpha: float, max_weeks: int | No
             tried[kind] += 1
             cal[kind] += summary["alarm"]
             bare[kind] += bound_only(summary)
-            anyc[kind] += summary["alarm"] or bool(summary["drifted"])
+            anyc[kind] += any_drift(summary)
             res_flag[kind] += summary[RESIDUAL]["drifted"]
             model_flag[kind] += any(summary[r]["drifted"] for r in ("target", "prediction", RESIDUAL))
             other_flag[kind] += bool(summary["n_drifted"]) or summary["target"]["drifted"] \

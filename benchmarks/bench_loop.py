@@ -49,6 +49,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from benchmarks.bench_alarms import bound_only  # noqa: E402
 from ml.ab import CHALLENGER, assign, decide_ab, loss_cv, plan_units  # noqa: E402
+from ml.calibration import FAR, any_drift  # noqa: E402
 from ml.metrics import PRIMARY, predict, row_loss  # noqa: E402
 from ml.models import build_baseline, build_model  # noqa: E402
 from ml.policy import AB_TEST, PROMOTE, ABPlan, ci_sd, decide, track_record  # noqa: E402
@@ -381,7 +382,7 @@ def project_policy(drift_fn=None):
         if drift and drift.get("alarm"):
             tally.alarms += 1
             tally.alarm_weeks.add(world.weeks[t])
-        if drift and (drift.get("alarm") or drift.get("drifted")):
+        if drift and any_drift(drift):
             tally.alarms_any += 1
         if drift and bound_only(drift):
             tally.alarms_bound_only += 1
@@ -599,8 +600,6 @@ def run(name: str, params, frame: pd.DataFrame, max_weeks: int | None, gate: boo
 
 
 def print_table(res: dict) -> None:
-    from ml.calibration import FAR
-
     print(f"\n{res['dataset']}: weeks {res['first']}..{res['last']} ({res['weeks']} decisions; "
           f"{res['seconds']:.0f} s)")
     print(f"{'policy':32s} {'served loss':>11s} {'vs (a)':>7s} {'promos':>6s} {'worse next 2 wk: any/CI/>harm':>29s} "
@@ -675,15 +674,17 @@ def print_faults(res: dict) -> None:
     j = f["joint"]
     # a fault is flagged or stopped when the gate quarantined its week, the joint checks held or warned on it, a
     # drift alarm went off that week, or (d) never served a model trained on it (a broken release it rejected)
-    seen = {w for w in faults if w in set((f["gate"] or {}).get("quarantined", ())) | set(j["held"])
-            | set(j["warned"]) | set(d.get("alarm_weeks", ())) or w not in set(d["faults_served"])}
-    alarmed = sorted(w for w in faults if w in set(d.get("alarm_weeks", ())))
+    alarm_weeks = set(d.get("alarm_weeks", ()))
+    flagged = set((f["gate"] or {}).get("quarantined", ())) | set(j["held"]) | set(j["warned"]) | alarm_weeks
+    served = set(d["faults_served"])
+    seen = {w for w in faults if w in flagged or w not in served}
+    missed = sorted(set(faults) - seen)
+    alarmed = sorted(set(faults) & alarm_weeks)
     print(f"the joint checks held {j['faults_held']} more fault weeks and warned on {j['faults_warned']} (the week "
           f"trains), and held {j['false_holds']} ordinary weeks, warned on {j['false_warnings']}; drift alarms on "
           f"{len(alarmed)} fault weeks; flagged or stopped (the gate, the joint checks, an alarm, or never served "
           f"by (d)): {len(seen)} of {n} ({len(seen) / max(n, 1):.0%}, target >= 95%)"
-          + (f"; neither: {', '.join(f'{w} {faults[w]}' for w in sorted(set(faults) - seen))}" if set(faults) - seen
-             else ""))
+          + (f"; neither: {', '.join(f'{w} {faults[w]}' for w in missed)}" if missed else ""))
     for how in ("held", "warned"):
         for w, words in j[how].items():
             print(f"  {how} {w} ({faults.get(w, 'ordinary week')}): {words[:150]}")

@@ -472,11 +472,17 @@ def describe_alarm(summary: dict) -> str:
             f"{cal['alpha']:g})")
 
 
+def any_drift(summary: dict) -> bool:
+    """Any column of an `alarm_summary` drifted, whether or not it raised the alarm: a feature, the target, the
+    predictions or the model's errors (a reason to retrain)."""
+    return bool(summary["alarm"] or summary["drifted"])
+
+
 def retrain_rule(summary: dict, retrain_share: float | None) -> tuple[bool, str]:
     """The drift monitor's rule on an `alarm_summary`: retrain or not, and the rule in words. `retrain_share`
     (drift.retrain_share) None: on any calibrated alarm or drifted feature (drift is a reason to retrain); a share:
     when the target or at least that share of the features drifted."""
     if retrain_share is None:
-        return bool(summary["alarm"] or summary["drifted"]), "any calibrated drift"
+        return any_drift(summary), "any calibrated drift"
     should = summary["target"]["drifted"] or summary["share_drifted"] >= retrain_share
     return bool(should), f"target drifted or >= {retrain_share:.0%} of features drifted (calibrated)"
