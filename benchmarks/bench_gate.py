@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-in-sample", action="store_true", help="skip the in-sample replay")
     ap.add_argument("--without-companions", action="store_true",
                     help="quantile rules without their companions (validation.companions false): the baseline")
+    ap.add_argument("--tail-room", choices=("none", "ranges", "all"),
+                    help="validation.tail_room for every dataset (default: what cli.init writes, 'none')")
     args, init_extra = ap.parse_known_args(argv)
     import logging
 
@@ -258,11 +260,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def companions(params, args):
+    """The params with the command line's --without-companions and --tail-room applied."""
     import dataclasses
 
-    if not args.without_companions:
-        return params
-    return dataclasses.replace(params, validation=dataclasses.replace(params.validation, companions=False))
+    v = params.validation
+    if args.without_companions:
+        v = dataclasses.replace(v, companions=False)
+    if args.tail_room:
+        v = dataclasses.replace(v, tail_room=args.tail_room)
+    return dataclasses.replace(params, validation=v)
 
 
 def parse_project_params():

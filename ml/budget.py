@@ -179,6 +179,7 @@ class Calibration:
     alarms: pd.Series  # judged week -> whether the calibrated contract still rejects it
     default_alarms: pd.Series  # the same with every rule at its default tolerance
     notes: list[str] = field(default_factory=list)
+    reached: dict = field(default_factory=dict)  # {rule: tolerance} raised to the tail's next extreme (`tail`)
 
     @property
     def rate(self) -> float:
@@ -201,7 +202,7 @@ def alarms(need: pd.DataFrame, tolerances: dict[tuple[str, str], float]) -> pd.D
 
 
 def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_ALARM_RATE,
-              protect: tuple[tuple[str, str], ...] = ()) -> Calibration:
+              protect: tuple[tuple[str, str], ...] = (), tail: bool = False) -> Calibration:
     """Tolerances for the learned rules such that, together, they reject at most `budget` of the replayed weeks.
 
     The budget is family-wise: a week counts once however many rules reject it. While the contract rejects more
@@ -214,6 +215,10 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     still must have values, and rows of a week without any still fail). Rules in `protect` (the target's
     median: a shifted target is the costliest break to miss) are widened last: the weeks they reject are the
     ones the budget keeps rejected, unless the budget cannot hold them.
+
+    With `tail`, each quantile and row-count rule but the protected ones then reaches to where the tail of its
+    replayed needs puts the next extreme (`reach_next_extremes`): the envelope of N weeks is crossed by about one
+    new ordinary week in N + 1, per rule, and a contract has dozens of rules.
     """
     base = defaults_of(cfg)
     default_alarms = alarms(need, {r: base[r[0]] for r in need.columns}).any(axis=1)
@@ -230,6 +235,7 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     kept = [r for r in protect if r in cost.columns]
     cost[kept] = cost[kept] + 1e6  # after any other widening (still finite: widened if nothing else can)
     _widen(need, tol, cost, allowed)
+    reached = reach_next_extremes(need, tol, budget, skip=set(kept)) if tail else {}
     caps = {"quantiles": MAX_QUANTILE_TOLERANCE, "nulls": MAX_NULL_TOLERANCE}
     exempt = {r for r, t in tol.items() if r[0] in caps and t > caps[r[0]]}
     # exempt from its null share, a column must still have values (tolerance 1: only a week without any fails)
@@ -239,6 +245,10 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
         if (family, column) not in exempt and t > start[family] and family != "rows":
             widened.setdefault(column, {})[family] = t
     notes = _widening_notes(need, widened, exempt, base)
+    if reached:
+        notes.append(f"validation: {len(reached)} rule(s) reach past their replayed extreme to where its tail puts "
+                     f"the next one ({', '.join(f'{c or f} {t:g}' for (f, c), t in sorted(reached.items())[:5])}"
+                     f"{', ...' if len(reached) > 5 else ''})")
     rows = tol.get(ROW_RULE, base["rows"])
     if rows > base["rows"]:
         notes.append(f"validation.row_count_tolerance {rows:g} (default {base['rows']:g}): "
@@ -253,7 +263,46 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
     return Calibration(row_count_tolerance=rows, column_tolerances=widened,
                        null_exempt=sorted(c for f, c in exempt if f == "nulls"),
                        quantile_exempt=sorted(c for f, c in exempt if f == "quantiles"),
-                       null_tolerance=nulls, alarms=after, default_alarms=default_alarms, notes=notes)
+                       null_tolerance=nulls, alarms=after, default_alarms=default_alarms, notes=notes,
+                       reached=reached)
+
+
+TAIL_FAMILIES = ("quantiles", "rows")  # rules whose needs are distances in a scale (IQRs, row shares)
+TAIL_TOP = 10  # next_extreme: the top values whose mean excess gives the tail's scale (at most a fifth of them)
+
+
+def next_extreme(values, p: float) -> float | None:
+    """The level a new value of a weekly series exceeds with probability `p`, from the exponential tail of its top
+    values (peaks over threshold): u, the (k+1)-th largest, plus the k largest's mean excess over u times
+    ln(k / (n p)). Where the series' top values are close together the level sits near its maximum; where a few
+    weeks stood far out, correspondingly further. None with fewer than 4 values."""
+    x = np.sort(np.asarray(values, dtype=float)[np.isfinite(np.asarray(values, dtype=float))])[::-1]
+    n = len(x)
+    k = max(3, min(TAIL_TOP, n // 5))
+    if n <= k:
+        return None
+    u = float(x[k])
+    return u + float(np.mean(x[:k] - u)) * math.log(k / (n * p))
+
+
+def reach_next_extremes(need: pd.DataFrame, tol: dict, budget: float,
+                        skip: set = frozenset()) -> dict[tuple[str, str], float]:
+    """Raise, in place, the tolerance of each quantile and row-count rule but those in `skip` (the target's
+    median: the room cost most of the shifted targets caught) to its `next_extreme` at a rate of `budget` shared
+    among those rules (a quantile rule at most to MAX_QUANTILE_TOLERANCE: still a rule, not exempt); return the
+    rules raised and their new tolerances."""
+    rules = [r for r in need.columns if r[0] in TAIL_FAMILIES and r not in skip and np.isfinite(tol[r])
+             and np.isfinite(need[r].to_numpy()).any()]
+    raised = {}
+    for r in rules:
+        level = next_extreme(need[r].to_numpy(), budget / len(rules))
+        if level is None:
+            continue
+        if r[0] == "quantiles":
+            level = min(level, MAX_QUANTILE_TOLERANCE)
+        if level > tol[r] + 1e-9:
+            tol[r] = raised[r] = _round_up(level, STEP[r[0]])
+    return raised
 
 
 def _widen(need: pd.DataFrame, tol: dict, cost: pd.DataFrame, allowed: int) -> None:

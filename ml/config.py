@@ -129,6 +129,9 @@ class EvaluateConfig:
     plot_rows: int = 2000  # rows sampled for the predicted-vs-actual plot
 
 
+TAIL_ROOM = ("none", "ranges", "all")  # validation.tail_room
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
     """The data contract of a batch: fixed rules from params plus rules learned from the reference window."""
@@ -162,6 +165,11 @@ class ValidationConfig:
     # (as far from a linear prediction from them as in the reference weeks: ml/companion.py): an episode that moves
     # correlated columns together is not a break of one of them
     companions: bool = True
+    # which learned bounds reach past the extreme of the weeks they were learned from to where their tail puts the
+    # next extreme (ml.budget.next_extreme; a bound at the extreme of 52 weeks is crossed by about one ordinary week
+    # in 53): "none", "ranges" (a range's top), "all" (also the quantile and row-count rules' tolerances, but the
+    # target's median). Fewer false quarantines, fewer breaks caught (docs/contract-and-alarms.md)
+    tail_room: str = "none"
 
 
 @dataclass(frozen=True)
@@ -481,6 +489,7 @@ def _check_column_tolerances(v: ValidationConfig) -> None:
     for column, values in v.categories.items():
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"params: 'validation.categories.{column}' must be a list of values, got {values!r}")
+    check_choice(v.tail_room, TAIL_ROOM, "validation.tail_room")
     if v.learn_weeks < 0:
         raise ConfigError(f"params: 'validation.learn_weeks' must be 0 (no learning) or more, got {v.learn_weeks}")
     if not 0 <= v.range_tolerance < 1:

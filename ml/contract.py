@@ -54,7 +54,7 @@ class Contract:
         return {"learned_from": self.learned_from, "widened": self.widened, "exempt": self.exempt,
                 "ranges_widened": self.ranges_widened, "row_count_tolerance": v.row_count_tolerance,
                 "null_tolerance": v.null_tolerance, "categories": v.categories,
-                "pinned": v.pinned, "range_tolerance": v.range_tolerance,
+                "pinned": v.pinned, "range_tolerance": v.range_tolerance, "tail_room": v.tail_room,
                 "ranges": v.ranges, "required": list(v.required), "min_rows": v.min_rows,
                 "null_exempt": list(v.null_exempt), "quantile_exempt": list(v.quantile_exempt),
                 "notes": self.notes, "seconds": round(self.seconds, 3)}
@@ -118,13 +118,14 @@ def learn_contract(cfg: SourceConfig, vcfg: ValidationConfig, history: pd.DataFr
         return Contract(validation=v, learned_from=learned_from, seconds=time.perf_counter() - began,
                         notes=[f"value rules: {0 if need is None else len(need)} accepted week(s) to calibrate on "
                                f"(fewer than {MIN_LEARN_WEEKS}): the configured tolerances"])
-    cal = calibrate(need, vcfg, budget=vcfg.false_alarm_rate, protect=(("quantiles", cfg.target),))
+    cal = calibrate(need, vcfg, budget=vcfg.false_alarm_rate, protect=(("quantiles", cfg.target),),
+                    tail=vcfg.tail_room == "all")
     merged = _merge(vcfg, cal.column_tolerances)
     exempt = {"nulls": [c for c in cal.null_exempt if not _is_pinned(vcfg, c, "nulls")],
               "quantiles": [c for c in cal.quantile_exempt if not _is_pinned(vcfg, c, "quantiles")]}
     widened = {c: {f: t for f, t in fams.items() if t > tolerance(vcfg, f, c)} for c, fams in merged.items()}
     widened = {c: f for c, f in widened.items() if f}
-    wider = _wider_ranges(vcfg, data, cfg.target) if vcfg.learn_ranges else {}
+    wider = _wider_ranges(vcfg, data, cfg.target, weeks) if vcfg.learn_ranges else {}
     v = dataclasses.replace(
         vcfg, column_tolerances=_pin(vcfg, merged), ranges={**vcfg.ranges, **wider},
         null_tolerance=max(vcfg.null_tolerance, cal.null_tolerance),
@@ -204,10 +205,14 @@ def _pin(vcfg: ValidationConfig, tolerances: dict) -> dict:
     return out
 
 
-def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str) -> dict[str, list]:
+def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str, weeks: pd.Series) -> dict[str, list]:
     """`validation.ranges` widened, never narrowed, to the accepted weeks' extremes +-
     `ml.first_contract.range_room`: a level that grows week by week moves its range with it; a bound a column never
-    crossed in the accepted weeks (a count >= 0) stays where it is."""
+    crossed in the accepted weeks (a count >= 0) stays where it is. With `validation.tail_room` "ranges" or
+    "all", a top also reaches to where the weekly maxima's tail puts the next one
+    (`ml.budget.next_extreme`, at the budget shared among the ranges' tops): a pollutant's record stands a year,
+    then a winter hour breaks it."""
+    from ml.budget import next_extreme
     from ml.first_contract import range_room, round_bound
 
     out = {}
@@ -224,6 +229,11 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str) -> di
         if lo is not None and lo > 0:
             new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0
         new_hi = hi if hi is None else max(hi, round_bound(v.max() + margin, math.ceil))
+        if vcfg.tail_room in ("ranges", "all") and hi is not None:
+            tops = pd.to_numeric(data[c], errors="coerce").groupby(weeks.to_numpy()).max().dropna().to_numpy()
+            level = next_extreme(tops, vcfg.false_alarm_rate / (2 * len(vcfg.ranges)))
+            if level is not None and math.isfinite(level):
+                new_hi = max(new_hi, round_bound(level, math.ceil))
         if [new_lo, new_hi] != list(bounds):
             out[c] = [new_lo, new_hi]
     return out

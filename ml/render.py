@@ -107,6 +107,9 @@ def _chosen_sections(p: Profile) -> dict[str, tuple[str, list[tuple]]]:
             ("quantile_tolerance", QUANTILE_TOLERANCE, "learned: within the reference weeks' range +- this x IQR"),
             ("companions", True, "a week whose quantiles moved with the other columns (a linear prediction "
              "from them) passes: an episode, not a break of one column"),
+            ("tail_room", "none", "learned bounds that reach past the accepted weeks' extremes to where their "
+             "tail puts the next one: ranges, all (also quantile and row tolerances): fewer false quarantines, "
+             "fewer breaks caught"),
             ("quantile_exempt", v["quantile_exempt"], "no learned quantile rule: too variable "
              "week to week (drift), or moving with the clock"),
             ("column_tolerances", v["column_tolerances"], "wider per column, to the history's own week-to-week "

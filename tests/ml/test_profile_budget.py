@@ -123,9 +123,11 @@ def test_a_numeric_feature_never_null_in_the_history_may_have_a_few_gaps_later(o
 
 
 def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):
-    """A widened tolerance lets through the weeks it was widened for, and no more than one step beyond them."""
+    """A widened tolerance lets through the weeks it was widened for, and reaches no further than one step beyond
+    them or, where the tail of its weeks puts the next extreme further out, one step beyond that."""
     name, prof, params, _, _ = onboarded
     need = prof.validation["_replay"]
+    reached = prof.validation["_calibration"].reached
     v = params.validation
     assert v.column_tolerances, f"{name}: no rule was widened"
     for column, tols in v.column_tolerances.items():
@@ -133,6 +135,9 @@ def test_widened_rules_stop_at_their_own_replayed_variation(onboarded):
             base = B.defaults_of(DEFAULTS)[family]
             x = need[(family, column)].to_numpy()
             x = x[np.isfinite(x)]
+            if (family, column) in reached:
+                assert tol == reached[(family, column)] > x.max(), (column, family, tol)
+                continue
             assert base < tol <= x.max() + B.STEP[family] + 1e-9, (column, family, tol)
             assert (x > base).any()  # widened because the history needed it
 
@@ -329,3 +334,31 @@ def test_a_weekly_series_with_a_missing_reading_is_not_a_broken_feed():
     report = validate_batch(batch, build_suite(params.source, params.validation, reference, start, end, len(weeks)))
     assert report.success, report.failures
     # a feed of many rows a week empty all week still fails (test_validation: a feature empty for the whole week)
+
+
+def test_the_next_extreme_lies_past_the_record_by_what_the_tail_says():
+    """Weeks whose top values stood close together put the next extreme just past their record; weeks where a few
+    stood far out put it further; a rarer level lies further still; too few weeks say nothing."""
+    rng = np.random.default_rng(0)
+    calm = rng.uniform(0, 1, 52)
+    spiky = np.concatenate([calm, [3.0, 5.0]])
+    at = B.next_extreme(calm, 0.001)
+    assert calm.max() < at < calm.max() + 1
+    assert B.next_extreme(spiky, 0.001) > at + 2
+    assert B.next_extreme(calm, 0.0001) > at
+    assert B.next_extreme([1.0, 2.0, 3.0], 0.01) is None
+
+
+def test_with_the_tail_the_rules_reach_past_their_record_but_the_target_median_does_not():
+    """validation.tail_room "all": a rule whose weeks needed up to 1.3 IQR ends where their tail puts the next
+    extreme, not at 1.3 (at most the cap: still a rule); the target's median (protected) stays at its own record."""
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(-0.5, 1.3, 52), rng.uniform(-0.5, 1.3, 52)
+    x[7] = y[9] = 1.3
+    rules = {("quantiles", "x"): list(x), ("quantiles", "y"): list(y)}
+    cal = B.calibrate(need_table(rules), DEFAULTS, protect=(("quantiles", "y"),), tail=True)
+    assert B.calibrate(need_table(rules), DEFAULTS).column_tolerances["x"] == {"quantiles": 1.3}
+    reach = cal.column_tolerances["x"]["quantiles"]
+    assert 1.4 < reach < B.MAX_QUANTILE_TOLERANCE and cal.reached == {("quantiles", "x"): reach}
+    assert cal.column_tolerances["y"] == {"quantiles": 1.3}
+    assert any("reach past their replayed extreme" in n for n in cal.notes), cal.notes
