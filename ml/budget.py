@@ -269,18 +269,21 @@ def calibrate(need: pd.DataFrame, cfg: ValidationConfig, budget: float = FALSE_A
 
 TAIL_FAMILIES = ("quantiles", "rows")  # rules whose needs are distances in a scale (IQRs, row shares)
 TAIL_TOP = 10  # next_extreme: the top values whose mean excess gives the tail's scale (at most a fifth of them)
+# next_extreme: fewer weekly values say nothing of a tail. Twelve weeks of a Beijing station's spring, a rise
+# week by week, put the next top of TEMP at 63 °C and of PM10 at 2,344: a range no unit error would cross
+TAIL_MIN_WEEKS = 26
 
 
 def next_extreme(values, p: float) -> float | None:
     """The level a new value of a weekly series exceeds with probability `p`, from the exponential tail of its top
     values (peaks over threshold): u, the (k+1)-th largest, plus the k largest's mean excess over u times
     ln(k / (n p)). Where the series' top values are close together the level sits near its maximum; where a few
-    weeks stood far out, correspondingly further. None with fewer than 4 values."""
+    weeks stood far out, correspondingly further. None with fewer than TAIL_MIN_WEEKS values."""
     x = np.sort(np.asarray(values, dtype=float)[np.isfinite(np.asarray(values, dtype=float))])[::-1]
     n = len(x)
-    k = max(3, min(TAIL_TOP, n // 5))
-    if n <= k:
+    if n < TAIL_MIN_WEEKS:
         return None
+    k = min(TAIL_TOP, n // 5)
     u = float(x[k])
     return u + float(np.mean(x[:k] - u)) * math.log(k / (n * p))
 

@@ -338,7 +338,7 @@ def test_a_weekly_series_with_a_missing_reading_is_not_a_broken_feed():
 
 def test_the_next_extreme_lies_past_the_record_by_what_the_tail_says():
     """Weeks whose top values stood close together put the next extreme just past their record; weeks where a few
-    stood far out put it further; a rarer level lies further still; too few weeks say nothing."""
+    stood far out put it further; a rarer level lies further still; fewer than half a year of weeks say nothing."""
     rng = np.random.default_rng(0)
     calm = rng.uniform(0, 1, 52)
     spiky = np.concatenate([calm, [3.0, 5.0]])
@@ -346,7 +346,7 @@ def test_the_next_extreme_lies_past_the_record_by_what_the_tail_says():
     assert calm.max() < at < calm.max() + 1
     assert B.next_extreme(spiky, 0.001) > at + 2
     assert B.next_extreme(calm, 0.0001) > at
-    assert B.next_extreme([1.0, 2.0, 3.0], 0.01) is None
+    assert B.next_extreme(calm[:B.TAIL_MIN_WEEKS - 1], 0.01) is None  # too few weeks to read a tail from
 
 
 def test_with_the_tail_the_rules_reach_past_their_record_but_the_target_median_does_not():
