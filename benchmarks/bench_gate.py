@@ -213,6 +213,8 @@ def line(name: str, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ml.config import TAIL_ROOM
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-weeks", type=int, help="at most this many weeks per dataset")
     ap.add_argument("--no-holdout", action="store_true", help="skip the out-of-sample replays")
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-in-sample", action="store_true", help="skip the in-sample replay")
     ap.add_argument("--without-companions", action="store_true",
                     help="quantile rules without their companions (validation.companions false): the baseline")
-    ap.add_argument("--tail-room", choices=("none", "ranges", "all"),
+    ap.add_argument("--tail-room", choices=TAIL_ROOM,
                     help="validation.tail_room for every dataset (default: what cli.init writes, 'none')")
     args, init_extra = ap.parse_known_args(argv)
     import logging

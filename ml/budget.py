@@ -279,7 +279,8 @@ def next_extreme(values, p: float) -> float | None:
     values (peaks over threshold): u, the (k+1)-th largest, plus the k largest's mean excess over u times
     ln(k / (n p)). Where the series' top values are close together the level sits near its maximum; where a few
     weeks stood far out, correspondingly further. None with fewer than TAIL_MIN_WEEKS values."""
-    x = np.sort(np.asarray(values, dtype=float)[np.isfinite(np.asarray(values, dtype=float))])[::-1]
+    x = np.asarray(values, dtype=float)
+    x = np.sort(x[np.isfinite(x)])[::-1]
     n = len(x)
     if n < TAIL_MIN_WEEKS:
         return None

@@ -210,8 +210,8 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str, weeks
     `ml.first_contract.range_room`: a level that grows week by week moves its range with it; a bound a column never
     crossed in the accepted weeks (a count >= 0) stays where it is. With `validation.tail_room` "ranges" or
     "all", a top also reaches to where the weekly maxima's tail puts the next one
-    (`ml.budget.next_extreme`, at the budget shared among the ranges' tops): a pollutant's record stands a year,
-    then a winter hour breaks it."""
+    (`ml.budget.next_extreme`, at the budget shared among the ranges' bounds, two a range): a pollutant's record
+    stands a year, then a winter hour breaks it."""
     from ml.budget import next_extreme
     from ml.first_contract import range_room, round_bound
 
@@ -219,7 +219,8 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str, weeks
     for c, bounds in vcfg.ranges.items():
         if c not in data.columns or not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
             continue
-        v = pd.to_numeric(data[c], errors="coerce").to_numpy(dtype=float)
+        col = pd.to_numeric(data[c], errors="coerce")
+        v = col.to_numpy(dtype=float)
         v = v[np.isfinite(v)]
         if v.size < 10:
             continue
@@ -230,7 +231,7 @@ def _wider_ranges(vcfg: ValidationConfig, data: pd.DataFrame, target: str, weeks
             new_lo = max(new_lo, 0)  # a positive floor may come down with the data, never below 0
         new_hi = hi if hi is None else max(hi, round_bound(v.max() + margin, math.ceil))
         if vcfg.tail_room in ("ranges", "all") and hi is not None:
-            tops = pd.to_numeric(data[c], errors="coerce").groupby(weeks.to_numpy()).max().dropna().to_numpy()
+            tops = col.groupby(weeks.to_numpy()).max().to_numpy()  # next_extreme drops the non-finite
             level = next_extreme(tops, vcfg.false_alarm_rate / (2 * len(vcfg.ranges)))
             if level is not None and math.isfinite(level):
                 new_hi = max(new_hi, round_bound(level, math.ceil))

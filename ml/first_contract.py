@@ -58,7 +58,7 @@ def first_contract(data: pd.DataFrame, src: dict, weeks: pd.Series, train_weeks:
              "quantiles": [c for c in numeric if c not in clock]}
     relations = {"inputs": numeric, "time_column": src["time_column"], "timezone": src.get("timezone", "UTC")}
     need = replay_contract(data[mask], weeks[mask], rules, train_weeks, defaults, target=target, companion=relations)
-    cal = calibrate(need, defaults, protect=(("quantiles", target),), tail=defaults.tail_room == "all")
+    cal = calibrate(need, defaults, protect=(("quantiles", target),))
     notes.extend(cal.notes)
     quantile_exempt = sorted({*cal.quantile_exempt, *clock})
     checked = [c for c in numeric if c not in quantile_exempt]
